@@ -1,0 +1,50 @@
+// A channel moves operations to one peer. Implementations: shared memory
+// (same host) and, later, the software-controlled net channel. The endpoint
+// above sees only this interface.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+#include "transport/completion.h"
+#include "transport/region_table.h"
+
+namespace uccl {
+
+// Where a channel delivers what arrives from its peer.
+class ChannelSink {
+ public:
+  virtual ~ChannelSink() = default;
+  virtual void on_remote_write(int src, uint64_t key, uint64_t offset, uint64_t len, uint32_t imm) = 0;
+  // One fragment of a two-sided message; fragments of a message arrive in order.
+  virtual void on_message(int src, uint64_t tag, uint64_t total, uint64_t frag_off, const void* data,
+                          size_t len) = 0;
+  virtual void on_drop(const char* reason) = 0;
+};
+
+// Blocks the calling thread until ready() holds, driving progress meanwhile;
+// raises a timeout/peer error naming `what` and the peer.
+using WaitFn = std::function<void(const std::function<bool()>& ready)>;
+
+struct PeerCounters {
+  uint64_t writes = 0, bytes_written = 0, reads = 0, bytes_read = 0;
+  uint64_t msgs_sent = 0, bytes_sent = 0, msgs_received = 0, bytes_received = 0, remote_writes = 0;
+};
+
+class Channel {
+ public:
+  virtual ~Channel() = default;
+  virtual const char* kind() const = 0;
+  // One-sided write of [src, src+len) into the peer's region `rkey` at `roff`.
+  // Returns once the local buffer may be reused.
+  virtual void write(const void* src, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm, uint32_t imm,
+                     const WaitFn& wait) = 0;
+  virtual void read(void* dst, uint64_t len, uint64_t rkey, uint64_t roff) = 0;
+  virtual void send(const void* data, uint64_t len, uint64_t tag, const WaitFn& wait) = 0;
+  // Delivers everything that has arrived to the sink; returns how many events.
+  virtual size_t poll(ChannelSink& sink) = 0;
+  virtual bool peer_alive() = 0;
+  virtual PeerCounters counters() const = 0;
+};
+
+}  // namespace uccl

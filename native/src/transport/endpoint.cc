@@ -1,0 +1,424 @@
+#include "transport/endpoint.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <iomanip>
+
+#include "common/clock.h"
+#include "common/errors.h"
+#include "transport/shm_channel.h"
+
+namespace uccl {
+
+namespace {
+
+constexpr uint64_t kDescriptorMagic = 0x55434c4c44455331ull;  // "UCLLDES1"
+
+struct Descriptor {
+  uint64_t magic;
+  uint64_t secret;
+  int32_t rank, world, pid, fd;
+  uint64_t segment_bytes;
+  char host[128];  // boot id + pid namespace: equal means /proc/<pid>/fd and CMA reach the peer
+};
+
+std::string host_identity() {
+  std::string boot;
+  std::ifstream("/proc/sys/kernel/random/boot_id") >> boot;
+  char ns[128] = {0};
+  ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof(ns) - 1);
+  return boot + "/" + std::string(ns, n > 0 ? size_t(n) : 0);
+}
+
+}  // namespace
+
+Endpoint::Endpoint(const EndpointConfig& cfg) : cfg_(cfg) {
+  if (cfg_.world < 1 || cfg_.rank < 0 || cfg_.rank >= cfg_.world)
+    raise(ErrorKind::Argument, "invalid rank ", cfg_.rank, " for world size ", cfg_.world);
+  if (cfg_.ring_bytes < 4096 || (cfg_.ring_bytes & (cfg_.ring_bytes - 1)))
+    raise(ErrorKind::Argument, "UCCL_SHM_RING_BYTES must be a power of two >= 4096, got ", cfg_.ring_bytes);
+  if (cfg_.inline_max > cfg_.ring_bytes / 8) cfg_.inline_max = cfg_.ring_bytes / 8;
+  layout_ = SegmentLayout{cfg_.world, cfg_.max_regions, cfg_.ring_bytes};
+  own_ = ShmSegment::create(layout_.total(), "uccl-endpoint");
+  hdr_ = new (own_.data()) SegmentHeader{};
+  hdr_->magic = kSegmentMagic;
+  hdr_->secret = cfg_.secret;
+  hdr_->rank = cfg_.rank;
+  hdr_->world = cfg_.world;
+  hdr_->pid = int32_t(getpid());
+  hdr_->table_capacity = cfg_.max_regions;
+  hdr_->ring_bytes = cfg_.ring_bytes;
+  table_ = std::make_unique<RegionTable>(static_cast<char*>(own_.data()) + layout_.table_offset(), cfg_.max_regions,
+                                         true);
+  assembly_.resize(size_t(cfg_.world));
+}
+
+Endpoint::~Endpoint() {
+  channels_.clear();
+  peer_segments_.clear();
+}
+
+std::string Endpoint::descriptor() const {
+  Descriptor d{};
+  d.magic = kDescriptorMagic;
+  d.secret = cfg_.secret;
+  d.rank = cfg_.rank;
+  d.world = cfg_.world;
+  d.pid = int32_t(getpid());
+  d.fd = own_.fd();
+  d.segment_bytes = own_.size();
+  std::string host = host_identity();
+  std::strncpy(d.host, host.c_str(), sizeof(d.host) - 1);
+  return std::string(reinterpret_cast<const char*>(&d), sizeof(d));
+}
+
+void Endpoint::connect(const std::vector<std::string>& descriptors) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  if (connected_) raise(ErrorKind::Argument, "rank ", cfg_.rank, ": endpoint is already connected");
+  if (int(descriptors.size()) != cfg_.world)
+    raise(ErrorKind::Argument, "rank ", cfg_.rank, ": connect got ", descriptors.size(), " descriptors for world ",
+          cfg_.world);
+  std::string my_host = host_identity();
+  peer_segments_.resize(size_t(cfg_.world));
+  for (int p = 0; p < cfg_.world; ++p) {
+    Descriptor d{};
+    if (descriptors[size_t(p)].size() != sizeof(d))
+      raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": connect: descriptor from rank ", p, " is malformed");
+    std::memcpy(&d, descriptors[size_t(p)].data(), sizeof(d));
+    if (d.magic != kDescriptorMagic || d.rank != p || d.world != cfg_.world || d.secret != cfg_.secret)
+      raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": connect: descriptor from rank ", p,
+            " belongs to another job or world");
+    bool same_host = my_host == std::string(d.host, strnlen(d.host, sizeof(d.host)));
+    ShmChannelParams params{cfg_.rank, p, pid_t(d.pid), cfg_.inline_max};
+    if (p == cfg_.rank) {
+      channels_.push_back(std::make_unique<ShmChannel>(params, own_.data(), own_.data(), layout_, table_.get()));
+      continue;
+    }
+    if (cfg_.transport == "net" || !same_host)
+      raise(ErrorKind::Argument, "rank ", cfg_.rank, ": connect to rank ", p,
+            ": the net channel is not built yet (UCCL_TRANSPORT=", cfg_.transport,
+            same_host ? ")" : ", peer on another host)");
+    peer_segments_[size_t(p)] = ShmSegment::attach(pid_t(d.pid), d.fd, d.segment_bytes);
+    auto* peer_hdr = static_cast<SegmentHeader*>(peer_segments_[size_t(p)].data());
+    if (peer_hdr->magic != kSegmentMagic || peer_hdr->secret != cfg_.secret || peer_hdr->rank != p)
+      raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": connect: shared segment of rank ", p,
+            " failed verification");
+    channels_.push_back(
+        std::make_unique<ShmChannel>(params, own_.data(), peer_segments_[size_t(p)].data(), layout_, table_.get()));
+  }
+  connected_ = true;
+}
+
+std::string Endpoint::channel_kind(int peer) const {
+  check_peer(peer, "channel_kind");
+  return channels_[size_t(peer)]->kind();
+}
+
+void Endpoint::check_peer(int peer, const char* op) const {
+  if (!connected_) raise(ErrorKind::Argument, "rank ", cfg_.rank, ": ", op, ": endpoint is not connected");
+  if (peer < 0 || peer >= cfg_.world)
+    raise(ErrorKind::Argument, "rank ", cfg_.rank, ": ", op, ": peer rank ", peer, " is outside world of size ",
+          cfg_.world);
+}
+
+uint64_t Endpoint::register_region(uint64_t addr, uint64_t len, uint32_t flags) {
+  if (flags & ~uint32_t(kRemoteWrite | kRemoteRead))
+    raise(ErrorKind::Argument, "rank ", cfg_.rank, ": register: unknown access flags 0x", std::hex, flags);
+  return table_->add(addr, len, flags);
+}
+
+void Endpoint::deregister_region(uint64_t key) {
+  if (!table_->remove(key))
+    raise(ErrorKind::Argument, "rank ", cfg_.rank, ": deregister: key 0x", std::hex, key, " is not registered");
+}
+
+Region Endpoint::local_region(uint64_t key, uint64_t off, uint64_t len, const char* op) const {
+  auto r = table_->lookup(key);
+  if (!r)
+    raise(ErrorKind::Access, "rank ", cfg_.rank, ": ", op, ": local key 0x", std::hex, key, std::dec,
+          " is not registered (never registered, or deregistered)");
+  if (off > r->len || len > r->len - off)
+    raise(ErrorKind::Access, "rank ", cfg_.rank, ": ", op, ": ", len, " bytes at local offset ", off,
+          " fall outside the local region of ", r->len, " bytes");
+  return *r;
+}
+
+WaitFn Endpoint::waiter(const std::string& what, int peer) {
+  return [this, what, peer](const std::function<bool()>& ready) { wait_until(ready, cfg_.timeout_s, what, peer); };
+}
+
+uint64_t Endpoint::write(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff,
+                         bool with_imm, uint32_t imm) {
+  check_peer(peer, "write");
+  Region local = local_region(lkey, loff, len, "write");
+  channels_[size_t(peer)]->write(reinterpret_cast<const void*>(local.addr + loff), len, rkey, roff, with_imm, imm,
+                                 waiter("write to rank " + std::to_string(peer), peer));
+  uint64_t id = next_wr_id();
+  Completion c;
+  c.wr_id = id;
+  c.opcode = Opcode::Write;
+  c.peer = peer;
+  c.len = len;
+  c.imm = imm;
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  done_[id] = c;
+  return id;
+}
+
+uint64_t Endpoint::read(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff) {
+  check_peer(peer, "read");
+  Region local = local_region(lkey, loff, len, "read");
+  channels_[size_t(peer)]->read(reinterpret_cast<void*>(local.addr + loff), len, rkey, roff);
+  uint64_t id = next_wr_id();
+  Completion c;
+  c.wr_id = id;
+  c.opcode = Opcode::Read;
+  c.peer = peer;
+  c.len = len;
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  done_[id] = c;
+  return id;
+}
+
+uint64_t Endpoint::send(int peer, const void* data, uint64_t len, uint64_t tag) {
+  check_peer(peer, "send");
+  channels_[size_t(peer)]->send(data, len, tag, waiter("send to rank " + std::to_string(peer), peer));
+  uint64_t id = next_wr_id();
+  Completion c;
+  c.wr_id = id;
+  c.opcode = Opcode::Send;
+  c.peer = peer;
+  c.tag = tag;
+  c.len = len;
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  done_[id] = c;
+  return id;
+}
+
+uint64_t Endpoint::post_recv(int src, void* buf, uint64_t cap, uint64_t tag) {
+  if (src != kAnySource) check_peer(src, "recv");
+  uint64_t id = next_wr_id();
+  PostedRecv r{id, src, tag, static_cast<char*>(buf), cap};
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  progress_locked();
+  pending_[id] = OpInfo{"recv(tag=" + std::to_string(tag) + ") from " +
+                            (src == kAnySource ? std::string("any rank") : "rank " + std::to_string(src)),
+                        src};
+  // An already complete unexpected message matches first (arrival order).
+  for (auto it = unexpected_.begin(); it != unexpected_.end(); ++it) {
+    if ((src == kAnySource || it->src == src) && it->tag == tag && it->complete()) {
+      if (it->data.size() <= cap && !it->data.empty()) std::memcpy(buf, it->data.data(), it->data.size());
+      complete_recv(r, it->src, it->tag, it->data.size());
+      unexpected_.erase(it);
+      return id;
+    }
+  }
+  posted_.push_back(r);
+  return id;
+}
+
+void Endpoint::complete_recv(const PostedRecv& r, int src, uint64_t tag, uint64_t total) {
+  Completion c;
+  c.wr_id = r.wr_id;
+  c.opcode = Opcode::Recv;
+  c.peer = src;
+  c.tag = tag;
+  c.len = total;
+  if (total > r.cap) {
+    c.ok = false;
+    c.error = format_msg("rank ", cfg_.rank, ": recv(tag=", tag, ") from rank ", src, ": message of ", total,
+                         " bytes does not fit the ", r.cap, "-byte buffer");
+  }
+  pending_.erase(r.wr_id);
+  done_[r.wr_id] = std::move(c);
+}
+
+void Endpoint::on_remote_write(int src, uint64_t key, uint64_t offset, uint64_t len, uint32_t imm) {
+  Completion c;
+  c.opcode = Opcode::RemoteWrite;
+  c.peer = src;
+  c.key = key;
+  c.offset = offset;
+  c.len = len;
+  c.imm = imm;
+  remote_writes_.push_back(c);
+}
+
+void Endpoint::on_message(int src, uint64_t tag, uint64_t total, uint64_t frag_off, const void* data, size_t len) {
+  Assembly& a = assembly_[size_t(src)];
+  if (frag_off == 0) {
+    a = Assembly{};
+    a.active = true;
+    auto match = std::find_if(posted_.begin(), posted_.end(), [&](const PostedRecv& r) {
+      return (r.src == kAnySource || r.src == src) && r.tag == tag;
+    });
+    if (match != posted_.end()) {
+      a.to_posted = true;
+      a.posted = *match;
+      posted_.erase(match);
+    } else {
+      unexpected_.push_back(Unexpected{src, tag, std::vector<char>(total)});
+      a.unexpected = std::prev(unexpected_.end());
+    }
+  } else if (!a.active || frag_off != a.received) {
+    on_drop("message fragment out of sequence");
+    return;
+  }
+  if (a.to_posted) {
+    if (total <= a.posted.cap && len) std::memcpy(a.posted.buf + frag_off, data, len);
+  } else {
+    if (len) std::memcpy(a.unexpected->data.data() + frag_off, data, len);
+    a.unexpected->received += len;
+  }
+  a.received += len;
+  if (a.received < total) return;
+  a.active = false;
+  if (a.to_posted) {
+    complete_recv(a.posted, src, tag, total);
+    return;
+  }
+  // A receive posted while this message was still arriving takes it now.
+  auto match = std::find_if(posted_.begin(), posted_.end(), [&](const PostedRecv& r) {
+    return (r.src == kAnySource || r.src == src) && r.tag == tag;
+  });
+  if (match != posted_.end()) {
+    if (total <= match->cap && total) std::memcpy(match->buf, a.unexpected->data.data(), total);
+    complete_recv(*match, src, tag, total);
+    posted_.erase(match);
+    unexpected_.erase(a.unexpected);
+  }
+}
+
+void Endpoint::on_drop(const char* reason) { drops_[reason]++; }
+
+void Endpoint::progress_locked() {
+  for (auto& ch : channels_) ch->poll(*this);
+}
+
+void Endpoint::progress() {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  progress_locked();
+}
+
+void Endpoint::raise_wait_failure(const std::string& what, int peer, double timeout_s) {
+  if (peer == kAnySource) {
+    for (int p = 0; p < cfg_.world; ++p)
+      if (!channels_[size_t(p)]->peer_alive())
+        raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": ", what, ": rank ", p, " has died");
+  } else if (peer >= 0 && !channels_[size_t(peer)]->peer_alive()) {
+    raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": ", what, ": rank ", peer, " has died");
+  }
+  std::ostringstream t;
+  t << std::fixed << std::setprecision(3) << timeout_s;
+  raise(ErrorKind::Timeout, "rank ", cfg_.rank, ": ", what, " timed out after ", t.str(), " s");
+}
+
+void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, const std::string& what, int peer) {
+  if (!connected_) raise(ErrorKind::Argument, "rank ", cfg_.rank, ": ", what, ": endpoint is not connected");
+  Deadline deadline(timeout_s);
+  const uint64_t spin_end = now_ns() + uint64_t(cfg_.spin_us * 1000);
+  auto check = [&] {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    progress_locked();
+    return ready();
+  };
+  // Spin briefly: most waits inside a collective end within microseconds.
+  while (now_ns() < spin_end) {
+    if (check()) return;
+    for (int i = 0; i < 16; ++i) cpu_relax();
+  }
+  uint64_t next_liveness = 0;
+  for (;;) {
+    uint32_t armed = hdr_->bell.arm();
+    if (check()) {
+      hdr_->bell.disarm();
+      return;
+    }
+    uint64_t now = now_ns();
+    bool dead = false;
+    if (now >= next_liveness) {  // a dead peer fails the wait long before the timeout
+      next_liveness = now + 5'000'000;
+      if (peer == kAnySource) {
+        for (auto& ch : channels_) dead |= !ch->peer_alive();
+      } else if (peer >= 0) {
+        dead = !channels_[size_t(peer)]->peer_alive();
+      }
+    }
+    if (dead || deadline.expired()) {
+      hdr_->bell.disarm();
+      if (check()) return;
+      raise_wait_failure(what, peer, timeout_s);
+    }
+    hdr_->bell.sleep(armed, std::min<uint64_t>(deadline.remaining_ns(), 2'000'000));
+    hdr_->bell.disarm();
+  }
+}
+
+Completion Endpoint::wait(uint64_t wr_id, double timeout_s) {
+  std::string what = "operation";
+  int peer = -2;  // -2: no particular peer to watch
+  {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    auto p = pending_.find(wr_id);
+    if (p != pending_.end()) {
+      what = p->second.what;
+      peer = p->second.peer;
+    } else if (!done_.count(wr_id)) {
+      raise(ErrorKind::Argument, "rank ", cfg_.rank, ": wait: unknown or already completed request ", wr_id);
+    }
+  }
+  wait_until([&] { return done_.count(wr_id) != 0; }, timeout_s, what, peer);
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  Completion c = std::move(done_[wr_id]);
+  done_.erase(wr_id);
+  if (!c.ok) raise(ErrorKind::Mismatch, c.error);
+  return c;
+}
+
+bool Endpoint::test(uint64_t wr_id) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  progress_locked();
+  return done_.count(wr_id) != 0;
+}
+
+Completion Endpoint::wait_remote_write(int src, double timeout_s) {
+  if (src != kAnySource) check_peer(src, "wait_remote_write");
+  std::deque<Completion>::iterator found;
+  auto ready = [&] {
+    found = std::find_if(remote_writes_.begin(), remote_writes_.end(),
+                         [&](const Completion& c) { return src == kAnySource || c.peer == src; });
+    return found != remote_writes_.end();
+  };
+  std::string what = "wait for a remote write from " +
+                     (src == kAnySource ? std::string("any rank") : "rank " + std::to_string(src));
+  wait_until(ready, timeout_s, what, src);
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  ready();
+  Completion c = *found;
+  remote_writes_.erase(found);
+  return c;
+}
+
+std::vector<Completion> Endpoint::poll_remote_writes(size_t max) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  progress_locked();
+  std::vector<Completion> out;
+  while (!remote_writes_.empty() && out.size() < max) {
+    out.push_back(remote_writes_.front());
+    remote_writes_.pop_front();
+  }
+  return out;
+}
+
+Endpoint::Stats Endpoint::stats() {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  Stats s;
+  for (auto& ch : channels_) s.peers.push_back(ch->counters());
+  s.drops = drops_;
+  return s;
+}
+
+}  // namespace uccl

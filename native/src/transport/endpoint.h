@@ -1,0 +1,139 @@
+// An endpoint: this process's attachment to the job. It owns the memory
+// registry, one channel per peer, the matching of two-sided messages and the
+// completion state; application threads call in and wait (spin, then sleep).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "transport/channel.h"
+#include "transport/completion.h"
+#include "transport/region_table.h"
+#include "transport/segment_layout.h"
+#include "transport/shm_segment.h"
+
+namespace uccl {
+
+struct EndpointConfig {
+  int rank = 0;
+  int world = 1;
+  uint64_t secret = 0;
+  std::string transport = "auto";  // auto | shm | net
+  double timeout_s = 300.0;
+  double spin_us = 50.0;
+  uint64_t ring_bytes = 1 << 20;
+  uint64_t inline_max = 8192;
+  uint32_t max_regions = 4096;
+};
+
+constexpr int kAnySource = -1;
+
+class Endpoint : private ChannelSink {
+ public:
+  explicit Endpoint(const EndpointConfig& cfg);
+  ~Endpoint() override;
+
+  int rank() const { return cfg_.rank; }
+  int world() const { return cfg_.world; }
+  const EndpointConfig& config() const { return cfg_; }
+
+  // Bootstrap: publish our descriptor, then connect with everyone's (index = rank).
+  std::string descriptor() const;
+  void connect(const std::vector<std::string>& descriptors);
+  std::string channel_kind(int peer) const;
+
+  uint64_t register_region(uint64_t addr, uint64_t len, uint32_t flags);
+  void deregister_region(uint64_t key);
+  Region local_region(uint64_t key, uint64_t off, uint64_t len, const char* op) const;
+
+  // Operations return a work-request id; wait(wr_id) returns its completion.
+  uint64_t write(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm,
+                 uint32_t imm);
+  uint64_t read(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff);
+  uint64_t send(int peer, const void* data, uint64_t len, uint64_t tag);
+  uint64_t post_recv(int src, void* buf, uint64_t cap, uint64_t tag);
+
+  Completion wait(uint64_t wr_id, double timeout_s);
+  bool test(uint64_t wr_id);
+  // Remote writes-with-immediate that landed here, oldest first (src may be kAnySource).
+  Completion wait_remote_write(int src, double timeout_s);
+  std::vector<Completion> poll_remote_writes(size_t max);
+
+  // Drives progress until ready() or the deadline; errors name `what` and `peer`.
+  void wait_until(const std::function<bool()>& ready, double timeout_s, const std::string& what, int peer);
+  void progress();
+
+  struct Stats {
+    std::vector<PeerCounters> peers;
+    std::map<std::string, uint64_t> drops;
+  };
+  Stats stats();
+
+ private:
+  struct PostedRecv {
+    uint64_t wr_id;
+    int src;
+    uint64_t tag;
+    char* buf;
+    uint64_t cap;
+  };
+  struct Unexpected {
+    int src;
+    uint64_t tag;
+    std::vector<char> data;
+    uint64_t received = 0;
+    bool complete() const { return received == data.size(); }
+  };
+  // Where the fragments of the message now arriving from a peer go.
+  struct Assembly {
+    bool active = false;
+    bool to_posted = false;
+    PostedRecv posted{};
+    std::list<Unexpected>::iterator unexpected;
+    uint64_t received = 0;
+  };
+  struct OpInfo {
+    std::string what;
+    int peer;
+  };
+
+  // ChannelSink
+  void on_remote_write(int src, uint64_t key, uint64_t offset, uint64_t len, uint32_t imm) override;
+  void on_message(int src, uint64_t tag, uint64_t total, uint64_t frag_off, const void* data, size_t len) override;
+  void on_drop(const char* reason) override;
+
+  void check_peer(int peer, const char* op) const;
+  uint64_t next_wr_id() { return next_wr_.fetch_add(1, std::memory_order_relaxed); }
+  void complete_recv(const PostedRecv& r, int src, uint64_t tag, uint64_t total);
+  void progress_locked();
+  [[noreturn]] void raise_wait_failure(const std::string& what, int peer, double timeout_s);
+  WaitFn waiter(const std::string& what, int peer);
+
+  EndpointConfig cfg_;
+  SegmentLayout layout_;
+  ShmSegment own_;
+  SegmentHeader* hdr_;
+  std::unique_ptr<RegionTable> table_;
+  std::vector<ShmSegment> peer_segments_;
+  std::vector<std::unique_ptr<Channel>> channels_;
+  bool connected_ = false;
+
+  std::recursive_mutex mu_;  // progress and completion state
+  std::atomic<uint64_t> next_wr_{1};
+  std::unordered_map<uint64_t, Completion> done_;
+  std::unordered_map<uint64_t, OpInfo> pending_;
+  std::deque<Completion> remote_writes_;
+  std::list<PostedRecv> posted_;
+  std::list<Unexpected> unexpected_;
+  std::vector<Assembly> assembly_;
+  std::map<std::string, uint64_t> drops_;
+};
+
+}  // namespace uccl

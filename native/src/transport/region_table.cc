@@ -1,0 +1,63 @@
+#include "transport/region_table.h"
+
+#include "common/errors.h"
+
+namespace uccl {
+
+RegionTable::RegionTable(void* mem, uint32_t capacity, bool owner)
+    : slots_(static_cast<RegionSlot*>(mem)), capacity_(capacity), rng_(std::random_device{}()) {
+  if (!owner) return;
+  free_.reserve(capacity);
+  for (uint32_t i = capacity; i > 0; --i) free_.push_back(i - 1);
+}
+
+uint64_t RegionTable::add(uint64_t addr, uint64_t len, uint32_t flags) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (free_.empty()) raise(ErrorKind::Argument, "region table full (", capacity_, " regions registered); raise UCCL_MAX_REGIONS");
+  uint32_t idx = free_.back();
+  free_.pop_back();
+  // High half random: a stale or guessed key does not name a live region.
+  uint64_t tag = 0;
+  while (tag == 0) tag = rng_() & 0xffffffffull;
+  uint64_t key = (tag << 32) | idx;
+  RegionSlot& s = slots_[idx];
+  s.seq.fetch_add(1, std::memory_order_acq_rel);
+  s.flags = flags;
+  s.addr = addr;
+  s.len = len;
+  s.key.store(key, std::memory_order_relaxed);
+  s.seq.fetch_add(1, std::memory_order_release);
+  return key;
+}
+
+bool RegionTable::remove(uint64_t key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint32_t idx = uint32_t(key & 0xffffffffu);
+  if (idx >= capacity_) return false;
+  RegionSlot& s = slots_[idx];
+  if (s.key.load(std::memory_order_relaxed) != key) return false;
+  s.seq.fetch_add(1, std::memory_order_acq_rel);
+  s.key.store(0, std::memory_order_relaxed);
+  s.addr = s.len = 0;
+  s.flags = 0;
+  s.seq.fetch_add(1, std::memory_order_release);
+  free_.push_back(idx);
+  return true;
+}
+
+std::optional<Region> RegionTable::lookup(uint64_t key) const {
+  uint32_t idx = uint32_t(key & 0xffffffffu);
+  if (key == 0 || idx >= capacity_) return std::nullopt;
+  const RegionSlot& s = slots_[idx];
+  for (;;) {
+    uint32_t before = s.seq.load(std::memory_order_acquire);
+    if (before & 1u) continue;
+    Region r{s.key.load(std::memory_order_relaxed), s.addr, s.len, s.flags};
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (s.seq.load(std::memory_order_relaxed) != before) continue;
+    if (r.key != key) return std::nullopt;
+    return r;
+  }
+}
+
+}  // namespace uccl

@@ -1,0 +1,55 @@
+// Registered memory regions, kept in the owner's shared segment so that
+// same-host peers validate key, bounds and access flags before touching memory.
+// One writer (the owner, under its own lock); readers use a seqlock.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <vector>
+
+namespace uccl {
+
+enum Access : uint32_t { kRemoteWrite = 1u << 0, kRemoteRead = 1u << 1 };
+
+struct Region {
+  uint64_t key;
+  uint64_t addr;
+  uint64_t len;
+  uint32_t flags;
+};
+
+struct alignas(32) RegionSlot {
+  std::atomic<uint32_t> seq;  // odd while the owner is changing the slot
+  uint32_t flags;
+  std::atomic<uint64_t> key;  // 0 = free
+  uint64_t addr;
+  uint64_t len;
+};
+
+// A view of a table living in shared memory; the owner also keeps the free list.
+class RegionTable {
+ public:
+  static size_t bytes_for(uint32_t capacity) { return sizeof(RegionSlot) * capacity; }
+
+  RegionTable() = default;
+  RegionTable(void* mem, uint32_t capacity, bool owner);
+
+  // Owner only.
+  uint64_t add(uint64_t addr, uint64_t len, uint32_t flags);
+  bool remove(uint64_t key);
+
+  // Anyone: a consistent snapshot of the slot named by key, if it still holds key.
+  std::optional<Region> lookup(uint64_t key) const;
+  uint32_t capacity() const { return capacity_; }
+
+ private:
+  RegionSlot* slots_ = nullptr;
+  uint32_t capacity_ = 0;
+  std::mutex mu_;
+  std::vector<uint32_t> free_;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace uccl

@@ -1,0 +1,69 @@
+"""uccl's configuration: every knob is a UCCL_* environment variable with a default that works."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default, cast):
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}") from exc
+
+
+def _size(raw: str) -> int:
+    """Parses sizes such as 4096, 64K, 1M, 2G."""
+    raw = raw.strip().upper().rstrip("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(raw[-1:], 1)
+    return int(float(raw[:-1] if scale > 1 else raw) * scale)
+
+
+_size.__name__ = "size"
+
+
+@dataclass
+class Config:
+    """Values in effect; `Config.from_env()` reads them, `uccl.config()` prints them."""
+
+    transport: str = field(default="auto", metadata={"env": "UCCL_TRANSPORT", "help": "auto | shm | net"})
+    timeout: float = field(default=300.0, metadata={"env": "UCCL_TIMEOUT", "help": "seconds any wait may take"})
+    spin_us: float = field(default=50.0, metadata={"env": "UCCL_SPIN_US", "help": "spin before sleeping (us)"})
+    shm_ring_bytes: int = field(default=1 << 20, metadata={"env": "UCCL_SHM_RING_BYTES", "help": "per-peer ring"})
+    inline_max: int = field(default=8192, metadata={"env": "UCCL_INLINE_MAX", "help": "inline write limit (bytes)"})
+    max_regions: int = field(default=4096, metadata={"env": "UCCL_MAX_REGIONS", "help": "registered regions"})
+
+    @classmethod
+    def from_env(cls) -> "Config":
+        casts = {float: float, int: _size, str: str}
+        values = {}
+        for f in dataclasses.fields(cls):
+            kind = type(f.default)
+            values[f.name] = _env(f.metadata["env"], f.default, casts[kind])
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.transport not in ("auto", "shm", "net"):
+            raise ValueError(f"UCCL_TRANSPORT must be auto, shm or net, got {self.transport!r}")
+        if self.timeout <= 0:
+            raise ValueError(f"UCCL_TIMEOUT must be positive, got {self.timeout}")
+
+    def describe(self) -> str:
+        lines = []
+        for f in dataclasses.fields(self):
+            lines.append(f"{f.metadata['env']:<22} {getattr(self, f.name)!s:<12} {f.metadata['help']}")
+        return "\n".join(lines)
+
+
+def config() -> Config:
+    """Prints and returns the configuration in effect."""
+    cfg = Config.from_env()
+    print(cfg.describe())
+    return cfg

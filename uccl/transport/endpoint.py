@@ -1,0 +1,139 @@
+"""Endpoint: one-sided writes/reads into registered regions, two-sided messages,
+completions. Same operations over every channel (shared memory today)."""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from typing import Any, Optional
+
+from uccl import _native
+from uccl._buffers import buffer_info
+from uccl.config import Config
+from uccl.errors import InvalidArgumentError
+from uccl.transport.bootstrap import Bootstrap
+from uccl.transport.memory import MemoryRegion
+
+ANY_SOURCE = _native.ANY_SOURCE
+Completion = _native.Completion
+
+
+class Request:
+    """A posted operation; `wait()` returns its Completion or raises its error."""
+
+    def __init__(self, endpoint: "Endpoint", wr_id: int, keepalive: Any = None) -> None:
+        self._ep, self.wr_id, self._keepalive = endpoint, wr_id, keepalive
+        self._completion: Optional[Completion] = None
+
+    def wait(self, timeout: Optional[float] = None) -> Completion:
+        if self._completion is None:
+            self._completion = self._ep._native.wait(self.wr_id, self._ep._timeout(timeout))
+            self._keepalive = None
+        return self._completion
+
+    def test(self) -> bool:
+        return self._completion is not None or self._ep._native.test(self.wr_id)
+
+
+def _check_span(rank: int, op: str, name: str, value: int, itemsize: int) -> None:
+    if value < 0:
+        raise InvalidArgumentError(f"rank {rank}: {op}: {name} must be >= 0, got {value}")
+    if value % itemsize:
+        raise InvalidArgumentError(
+            f"rank {rank}: {op}: {name} {value} is not a multiple of the buffer's item size {itemsize}")
+
+
+class Endpoint:
+    """This process's attachment to a job of `world_size` ranks."""
+
+    def __init__(self, bootstrap: Bootstrap, config: Optional[Config] = None) -> None:
+        self.config = config or Config.from_env()
+        self.bootstrap = bootstrap
+        self.rank, self.world_size = bootstrap.rank, bootstrap.world_size
+        secret = bootstrap.broadcast(secrets.token_bytes(8) if self.rank == 0 else None, root=0)
+        ncfg = _native.EndpointConfig()
+        ncfg.rank, ncfg.world = self.rank, self.world_size
+        ncfg.secret = struct.unpack("<Q", secret)[0]
+        ncfg.transport = self.config.transport
+        ncfg.timeout_s = self.config.timeout
+        ncfg.spin_us = self.config.spin_us
+        ncfg.ring_bytes = self.config.shm_ring_bytes
+        ncfg.inline_max = self.config.inline_max
+        ncfg.max_regions = self.config.max_regions
+        self._native = _native.Endpoint(ncfg)
+        self._native.connect(bootstrap.allgather(self._native.descriptor()))
+        bootstrap.barrier()  # every peer has mapped us before anyone sends
+
+    def _timeout(self, timeout: Optional[float]) -> float:
+        return self.config.timeout if timeout is None else float(timeout)
+
+    def channel(self, peer: int) -> str:
+        """Which channel reaches `peer` ("shm" or "net")."""
+        return self._native.channel_kind(peer)
+
+    def register(self, buf: Any, access: str = "rw") -> MemoryRegion:
+        """Registers a buffer; access: 'w' peers may write, 'r' peers may read, 'rw', or ''."""
+        return MemoryRegion(self, buf, access)
+
+    def write(self, peer: int, local: MemoryRegion, remote_key: int, *, length: Optional[int] = None,
+              offset: int = 0, remote_offset: int = 0, imm: Optional[int] = None) -> Request:
+        """Writes local[offset:offset+length] into the peer's region at remote_offset;
+        with `imm`, the peer's completion queue receives it once the data has landed."""
+        length = local.nbytes - offset if length is None else length
+        for name, value in (("length", length), ("offset", offset), ("remote_offset", remote_offset)):
+            _check_span(self.rank, "write", name, value, local.itemsize)
+        if imm is not None and not 0 <= imm < 2**32:
+            raise InvalidArgumentError(f"rank {self.rank}: write: imm must fit in 32 bits, got {imm}")
+        wr = self._native.write(peer, local.key, offset, length, remote_key, remote_offset, imm is not None,
+                                imm or 0)
+        return Request(self, wr)
+
+    def read(self, peer: int, local: MemoryRegion, remote_key: int, *, length: Optional[int] = None,
+             offset: int = 0, remote_offset: int = 0) -> Request:
+        """Reads the peer's region (which must grant 'r') into local[offset:offset+length]."""
+        length = local.nbytes - offset if length is None else length
+        for name, value in (("length", length), ("offset", offset), ("remote_offset", remote_offset)):
+            _check_span(self.rank, "read", name, value, local.itemsize)
+        if local.info.readonly:
+            raise InvalidArgumentError(f"rank {self.rank}: read: the local target buffer is read-only")
+        return Request(self, self._native.read(peer, local.key, offset, length, remote_key, remote_offset))
+
+    def send(self, peer: int, buf: Any, tag: int = 0) -> Request:
+        """Sends a message; completes once `buf` may be reused."""
+        info = buffer_info(buf, f"rank {self.rank}: send")
+        self._check_tag(tag, "send")
+        return Request(self, self._native.send(peer, info.addr, info.nbytes, tag), info.owner)
+
+    def recv(self, src: int, buf: Any, tag: int = 0) -> Request:
+        """Receives a message from `src` (or ANY_SOURCE) into `buf`; the completion
+        carries the sender and length. A message larger than `buf` is an error."""
+        info = buffer_info(buf, f"rank {self.rank}: recv")
+        if info.readonly:
+            raise InvalidArgumentError(f"rank {self.rank}: recv: the target buffer is read-only")
+        self._check_tag(tag, "recv")
+        return Request(self, self._native.post_recv(src, info.addr, info.nbytes, tag), info.owner)
+
+    def _check_tag(self, tag: int, op: str) -> None:
+        if not 0 <= tag < 2**64:
+            raise InvalidArgumentError(f"rank {self.rank}: {op}: tag must be a non-negative 64-bit int, got {tag}")
+
+    def wait_remote_write(self, src: int = ANY_SOURCE, timeout: Optional[float] = None) -> Completion:
+        """The next write-with-immediate that landed here (from `src`, or anyone)."""
+        return self._native.wait_remote_write(src, self._timeout(timeout))
+
+    def poll(self, max_completions: int = 64) -> list:
+        """Remote writes-with-immediate that have landed, without blocking."""
+        return self._native.poll_remote_writes(max_completions)
+
+    def stats(self) -> dict:
+        return self._native.stats()
+
+    def close(self) -> None:
+        """Releases the endpoint (its shared segment goes away with the last mapping)."""
+        self._native = None
+
+    def __enter__(self) -> "Endpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -37,6 +37,18 @@ class Config:
     shm_ring_bytes: int = field(default=1 << 20, metadata={"env": "UCCL_SHM_RING_BYTES", "help": "per-peer ring"})
     inline_max: int = field(default=8192, metadata={"env": "UCCL_INLINE_MAX", "help": "inline write limit (bytes)"})
     max_regions: int = field(default=4096, metadata={"env": "UCCL_MAX_REGIONS", "help": "registered regions"})
+    # net channel
+    ifname: str = field(default="", metadata={"env": "UCCL_IFNAME", "help": "interface to bind (net)"})
+    addr: str = field(default="", metadata={"env": "UCCL_ADDR", "help": "address to bind (net)"})
+    num_paths: int = field(default=16, metadata={"env": "UCCL_NUM_PATHS", "help": "paths per peer (net)"})
+    cc: str = field(default="swift", metadata={"env": "UCCL_CC", "help": "congestion control: swift | cubic"})
+    mtu: int = field(default=1472, metadata={"env": "UCCL_MTU", "help": "UDP payload per packet (net)"})
+    rto_ms: float = field(default=5.0, metadata={"env": "UCCL_RTO_MS", "help": "initial RTO (net)"})
+    max_retries: int = field(default=50, metadata={"env": "UCCL_MAX_RETRIES", "help": "RTOs before failing"})
+    # collectives
+    algo: str = field(default="auto", metadata={"env": "UCCL_ALGO", "help": "collective algorithm override"})
+    chunk_size: int = field(default=0, metadata={"env": "UCCL_CHUNK_SIZE", "help": "pipeline chunk (0 = tuner)"})
+    channels: int = field(default=0, metadata={"env": "UCCL_CHANNELS", "help": "channels (0 = tuner)"})
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -52,6 +64,10 @@ class Config:
     def validate(self) -> None:
         if self.transport not in ("auto", "shm", "net"):
             raise ValueError(f"UCCL_TRANSPORT must be auto, shm or net, got {self.transport!r}")
+        if self.num_paths < 1:
+            raise ValueError(f"UCCL_NUM_PATHS must be >= 1, got {self.num_paths}")
+        if self.cc not in ("swift", "cubic"):
+            raise ValueError(f"UCCL_CC must be swift or cubic, got {self.cc!r}")
         if self.timeout <= 0:
             raise ValueError(f"UCCL_TIMEOUT must be positive, got {self.timeout}")
 

@@ -56,6 +56,16 @@ PYBIND11_MODULE(_native, m) {
   m.attr("ACCESS_REMOTE_READ") = uint32_t(kRemoteRead);
   m.attr("ANY_SOURCE") = kAnySource;
 
+  py::class_<NetConfig>(m, "NetConfig")
+      .def(py::init<>())
+      .def_readwrite("ifname", &NetConfig::ifname)
+      .def_readwrite("addr", &NetConfig::addr)
+      .def_readwrite("num_paths", &NetConfig::num_paths)
+      .def_readwrite("cc", &NetConfig::cc)
+      .def_readwrite("mtu", &NetConfig::mtu)
+      .def_readwrite("rto_ms", &NetConfig::rto_ms)
+      .def_readwrite("max_retries", &NetConfig::max_retries);
+
   py::class_<EndpointConfig>(m, "EndpointConfig")
       .def(py::init<>())
       .def_readwrite("rank", &EndpointConfig::rank)
@@ -66,7 +76,8 @@ PYBIND11_MODULE(_native, m) {
       .def_readwrite("spin_us", &EndpointConfig::spin_us)
       .def_readwrite("ring_bytes", &EndpointConfig::ring_bytes)
       .def_readwrite("inline_max", &EndpointConfig::inline_max)
-      .def_readwrite("max_regions", &EndpointConfig::max_regions);
+      .def_readwrite("max_regions", &EndpointConfig::max_regions)
+      .def_readwrite("net", &EndpointConfig::net);
 
   py::enum_<Opcode>(m, "Opcode")
       .value("WRITE", Opcode::Write)

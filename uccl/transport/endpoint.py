@@ -60,6 +60,11 @@ class Endpoint:
         ncfg.ring_bytes = self.config.shm_ring_bytes
         ncfg.inline_max = self.config.inline_max
         ncfg.max_regions = self.config.max_regions
+        net = ncfg.net
+        net.ifname, net.addr, net.num_paths = self.config.ifname, self.config.addr, self.config.num_paths
+        net.cc, net.mtu = self.config.cc, self.config.mtu
+        net.rto_ms, net.max_retries = self.config.rto_ms, self.config.max_retries
+        ncfg.net = net
         self._native = _native.Endpoint(ncfg)
         self._native.connect(bootstrap.allgather(self._native.descriptor()))
         bootstrap.barrier()  # every peer has mapped us before anyone sends

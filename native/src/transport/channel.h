@@ -20,6 +20,8 @@ class ChannelSink {
   virtual void on_message(int src, uint64_t tag, uint64_t total, uint64_t frag_off, const void* data,
                           size_t len) = 0;
   virtual void on_drop(const char* reason) = 0;
+  // An operation that a channel completes asynchronously (write/read/send returned false).
+  virtual void on_local_complete(Completion c) = 0;
 };
 
 // Blocks the calling thread until ready() holds, driving progress meanwhile;
@@ -35,13 +37,18 @@ class Channel {
  public:
   virtual ~Channel() = default;
   virtual const char* kind() const = 0;
+  // Each operation returns true if it completed before returning (the local buffer
+  // may be reused); false if the channel will report Completion{wr_id} later through
+  // ChannelSink::on_local_complete from poll(). Until then the buffer must stay alive.
+  // Errors detectable at once (bad key, bounds, flags) throw uccl::Error.
+  //
   // One-sided write of [src, src+len) into the peer's region `rkey` at `roff`.
-  // Returns once the local buffer may be reused.
-  virtual void write(const void* src, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm, uint32_t imm,
-                     const WaitFn& wait) = 0;
-  virtual void read(void* dst, uint64_t len, uint64_t rkey, uint64_t roff) = 0;
-  virtual void send(const void* data, uint64_t len, uint64_t tag, const WaitFn& wait) = 0;
-  // Delivers everything that has arrived to the sink; returns how many events.
+  virtual bool write(uint64_t wr_id, const void* src, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm,
+                     uint32_t imm, const WaitFn& wait) = 0;
+  virtual bool read(uint64_t wr_id, void* dst, uint64_t len, uint64_t rkey, uint64_t roff) = 0;
+  virtual bool send(uint64_t wr_id, const void* data, uint64_t len, uint64_t tag, const WaitFn& wait) = 0;
+  // Delivers everything that has arrived to the sink (called with the endpoint's lock
+  // held); returns how many events.
   virtual size_t poll(ChannelSink& sink) = 0;
   virtual bool peer_alive() = 0;
   virtual PeerCounters counters() const = 0;

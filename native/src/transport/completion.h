@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "common/errors.h"
+
 namespace uccl {
 
 enum class Opcode : uint32_t { Write = 1, Read = 2, Send = 3, Recv = 4, RemoteWrite = 5 };
@@ -18,7 +20,8 @@ struct Completion {
   uint64_t offset = 0;  // RemoteWrite: where in the region it landed
   uint64_t key = 0;     // RemoteWrite: which region
   bool ok = true;
-  std::string error;    // set when !ok
+  ErrorKind error_kind = ErrorKind::Generic;  // set when !ok
+  std::string error;                          // set when !ok, names rank, operation and cause
 };
 
 }  // namespace uccl

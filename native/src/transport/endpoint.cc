@@ -54,6 +54,7 @@ Endpoint::Endpoint(const EndpointConfig& cfg) : cfg_(cfg) {
   table_ = std::make_unique<RegionTable>(static_cast<char*>(own_.data()) + layout_.table_offset(), cfg_.max_regions,
                                          true);
   assembly_.resize(size_t(cfg_.world));
+  if (cfg_.transport != "shm") net_ = NetTransport::create(cfg_.rank, cfg_.secret, cfg_.net, &hdr_->bell, table_.get());
 }
 
 Endpoint::~Endpoint() {
@@ -72,7 +73,9 @@ std::string Endpoint::descriptor() const {
   d.segment_bytes = own_.size();
   std::string host = host_identity();
   std::strncpy(d.host, host.c_str(), sizeof(d.host) - 1);
-  return std::string(reinterpret_cast<const char*>(&d), sizeof(d));
+  std::string out(reinterpret_cast<const char*>(&d), sizeof(d));
+  if (net_) out += net_->local_address();  // variable tail, opaque here
+  return out;
 }
 
 void Endpoint::connect(const std::vector<std::string>& descriptors) {
@@ -85,7 +88,7 @@ void Endpoint::connect(const std::vector<std::string>& descriptors) {
   peer_segments_.resize(size_t(cfg_.world));
   for (int p = 0; p < cfg_.world; ++p) {
     Descriptor d{};
-    if (descriptors[size_t(p)].size() != sizeof(d))
+    if (descriptors[size_t(p)].size() < sizeof(d))
       raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": connect: descriptor from rank ", p, " is malformed");
     std::memcpy(&d, descriptors[size_t(p)].data(), sizeof(d));
     if (d.magic != kDescriptorMagic || d.rank != p || d.world != cfg_.world || d.secret != cfg_.secret)
@@ -97,10 +100,15 @@ void Endpoint::connect(const std::vector<std::string>& descriptors) {
       channels_.push_back(std::make_unique<ShmChannel>(params, own_.data(), own_.data(), layout_, table_.get()));
       continue;
     }
-    if (cfg_.transport == "net" || !same_host)
-      raise(ErrorKind::Argument, "rank ", cfg_.rank, ": connect to rank ", p,
-            ": the net channel is not built yet (UCCL_TRANSPORT=", cfg_.transport,
-            same_host ? ")" : ", peer on another host)");
+    if (cfg_.transport == "net" || !same_host) {
+      std::string peer_net = descriptors[size_t(p)].substr(sizeof(d));
+      if (!net_ || peer_net.empty())
+        raise(ErrorKind::Argument, "rank ", cfg_.rank, ": connect to rank ", p,
+              ": no net channel (UCCL_TRANSPORT=shm here or at the peer, but the peer ",
+              same_host ? "must use the net channel)" : "is on another host)");
+      channels_.push_back(net_->connect(p, peer_net));
+      continue;
+    }
     peer_segments_[size_t(p)] = ShmSegment::attach(pid_t(d.pid), d.fd, d.segment_bytes);
     auto* peer_hdr = static_cast<SegmentHeader*>(peer_segments_[size_t(p)].data());
     if (peer_hdr->magic != kSegmentMagic || peer_hdr->secret != cfg_.secret || peer_hdr->rank != p)
@@ -150,52 +158,64 @@ WaitFn Endpoint::waiter(const std::string& what, int peer) {
   return [this, what, peer](const std::function<bool()>& ready) { wait_until(ready, cfg_.timeout_s, what, peer); };
 }
 
+uint64_t Endpoint::start(Opcode op, int peer, uint64_t len, uint64_t tag, const std::string& what,
+                         const std::function<bool(uint64_t)>& post) {
+  uint64_t id = next_wr_id();
+  {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    pending_[id] = OpInfo{what, peer};
+  }
+  bool done_now;
+  try {
+    done_now = post(id);
+  } catch (...) {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    pending_.erase(id);
+    throw;
+  }
+  if (done_now) {
+    Completion c;
+    c.wr_id = id;
+    c.opcode = op;
+    c.peer = peer;
+    c.len = len;
+    c.tag = tag;
+    on_local_complete(std::move(c));
+  }
+  return id;
+}
+
 uint64_t Endpoint::write(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff,
                          bool with_imm, uint32_t imm) {
   check_peer(peer, "write");
   Region local = local_region(lkey, loff, len, "write");
-  channels_[size_t(peer)]->write(reinterpret_cast<const void*>(local.addr + loff), len, rkey, roff, with_imm, imm,
-                                 waiter("write to rank " + std::to_string(peer), peer));
-  uint64_t id = next_wr_id();
-  Completion c;
-  c.wr_id = id;
-  c.opcode = Opcode::Write;
-  c.peer = peer;
-  c.len = len;
-  c.imm = imm;
-  std::lock_guard<std::recursive_mutex> lock(mu_);
-  done_[id] = c;
-  return id;
+  std::string what = "write to rank " + std::to_string(peer);
+  return start(Opcode::Write, peer, len, 0, what, [&](uint64_t id) {
+    return channels_[size_t(peer)]->write(id, reinterpret_cast<const void*>(local.addr + loff), len, rkey, roff,
+                                          with_imm, imm, waiter(what, peer));
+  });
 }
 
 uint64_t Endpoint::read(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff) {
   check_peer(peer, "read");
   Region local = local_region(lkey, loff, len, "read");
-  channels_[size_t(peer)]->read(reinterpret_cast<void*>(local.addr + loff), len, rkey, roff);
-  uint64_t id = next_wr_id();
-  Completion c;
-  c.wr_id = id;
-  c.opcode = Opcode::Read;
-  c.peer = peer;
-  c.len = len;
-  std::lock_guard<std::recursive_mutex> lock(mu_);
-  done_[id] = c;
-  return id;
+  return start(Opcode::Read, peer, len, 0, "read from rank " + std::to_string(peer), [&](uint64_t id) {
+    return channels_[size_t(peer)]->read(id, reinterpret_cast<void*>(local.addr + loff), len, rkey, roff);
+  });
 }
 
 uint64_t Endpoint::send(int peer, const void* data, uint64_t len, uint64_t tag) {
   check_peer(peer, "send");
-  channels_[size_t(peer)]->send(data, len, tag, waiter("send to rank " + std::to_string(peer), peer));
-  uint64_t id = next_wr_id();
-  Completion c;
-  c.wr_id = id;
-  c.opcode = Opcode::Send;
-  c.peer = peer;
-  c.tag = tag;
-  c.len = len;
+  std::string what = "send(tag=" + std::to_string(tag) + ") to rank " + std::to_string(peer);
+  return start(Opcode::Send, peer, len, tag, what, [&](uint64_t id) {
+    return channels_[size_t(peer)]->send(id, data, len, tag, waiter(what, peer));
+  });
+}
+
+void Endpoint::on_local_complete(Completion c) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
-  done_[id] = c;
-  return id;
+  pending_.erase(c.wr_id);
+  done_[c.wr_id] = std::move(c);
 }
 
 uint64_t Endpoint::post_recv(int src, void* buf, uint64_t cap, uint64_t tag) {
@@ -229,6 +249,7 @@ void Endpoint::complete_recv(const PostedRecv& r, int src, uint64_t tag, uint64_
   c.len = total;
   if (total > r.cap) {
     c.ok = false;
+    c.error_kind = ErrorKind::Mismatch;
     c.error = format_msg("rank ", cfg_.rank, ": recv(tag=", tag, ") from rank ", src, ": message of ", total,
                          " bytes does not fit the ", r.cap, "-byte buffer");
   }
@@ -374,7 +395,7 @@ Completion Endpoint::wait(uint64_t wr_id, double timeout_s) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   Completion c = std::move(done_[wr_id]);
   done_.erase(wr_id);
-  if (!c.ok) raise(ErrorKind::Mismatch, c.error);
+  if (!c.ok) throw Error(c.error_kind, c.error);
   return c;
 }
 

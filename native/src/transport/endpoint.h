@@ -15,6 +15,7 @@
 
 #include "transport/channel.h"
 #include "transport/completion.h"
+#include "transport/net_transport.h"
 #include "transport/region_table.h"
 #include "transport/segment_layout.h"
 #include "transport/shm_segment.h"
@@ -31,6 +32,7 @@ struct EndpointConfig {
   uint64_t ring_bytes = 1 << 20;
   uint64_t inline_max = 8192;
   uint32_t max_regions = 4096;
+  NetConfig net;
 };
 
 constexpr int kAnySource = -1;
@@ -108,6 +110,12 @@ class Endpoint : private ChannelSink {
   void on_remote_write(int src, uint64_t key, uint64_t offset, uint64_t len, uint32_t imm) override;
   void on_message(int src, uint64_t tag, uint64_t total, uint64_t frag_off, const void* data, size_t len) override;
   void on_drop(const char* reason) override;
+  void on_local_complete(Completion c) override;
+
+  // Registers a pending operation, posts it, and records its completion if the
+  // channel finished it synchronously.
+  uint64_t start(Opcode op, int peer, uint64_t len, uint64_t tag, const std::string& what,
+                 const std::function<bool(uint64_t)>& post);
 
   void check_peer(int peer, const char* op) const;
   uint64_t next_wr_id() { return next_wr_.fetch_add(1, std::memory_order_relaxed); }
@@ -121,6 +129,7 @@ class Endpoint : private ChannelSink {
   ShmSegment own_;
   SegmentHeader* hdr_;
   std::unique_ptr<RegionTable> table_;
+  std::unique_ptr<NetTransport> net_;  // null when UCCL_TRANSPORT=shm
   std::vector<ShmSegment> peer_segments_;
   std::vector<std::unique_ptr<Channel>> channels_;
   bool connected_ = false;

@@ -119,8 +119,8 @@ void ShmChannel::commit(RecordHeader* rec) {
   peer_hdr_->bell.ring();
 }
 
-void ShmChannel::write(const void* src, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm, uint32_t imm,
-                       const WaitFn& wait) {
+bool ShmChannel::write(uint64_t, const void* src, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm,
+                       uint32_t imm, const WaitFn& wait) {
   Region r = check_remote(rkey, roff, len, kRemoteWrite, "write");
   std::lock_guard<std::mutex> lock(send_mu_);
   bool inline_data = with_imm && len <= p_.inline_max;
@@ -133,16 +133,18 @@ void ShmChannel::write(const void* src, uint64_t len, uint64_t rkey, uint64_t ro
   }
   counters_.writes++;
   counters_.bytes_written += len;
+  return true;
 }
 
-void ShmChannel::read(void* dst, uint64_t len, uint64_t rkey, uint64_t roff) {
+bool ShmChannel::read(uint64_t, void* dst, uint64_t len, uint64_t rkey, uint64_t roff) {
   Region r = check_remote(rkey, roff, len, kRemoteRead, "read");
   copy_from_peer(dst, r.addr + roff, len);
   counters_.reads++;
   counters_.bytes_read += len;
+  return true;
 }
 
-void ShmChannel::send(const void* data, uint64_t len, uint64_t tag, const WaitFn& wait) {
+bool ShmChannel::send(uint64_t, const void* data, uint64_t len, uint64_t tag, const WaitFn& wait) {
   std::lock_guard<std::mutex> lock(send_mu_);
   const char* p = static_cast<const char*>(data);
   uint64_t off = 0;
@@ -156,6 +158,7 @@ void ShmChannel::send(const void* data, uint64_t len, uint64_t tag, const WaitFn
   } while (off < len);
   counters_.msgs_sent++;
   counters_.bytes_sent += len;
+  return true;
 }
 
 size_t ShmChannel::poll(ChannelSink& sink) {

@@ -29,10 +29,10 @@ class ShmChannel final : public Channel {
   ~ShmChannel() override;
 
   const char* kind() const override { return "shm"; }
-  void write(const void* src, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm, uint32_t imm,
-             const WaitFn& wait) override;
-  void read(void* dst, uint64_t len, uint64_t rkey, uint64_t roff) override;
-  void send(const void* data, uint64_t len, uint64_t tag, const WaitFn& wait) override;
+  bool write(uint64_t wr_id, const void* src, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm,
+             uint32_t imm, const WaitFn& wait) override;
+  bool read(uint64_t wr_id, void* dst, uint64_t len, uint64_t rkey, uint64_t roff) override;
+  bool send(uint64_t wr_id, const void* data, uint64_t len, uint64_t tag, const WaitFn& wait) override;
   size_t poll(ChannelSink& sink) override;
   bool peer_alive() override;
   PeerCounters counters() const override { return counters_; }

@@ -5,6 +5,7 @@
 
 #include "common/errors.h"
 #include "transport/endpoint.h"
+#include "tools/pingpong.h"
 
 namespace py = pybind11;
 using namespace uccl;
@@ -86,7 +87,20 @@ PYBIND11_MODULE(_native, m) {
       .value("RECV", Opcode::Recv)
       .value("REMOTE_WRITE", Opcode::RemoteWrite);
 
+  py::class_<Endpoint::Posted>(m, "Posted")
+      .def_readonly("wr_id", &Endpoint::Posted::wr_id)
+      .def_readonly("done", &Endpoint::Posted::done);
+
   py::class_<Completion>(m, "Completion")
+      .def(py::init([](Opcode op, int peer, uint64_t len, uint64_t tag) {
+             Completion c;
+             c.opcode = op;
+             c.peer = peer;
+             c.len = len;
+             c.tag = tag;
+             return c;
+           }),
+           py::arg("opcode"), py::arg("peer"), py::arg("len"), py::arg("tag") = 0)
       .def_readonly("wr_id", &Completion::wr_id)
       .def_readonly("opcode", &Completion::opcode)
       .def_readonly("peer", &Completion::peer)
@@ -133,4 +147,8 @@ PYBIND11_MODULE(_native, m) {
       .def("wait_remote_write", &Endpoint::wait_remote_write, gil_free())
       .def("poll_remote_writes", &Endpoint::poll_remote_writes, gil_free())
       .def("stats", [](Endpoint& e) { return stats_to_dict(e.stats()); });
+
+  m.def("pingpong_one_way_us", &pingpong_one_way_us, py::arg("endpoint"), py::arg("peer"), py::arg("initiator"),
+        py::arg("lkey"), py::arg("rkey"), py::arg("size"), py::arg("iters"), py::arg("warmup") = 100,
+        py::call_guard<py::gil_scoped_release>());
 }

@@ -16,31 +16,42 @@ from uccl.transport.memory import MemoryRegion
 
 ANY_SOURCE = _native.ANY_SOURCE
 Completion = _native.Completion
+_WRITE, _READ, _SEND = _native.Opcode.WRITE, _native.Opcode.READ, _native.Opcode.SEND
 
 
 class Request:
     """A posted operation; `wait()` returns its Completion or raises its error."""
 
-    def __init__(self, endpoint: "Endpoint", wr_id: int, keepalive: Any = None) -> None:
-        self._ep, self.wr_id, self._keepalive = endpoint, wr_id, keepalive
-        self._completion: Optional[Completion] = None
+    __slots__ = ("_ep", "wr_id", "_keepalive", "_completion", "_done", "_desc")
+
+    def __init__(self, endpoint: "Endpoint", posted, keepalive: Any = None, desc: tuple = ()) -> None:
+        self._ep, self._keepalive, self._completion = endpoint, keepalive, None
+        if isinstance(posted, int):
+            self.wr_id, self._done = posted, False
+        else:  # a native Posted: `done` means it finished before returning
+            self.wr_id, self._done = posted.wr_id, posted.done
+        self._desc = desc
 
     def wait(self, timeout: Optional[float] = None) -> Completion:
         if self._completion is None:
-            self._completion = self._ep._native.wait(self.wr_id, self._ep._timeout(timeout))
+            if self._done:
+                self._completion = Completion(*self._desc)
+            else:
+                self._completion = self._ep._native.wait(self.wr_id, self._ep._timeout(timeout))
             self._keepalive = None
         return self._completion
 
     def test(self) -> bool:
-        return self._completion is not None or self._ep._native.test(self.wr_id)
+        return self._done or self._completion is not None or self._ep._native.test(self.wr_id)
 
 
-def _check_span(rank: int, op: str, name: str, value: int, itemsize: int) -> None:
-    if value < 0:
-        raise InvalidArgumentError(f"rank {rank}: {op}: {name} must be >= 0, got {value}")
-    if value % itemsize:
-        raise InvalidArgumentError(
-            f"rank {rank}: {op}: {name} {value} is not a multiple of the buffer's item size {itemsize}")
+def _check_spans(rank: int, op: str, itemsize: int, **spans: int) -> None:
+    for name, value in spans.items():
+        if value < 0:
+            raise InvalidArgumentError(f"rank {rank}: {op}: {name} must be >= 0, got {value}")
+        if value % itemsize:
+            raise InvalidArgumentError(
+                f"rank {rank}: {op}: {name} {value} is not a multiple of the buffer's item size {itemsize}")
 
 
 class Endpoint:
@@ -85,29 +96,31 @@ class Endpoint:
         """Writes local[offset:offset+length] into the peer's region at remote_offset;
         with `imm`, the peer's completion queue receives it once the data has landed."""
         length = local.nbytes - offset if length is None else length
-        for name, value in (("length", length), ("offset", offset), ("remote_offset", remote_offset)):
-            _check_span(self.rank, "write", name, value, local.itemsize)
+        if (length | offset | remote_offset) < 0 or local.itemsize > 1:  # fast path for the common case
+            _check_spans(self.rank, "write", local.itemsize, length=length, offset=offset,
+                         remote_offset=remote_offset)
         if imm is not None and not 0 <= imm < 2**32:
             raise InvalidArgumentError(f"rank {self.rank}: write: imm must fit in 32 bits, got {imm}")
-        wr = self._native.write(peer, local.key, offset, length, remote_key, remote_offset, imm is not None,
-                                imm or 0)
-        return Request(self, wr)
+        posted = self._native.write(peer, local.key, offset, length, remote_key, remote_offset, imm is not None,
+                                    imm or 0)
+        return Request(self, posted, None, (_WRITE, peer, length))
 
     def read(self, peer: int, local: MemoryRegion, remote_key: int, *, length: Optional[int] = None,
              offset: int = 0, remote_offset: int = 0) -> Request:
         """Reads the peer's region (which must grant 'r') into local[offset:offset+length]."""
         length = local.nbytes - offset if length is None else length
-        for name, value in (("length", length), ("offset", offset), ("remote_offset", remote_offset)):
-            _check_span(self.rank, "read", name, value, local.itemsize)
+        _check_spans(self.rank, "read", local.itemsize, length=length, offset=offset, remote_offset=remote_offset)
         if local.info.readonly:
             raise InvalidArgumentError(f"rank {self.rank}: read: the local target buffer is read-only")
-        return Request(self, self._native.read(peer, local.key, offset, length, remote_key, remote_offset))
+        return Request(self, self._native.read(peer, local.key, offset, length, remote_key, remote_offset), None,
+                       (_READ, peer, length))
 
     def send(self, peer: int, buf: Any, tag: int = 0) -> Request:
         """Sends a message; completes once `buf` may be reused."""
         info = buffer_info(buf, f"rank {self.rank}: send")
         self._check_tag(tag, "send")
-        return Request(self, self._native.send(peer, info.addr, info.nbytes, tag), info.owner)
+        return Request(self, self._native.send(peer, info.addr, info.nbytes, tag), info.owner,
+                       (_SEND, peer, info.nbytes, tag))
 
     def recv(self, src: int, buf: Any, tag: int = 0) -> Request:
         """Receives a message from `src` (or ANY_SOURCE) into `buf`; the completion

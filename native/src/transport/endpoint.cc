@@ -154,62 +154,42 @@ Region Endpoint::local_region(uint64_t key, uint64_t off, uint64_t len, const ch
   return *r;
 }
 
-WaitFn Endpoint::waiter(const std::string& what, int peer) {
-  return [this, what, peer](const std::function<bool()>& ready) { wait_until(ready, cfg_.timeout_s, what, peer); };
+WaitFn Endpoint::waiter(const OpDesc& op) {
+  return [this, op](const std::function<bool()>& ready) { wait_until(ready, cfg_.timeout_s, op); };
 }
 
-uint64_t Endpoint::start(Opcode op, int peer, uint64_t len, uint64_t tag, const std::string& what,
-                         const std::function<bool(uint64_t)>& post) {
+Endpoint::Posted Endpoint::start(const OpDesc& op, const std::function<bool(uint64_t)>& post) {
   uint64_t id = next_wr_id();
-  {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    pending_[id] = OpInfo{what, peer};
-  }
-  bool done_now;
-  try {
-    done_now = post(id);
-  } catch (...) {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    pending_.erase(id);
-    throw;
-  }
-  if (done_now) {
-    Completion c;
-    c.wr_id = id;
-    c.opcode = op;
-    c.peer = peer;
-    c.len = len;
-    c.tag = tag;
-    on_local_complete(std::move(c));
-  }
-  return id;
+  if (post(id)) return Posted{id, true};  // synchronous: nothing to remember
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  if (!done_.count(id)) pending_[id] = op;
+  return Posted{id, false};
 }
 
-uint64_t Endpoint::write(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff,
-                         bool with_imm, uint32_t imm) {
+Endpoint::Posted Endpoint::write(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey,
+                                 uint64_t roff, bool with_imm, uint32_t imm) {
   check_peer(peer, "write");
   Region local = local_region(lkey, loff, len, "write");
-  std::string what = "write to rank " + std::to_string(peer);
-  return start(Opcode::Write, peer, len, 0, what, [&](uint64_t id) {
+  OpDesc op{Opcode::Write, peer, 0, nullptr};
+  return start(op, [&](uint64_t id) {
     return channels_[size_t(peer)]->write(id, reinterpret_cast<const void*>(local.addr + loff), len, rkey, roff,
-                                          with_imm, imm, waiter(what, peer));
+                                          with_imm, imm, waiter(op));
   });
 }
 
-uint64_t Endpoint::read(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff) {
+Endpoint::Posted Endpoint::read(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey,
+                                uint64_t roff) {
   check_peer(peer, "read");
   Region local = local_region(lkey, loff, len, "read");
-  return start(Opcode::Read, peer, len, 0, "read from rank " + std::to_string(peer), [&](uint64_t id) {
+  return start(OpDesc{Opcode::Read, peer, 0, nullptr}, [&](uint64_t id) {
     return channels_[size_t(peer)]->read(id, reinterpret_cast<void*>(local.addr + loff), len, rkey, roff);
   });
 }
 
-uint64_t Endpoint::send(int peer, const void* data, uint64_t len, uint64_t tag) {
+Endpoint::Posted Endpoint::send(int peer, const void* data, uint64_t len, uint64_t tag) {
   check_peer(peer, "send");
-  std::string what = "send(tag=" + std::to_string(tag) + ") to rank " + std::to_string(peer);
-  return start(Opcode::Send, peer, len, tag, what, [&](uint64_t id) {
-    return channels_[size_t(peer)]->send(id, data, len, tag, waiter(what, peer));
-  });
+  OpDesc op{Opcode::Send, peer, tag, nullptr};
+  return start(op, [&](uint64_t id) { return channels_[size_t(peer)]->send(id, data, len, tag, waiter(op)); });
 }
 
 void Endpoint::on_local_complete(Completion c) {
@@ -224,9 +204,7 @@ uint64_t Endpoint::post_recv(int src, void* buf, uint64_t cap, uint64_t tag) {
   PostedRecv r{id, src, tag, static_cast<char*>(buf), cap};
   std::lock_guard<std::recursive_mutex> lock(mu_);
   progress_locked();
-  pending_[id] = OpInfo{"recv(tag=" + std::to_string(tag) + ") from " +
-                            (src == kAnySource ? std::string("any rank") : "rank " + std::to_string(src)),
-                        src};
+  pending_[id] = OpDesc{Opcode::Recv, src, tag, nullptr};
   // An already complete unexpected message matches first (arrival order).
   for (auto it = unexpected_.begin(); it != unexpected_.end(); ++it) {
     if ((src == kAnySource || it->src == src) && it->tag == tag && it->complete()) {
@@ -324,28 +302,30 @@ void Endpoint::progress() {
   progress_locked();
 }
 
-void Endpoint::raise_wait_failure(const std::string& what, int peer, double timeout_s) {
+void Endpoint::raise_wait_failure(const OpDesc& op, double timeout_s) {
+  int peer = op.peer;
   if (peer == kAnySource) {
     for (int p = 0; p < cfg_.world; ++p)
       if (!channels_[size_t(p)]->peer_alive())
-        raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": ", what, ": rank ", p, " has died");
+        raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": ", op.str(), ": rank ", p, " has died");
   } else if (peer >= 0 && !channels_[size_t(peer)]->peer_alive()) {
-    raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": ", what, ": rank ", peer, " has died");
+    raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": ", op.str(), ": rank ", peer, " has died");
   }
   std::ostringstream t;
   t << std::fixed << std::setprecision(3) << timeout_s;
-  raise(ErrorKind::Timeout, "rank ", cfg_.rank, ": ", what, " timed out after ", t.str(), " s");
+  raise(ErrorKind::Timeout, "rank ", cfg_.rank, ": ", op.str(), " timed out after ", t.str(), " s");
 }
 
-void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, const std::string& what, int peer) {
-  if (!connected_) raise(ErrorKind::Argument, "rank ", cfg_.rank, ": ", what, ": endpoint is not connected");
-  Deadline deadline(timeout_s);
-  const uint64_t spin_end = now_ns() + uint64_t(cfg_.spin_us * 1000);
+void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, const OpDesc& op) {
+  if (!connected_) raise(ErrorKind::Argument, "rank ", cfg_.rank, ": ", op.str(), ": endpoint is not connected");
   auto check = [&] {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     progress_locked();
     return ready();
   };
+  if (check()) return;
+  Deadline deadline(timeout_s);
+  const uint64_t spin_end = now_ns() + uint64_t(cfg_.spin_us * 1000);
   // Spin briefly: most waits inside a collective end within microseconds.
   while (now_ns() < spin_end) {
     if (check()) return;
@@ -362,16 +342,16 @@ void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, 
     bool dead = false;
     if (now >= next_liveness) {  // a dead peer fails the wait long before the timeout
       next_liveness = now + 5'000'000;
-      if (peer == kAnySource) {
+      if (op.peer == kAnySource) {
         for (auto& ch : channels_) dead |= !ch->peer_alive();
-      } else if (peer >= 0) {
-        dead = !channels_[size_t(peer)]->peer_alive();
+      } else if (op.peer >= 0) {
+        dead = !channels_[size_t(op.peer)]->peer_alive();
       }
     }
     if (dead || deadline.expired()) {
       hdr_->bell.disarm();
       if (check()) return;
-      raise_wait_failure(what, peer, timeout_s);
+      raise_wait_failure(op, timeout_s);
     }
     hdr_->bell.sleep(armed, std::min<uint64_t>(deadline.remaining_ns(), 2'000'000));
     hdr_->bell.disarm();
@@ -379,19 +359,17 @@ void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, 
 }
 
 Completion Endpoint::wait(uint64_t wr_id, double timeout_s) {
-  std::string what = "operation";
-  int peer = -2;  // -2: no particular peer to watch
+  OpDesc op;
   {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     auto p = pending_.find(wr_id);
     if (p != pending_.end()) {
-      what = p->second.what;
-      peer = p->second.peer;
+      op = p->second;
     } else if (!done_.count(wr_id)) {
       raise(ErrorKind::Argument, "rank ", cfg_.rank, ": wait: unknown or already completed request ", wr_id);
     }
   }
-  wait_until([&] { return done_.count(wr_id) != 0; }, timeout_s, what, peer);
+  wait_until([&] { return done_.count(wr_id) != 0; }, timeout_s, op);
   std::lock_guard<std::recursive_mutex> lock(mu_);
   Completion c = std::move(done_[wr_id]);
   done_.erase(wr_id);
@@ -413,9 +391,7 @@ Completion Endpoint::wait_remote_write(int src, double timeout_s) {
                          [&](const Completion& c) { return src == kAnySource || c.peer == src; });
     return found != remote_writes_.end();
   };
-  std::string what = "wait for a remote write from " +
-                     (src == kAnySource ? std::string("any rank") : "rank " + std::to_string(src));
-  wait_until(ready, timeout_s, what, src);
+  wait_until(ready, timeout_s, OpDesc{Opcode::RemoteWrite, src, 0, nullptr});
   std::lock_guard<std::recursive_mutex> lock(mu_);
   ready();
   Completion c = *found;

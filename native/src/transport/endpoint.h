@@ -35,8 +35,6 @@ struct EndpointConfig {
   NetConfig net;
 };
 
-constexpr int kAnySource = -1;
-
 class Endpoint : private ChannelSink {
  public:
   explicit Endpoint(const EndpointConfig& cfg);
@@ -55,11 +53,16 @@ class Endpoint : private ChannelSink {
   void deregister_region(uint64_t key);
   Region local_region(uint64_t key, uint64_t off, uint64_t len, const char* op) const;
 
-  // Operations return a work-request id; wait(wr_id) returns its completion.
-  uint64_t write(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm,
-                 uint32_t imm);
-  uint64_t read(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff);
-  uint64_t send(int peer, const void* data, uint64_t len, uint64_t tag);
+  // Operations return a work request; if `done`, it completed before returning and
+  // nothing is kept for it, else wait(wr_id) returns its completion.
+  struct Posted {
+    uint64_t wr_id;
+    bool done;
+  };
+  Posted write(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm,
+               uint32_t imm);
+  Posted read(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff);
+  Posted send(int peer, const void* data, uint64_t len, uint64_t tag);
   uint64_t post_recv(int src, void* buf, uint64_t cap, uint64_t tag);
 
   Completion wait(uint64_t wr_id, double timeout_s);
@@ -68,8 +71,8 @@ class Endpoint : private ChannelSink {
   Completion wait_remote_write(int src, double timeout_s);
   std::vector<Completion> poll_remote_writes(size_t max);
 
-  // Drives progress until ready() or the deadline; errors name `what` and `peer`.
-  void wait_until(const std::function<bool()>& ready, double timeout_s, const std::string& what, int peer);
+  // Drives progress until ready() or the deadline; errors name the operation and peer.
+  void wait_until(const std::function<bool()>& ready, double timeout_s, const OpDesc& op);
   void progress();
 
   struct Stats {
@@ -101,10 +104,6 @@ class Endpoint : private ChannelSink {
     std::list<Unexpected>::iterator unexpected;
     uint64_t received = 0;
   };
-  struct OpInfo {
-    std::string what;
-    int peer;
-  };
 
   // ChannelSink
   void on_remote_write(int src, uint64_t key, uint64_t offset, uint64_t len, uint32_t imm) override;
@@ -114,15 +113,14 @@ class Endpoint : private ChannelSink {
 
   // Registers a pending operation, posts it, and records its completion if the
   // channel finished it synchronously.
-  uint64_t start(Opcode op, int peer, uint64_t len, uint64_t tag, const std::string& what,
-                 const std::function<bool(uint64_t)>& post);
+  Posted start(const OpDesc& op, const std::function<bool(uint64_t)>& post);
 
   void check_peer(int peer, const char* op) const;
   uint64_t next_wr_id() { return next_wr_.fetch_add(1, std::memory_order_relaxed); }
   void complete_recv(const PostedRecv& r, int src, uint64_t tag, uint64_t total);
   void progress_locked();
-  [[noreturn]] void raise_wait_failure(const std::string& what, int peer, double timeout_s);
-  WaitFn waiter(const std::string& what, int peer);
+  [[noreturn]] void raise_wait_failure(const OpDesc& op, double timeout_s);
+  WaitFn waiter(const OpDesc& op);
 
   EndpointConfig cfg_;
   SegmentLayout layout_;
@@ -137,7 +135,7 @@ class Endpoint : private ChannelSink {
   std::recursive_mutex mu_;  // progress and completion state
   std::atomic<uint64_t> next_wr_{1};
   std::unordered_map<uint64_t, Completion> done_;
-  std::unordered_map<uint64_t, OpInfo> pending_;
+  std::unordered_map<uint64_t, OpDesc> pending_;
   std::deque<Completion> remote_writes_;
   std::list<PostedRecv> posted_;
   std::list<Unexpected> unexpected_;

@@ -1,0 +1,11 @@
+# The README's commands. Each one does its own set-up (scripts/setup.sh).
+.PHONY: demo test setup
+
+demo:
+	./scripts/demo.sh
+
+test:
+	./scripts/test.sh
+
+setup:
+	./scripts/setup.sh

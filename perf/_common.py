@@ -1,0 +1,54 @@
+"""Helpers shared by the benchmarks: size parsing, sweeps, plots."""
+
+from __future__ import annotations
+
+
+def parse_size(text: str) -> int:
+    text = str(text).strip().upper().rstrip("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(float(text[:-1] if scale > 1 else text) * scale)
+
+
+def size_range(lo: int, hi: int, factor: int) -> list[int]:
+    sizes, s = [], lo
+    while s <= hi:
+        sizes.append(s)
+        s = s * factor if factor > 1 else s + max(1, -factor)
+    return sizes
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f}{unit}" if float(n).is_integer() else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def plot_series(path: str, title: str, series: dict, ylabel: str, xlabel: str = "message size") -> None:
+    """One line per series of (size, value) points, log-log, sizes labelled in bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, points in series.items():
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ticks = [x for x in sorted({x for pts in series.values() for x, _ in pts})]
+    if ticks:
+        step = max(1, len(ticks) // 10)
+        ax.set_xticks(ticks[::step])
+        ax.set_xticklabels([human(t) for t in ticks[::step]], rotation=30)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -73,13 +73,15 @@ def run_ranks(fn: Callable[..., Any], world_size: int, args: tuple = (), env: Op
         failures = [f"rank {r}: {v}" for r, (ok, v) in sorted(out.items()) if not ok]
         missing = [r for r in range(world_size) if r not in out and r not in may_die]
         if missing:
-            failures.append(f"ranks {missing} did not report within {timeout:.0f} s "
-                            f"(exit codes {[procs[r].exitcode for r in missing]})")
+            failures.append(f"ranks {missing} did not report (exit codes "
+                            f"{[procs[r].exitcode for r in missing]}; limit {timeout:.0f} s)")
         if failures:
             raise RankFailure("\n".join(failures))
         return [out[r][1] if r in out else None for r in range(world_size)]
     finally:
         for p in procs:
+            if p.pid is None:
+                continue
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()

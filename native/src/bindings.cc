@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "coll/communicator.h"
 #include "common/errors.h"
 #include "transport/endpoint.h"
 #include "tools/pingpong.h"
@@ -20,6 +21,101 @@ void translate(const Error& e) {
   PyErr_SetString(cls.ptr(), e.what());
 }
 
+// A collective runs inline (in issue order, GIL released) or queued to the
+// communicator's worker thread, returning a Work handle.
+template <typename Fn>
+std::shared_ptr<Work> dispatch(Communicator& c, bool async_op, Fn&& fn) {
+  if (async_op) return c.submit(std::forward<Fn>(fn));
+  py::gil_scoped_release nogil;
+  c.run_in_order(fn);
+  return nullptr;
+}
+
+using Counts = std::vector<uint64_t>;
+
+void bind_collectives(py::module_& m) {
+  py::enum_<DataType>(m, "DataType")
+      .value("int8", DataType::Int8)
+      .value("uint8", DataType::Uint8)
+      .value("int32", DataType::Int32)
+      .value("int64", DataType::Int64)
+      .value("float16", DataType::Float16)
+      .value("bfloat16", DataType::BFloat16)
+      .value("float32", DataType::Float32)
+      .value("float64", DataType::Float64)
+      .value("bool", DataType::Bool);
+  py::enum_<ReduceOp>(m, "ReduceOp")
+      .value("sum", ReduceOp::Sum)
+      .value("prod", ReduceOp::Prod)
+      .value("min", ReduceOp::Min)
+      .value("max", ReduceOp::Max)
+      .value("avg", ReduceOp::Avg);
+
+  py::class_<TuneRule>(m, "TuneRule")
+      .def(py::init([](std::string coll, int world, uint64_t max_bytes, std::string algo, uint64_t chunk) {
+             return TuneRule{std::move(coll), world, max_bytes, std::move(algo), chunk};
+           }),
+           py::arg("collective"), py::arg("world"), py::arg("max_bytes"), py::arg("algo"), py::arg("chunk_bytes") = 0);
+
+  py::class_<CommConfig>(m, "CommConfig")
+      .def(py::init<>())
+      .def_readwrite("algo", &CommConfig::algo)
+      .def_readwrite("chunk_bytes", &CommConfig::chunk_bytes)
+      .def_readwrite("slots", &CommConfig::slots)
+      .def_readwrite("slot_bytes", &CommConfig::slot_bytes)
+      .def_readwrite("rules", &CommConfig::rules);
+
+  py::class_<Work, std::shared_ptr<Work>>(m, "Work")
+      .def("wait", &Work::wait, py::arg("timeout_s"), py::call_guard<py::gil_scoped_release>())
+      .def("test", &Work::test);
+
+  py::class_<Communicator>(m, "Communicator")
+      .def(py::init<std::shared_ptr<Endpoint>, const CommConfig&>())
+      .def_property_readonly("rank", &Communicator::rank)
+      .def_property_readonly("world", &Communicator::world)
+      .def("local_keys", [](const Communicator& c) { return py::bytes(c.local_keys()); })
+      .def("connect", &Communicator::connect)
+      .def("choice",
+           [](const Communicator& c, const std::string& coll, uint64_t bytes) {
+             auto ch = c.choice(coll, bytes);
+             return py::make_tuple(ch.algo, ch.chunk_bytes);
+           })
+      .def("all_reduce",
+           [](Communicator& c, uint64_t s, uint64_t r, uint64_t n, DataType t, ReduceOp op, bool async_op) {
+             return dispatch(c, async_op, [&c, s, r, n, t, op] { c.all_reduce(s, r, n, t, op); });
+           })
+      .def("reduce",
+           [](Communicator& c, uint64_t s, uint64_t r, uint64_t n, DataType t, ReduceOp op, int root, bool async_op) {
+             return dispatch(c, async_op, [&c, s, r, n, t, op, root] { c.reduce(s, r, n, t, op, root); });
+           })
+      .def("broadcast",
+           [](Communicator& c, uint64_t b, uint64_t n, DataType t, int root, bool async_op) {
+             return dispatch(c, async_op, [&c, b, n, t, root] { c.broadcast(b, n, t, root); });
+           })
+      .def("all_gather_v",
+           [](Communicator& c, uint64_t s, uint64_t r, Counts counts, Counts displs, DataType t, bool async_op) {
+             return dispatch(c, async_op, [&c, s, r, counts, displs, t] { c.all_gather_v(s, r, counts, displs, t); });
+           })
+      .def("reduce_scatter_v",
+           [](Communicator& c, uint64_t s, uint64_t r, Counts counts, DataType t, ReduceOp op, bool async_op) {
+             return dispatch(c, async_op, [&c, s, r, counts, t, op] { c.reduce_scatter_v(s, r, counts, t, op); });
+           })
+      .def("all_to_all_v",
+           [](Communicator& c, uint64_t s, Counts sc, Counts sd, uint64_t r, Counts rc, Counts rd, DataType t,
+              bool async_op) {
+             return dispatch(c, async_op, [&c, s, sc, sd, r, rc, rd, t] { c.all_to_all_v(s, sc, sd, r, rc, rd, t); });
+           })
+      .def("gather",
+           [](Communicator& c, uint64_t s, uint64_t r, uint64_t n, DataType t, int root, bool async_op) {
+             return dispatch(c, async_op, [&c, s, r, n, t, root] { c.gather(s, r, n, t, root); });
+           })
+      .def("scatter",
+           [](Communicator& c, uint64_t s, uint64_t r, uint64_t n, DataType t, int root, bool async_op) {
+             return dispatch(c, async_op, [&c, s, r, n, t, root] { c.scatter(s, r, n, t, root); });
+           })
+      .def("barrier", [](Communicator& c, bool async_op) { return dispatch(c, async_op, [&c] { c.barrier(); }); });
+}
+
 py::dict stats_to_dict(const Endpoint::Stats& s) {
   py::list peers;
   for (const auto& c : s.peers) {
@@ -33,6 +129,37 @@ py::dict stats_to_dict(const Endpoint::Stats& s) {
     d["msgs_received"] = c.msgs_received;
     d["bytes_received"] = c.bytes_received;
     d["remote_writes"] = c.remote_writes;
+    if (c.net.present) {  // net channel: the flow and each of its paths
+      const NetCounters& n = c.net;
+      py::dict f;
+      f["packets_sent"] = n.packets_sent;
+      f["payload_bytes_sent"] = n.payload_bytes_sent;
+      f["packets_received"] = n.packets_received;
+      f["payload_bytes_received"] = n.payload_bytes_received;
+      f["retransmits"] = n.retransmits;
+      f["timeouts"] = n.timeouts;
+      f["acks_sent"] = n.acks_sent;
+      f["acks_received"] = n.acks_received;
+      f["srtt_us"] = n.srtt_us;
+      f["rto_us"] = n.rto_us;
+      f["drops"] = n.drops;
+      py::list paths;
+      for (const auto& p : n.paths) {
+        py::dict pd;
+        pd["packets_sent"] = p.packets_sent;
+        pd["bytes_sent"] = p.bytes_sent;
+        pd["retransmits"] = p.retransmits;
+        pd["losses"] = p.losses;
+        pd["timeouts"] = p.timeouts;
+        pd["srtt_us"] = p.srtt_us;
+        pd["cwnd_bytes"] = p.cwnd_bytes;
+        pd["pacing_rate_bps"] = p.pacing_rate_bps;
+        pd["inflight_bytes"] = p.inflight_bytes;
+        paths.append(pd);
+      }
+      f["paths"] = paths;
+      d["net"] = f;
+    }
     peers.append(d);
   }
   py::dict out;
@@ -115,7 +242,7 @@ PYBIND11_MODULE(_native, m) {
       });
 
   using gil_free = py::call_guard<py::gil_scoped_release>;
-  py::class_<Endpoint>(m, "Endpoint")
+  py::class_<Endpoint, std::shared_ptr<Endpoint>>(m, "Endpoint")
       .def(py::init<const EndpointConfig&>())
       .def_property_readonly("rank", &Endpoint::rank)
       .def_property_readonly("world", &Endpoint::world)
@@ -147,6 +274,8 @@ PYBIND11_MODULE(_native, m) {
       .def("wait_remote_write", &Endpoint::wait_remote_write, gil_free())
       .def("poll_remote_writes", &Endpoint::poll_remote_writes, gil_free())
       .def("stats", [](Endpoint& e) { return stats_to_dict(e.stats()); });
+
+  bind_collectives(m);
 
   m.def("pingpong_one_way_us", &pingpong_one_way_us, py::arg("endpoint"), py::arg("peer"), py::arg("initiator"),
         py::arg("lkey"), py::arg("rkey"), py::arg("size"), py::arg("iters"), py::arg("warmup") = 100,

@@ -8,6 +8,7 @@ under mpirun, and a single-process one.
 from __future__ import annotations
 
 import os
+import pickle
 from abc import ABC, abstractmethod
 
 from uccl.errors import InvalidArgumentError, UcclTimeoutError
@@ -27,6 +28,19 @@ class Bootstrap(ABC):
     def broadcast(self, value: bytes | None, root: int = 0) -> bytes:
         return self.allgather(value if self.rank == root else b"")[root]
 
+    def split(self, color: int | None, key: int = 0) -> "Bootstrap | None":
+        """Every rank calls this; ranks with the same color form a new group, ordered
+        by (key, old rank). A rank whose color is None joins no group (gets None)."""
+        entries = [pickle.loads(b) for b in self.allgather(pickle.dumps((color, key)))]
+        if color is None:
+            return None
+        members = sorted((k, r) for r, (c, k) in enumerate(entries) if c == color)
+        ranks = [r for _, r in members]
+        return self._subgroup(color, ranks)
+
+    def _subgroup(self, color: int, ranks: list[int]) -> "Bootstrap":
+        raise NotImplementedError(f"{type(self).__name__} cannot form subgroups")
+
 
 class LocalBootstrap(Bootstrap):
     """A world of one."""
@@ -35,6 +49,9 @@ class LocalBootstrap(Bootstrap):
 
     def allgather(self, value: bytes) -> list[bytes]:
         return [bytes(value)]
+
+    def _subgroup(self, color: int, ranks: list[int]) -> Bootstrap:
+        return LocalBootstrap()
 
 
 class StoreBootstrap(Bootstrap):
@@ -45,6 +62,11 @@ class StoreBootstrap(Bootstrap):
             raise InvalidArgumentError(f"bootstrap: rank {rank} is outside world of size {world_size}")
         self.store, self.rank, self.world_size, self.prefix = store, rank, world_size, prefix
         self._round = 0
+
+    def _subgroup(self, color: int, ranks: list[int]) -> Bootstrap:
+        # Same store, a key space of its own: the group bootstraps independently from here on.
+        return StoreBootstrap(self.store, ranks.index(self.rank), len(ranks),
+                              prefix=f"{self.prefix}/split{self._round}/color{color}")
 
     def allgather(self, value: bytes) -> list[bytes]:
         self._round += 1
@@ -75,6 +97,12 @@ class MPIBootstrap(Bootstrap):
 
     def barrier(self) -> None:
         self.comm.Barrier()
+
+    def split(self, color: int | None, key: int = 0) -> Bootstrap | None:
+        from mpi4py import MPI
+
+        sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
+        return None if color is None else MPIBootstrap(sub)
 
 
 _MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")

@@ -410,6 +410,15 @@ std::vector<Completion> Endpoint::poll_remote_writes(size_t max) {
   return out;
 }
 
+void Endpoint::drain_remote_writes(const std::function<void(const Completion&)>& fn) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  while (!remote_writes_.empty()) {
+    Completion c = remote_writes_.front();
+    remote_writes_.pop_front();
+    fn(c);
+  }
+}
+
 Endpoint::Stats Endpoint::stats() {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   Stats s;

@@ -70,6 +70,9 @@ class Endpoint : private ChannelSink {
   // Remote writes-with-immediate that landed here, oldest first (src may be kAnySource).
   Completion wait_remote_write(int src, double timeout_s);
   std::vector<Completion> poll_remote_writes(size_t max);
+  // For a layer that owns this endpoint's remote-write events (the collectives):
+  // hands each pending event to `fn`. Call from inside a wait_until ready() or any thread.
+  void drain_remote_writes(const std::function<void(const Completion&)>& fn);
 
   // Drives progress until ready() or the deadline; errors name the operation and peer.
   void wait_until(const std::function<bool()>& ready, double timeout_s, const OpDesc& op);

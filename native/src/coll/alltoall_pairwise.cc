@@ -1,0 +1,22 @@
+#include <cstring>
+
+#include "coll/algorithms.h"
+
+namespace uccl {
+
+void all_to_all_pairwise(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
+                         const std::vector<uint64_t>& send_counts, const std::vector<uint64_t>& send_displs,
+                         const std::vector<uint64_t>& recv_counts, const std::vector<uint64_t>& recv_displs) {
+  const size_t es = c.esize;
+  const size_t me = size_t(c.rank);
+  std::memmove(out.at(recv_displs[me] * es), in.at(send_displs[me] * es), send_counts[me] * es);
+  for (int s = 1; s < c.world; ++s) {
+    size_t to = size_t(c.peer(s)), from = size_t(c.peer(-s));
+    exchange(c, int(to), in.key(), send_displs[to] * es, send_counts[to] * es, int(from), recv_counts[from] * es,
+             [&](const char* data, uint64_t o, uint64_t len) {
+               std::memcpy(out.at(recv_displs[from] * es + o), data, len);
+             });
+  }
+}
+
+}  // namespace uccl

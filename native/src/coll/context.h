@@ -1,0 +1,90 @@
+// What an algorithm needs for one call: the links, who we are, how big a
+// chunk is, and the call's buffers registered with the transport.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "coll/dtype.h"
+#include "coll/links.h"
+#include "transport/endpoint.h"
+
+namespace uccl {
+
+// A buffer registered (local access only) for the duration of one call.
+class LocalBuffer {
+ public:
+  LocalBuffer(Endpoint& ep, const void* p, uint64_t bytes)
+      : ep_(ep), base_(static_cast<char*>(const_cast<void*>(p))), key_(ep.register_region(uint64_t(p), bytes, 0)) {}
+  ~LocalBuffer() {
+    try {
+      ep_.deregister_region(key_);
+    } catch (...) {
+    }
+  }
+  LocalBuffer(const LocalBuffer&) = delete;
+  LocalBuffer& operator=(const LocalBuffer&) = delete;
+  char* at(uint64_t off) const { return base_ + off; }
+  uint64_t key() const { return key_; }
+
+ private:
+  Endpoint& ep_;
+  char* base_;
+  uint64_t key_;
+};
+
+struct CollContext {
+  Endpoint& ep;
+  Links& links;
+  int rank, world;
+  uint64_t chunk;  // bytes per chunk, <= links.slot_bytes(), a multiple of the element size
+  DataType dtype;
+  ReduceOp op;
+  size_t esize;
+
+  int peer(int offset) const { return ((rank + offset) % world + world) % world; }
+  static uint64_t chunks(uint64_t bytes, uint64_t chunk) { return bytes == 0 ? 1 : (bytes + chunk - 1) / chunk; }
+  uint64_t chunk_len(uint64_t bytes, uint64_t i) const {
+    uint64_t off = i * chunk;
+    return off >= bytes ? 0 : (bytes - off < chunk ? bytes - off : chunk);
+  }
+};
+
+// Element offsets of W nearly equal parts of `count` (the ring's segments).
+inline std::vector<uint64_t> even_parts(uint64_t count, int world) {
+  std::vector<uint64_t> counts(static_cast<size_t>(world), 0);
+  for (int j = 0; j < world; ++j) counts[size_t(j)] = count / uint64_t(world) + (uint64_t(j) < count % uint64_t(world));
+  return counts;
+}
+
+inline std::vector<uint64_t> prefix_offsets(const std::vector<uint64_t>& counts) {
+  std::vector<uint64_t> off(counts.size(), 0);
+  for (size_t j = 1; j < counts.size(); ++j) off[j] = off[j - 1] + counts[j - 1];
+  return off;
+}
+
+}  // namespace uccl
+
+namespace uccl {
+
+constexpr int kNobody = -1;
+
+// One pipelined step: sends `sbytes` at (skey, soff) to `to` while receiving
+// `rbytes` from `from`, chunk by chunk, handing each received chunk to
+// on_chunk(data, offset, len) before its slot is returned. Either side may be kNobody.
+template <typename OnChunk>
+void exchange(CollContext& c, int to, uint64_t skey, uint64_t soff, uint64_t sbytes, int from, uint64_t rbytes,
+              OnChunk&& on_chunk) {
+  uint64_t ns = to == kNobody ? 0 : CollContext::chunks(sbytes, c.chunk);
+  uint64_t nr = from == kNobody ? 0 : CollContext::chunks(rbytes, c.chunk);
+  for (uint64_t i = 0; i < ns || i < nr; ++i) {
+    if (i < ns) c.links.send(to, skey, soff + i * c.chunk, c.chunk_len(sbytes, i));
+    if (i < nr) {
+      uint64_t len = c.chunk_len(rbytes, i);
+      char* data = c.links.recv(from, len);
+      on_chunk(data, i * c.chunk, len);
+      c.links.release(from);
+    }
+  }
+}
+
+}  // namespace uccl

@@ -1,0 +1,87 @@
+// Links: credit-based slot channels between every pair of ranks, built on the
+// transport's write-with-immediate. A sender writes a chunk into the next free
+// slot of the receiver's inbox; the receiver consumes slots in order and returns
+// a credit. Every chunk and credit carries the collective's sequence number and
+// signature, so ranks that disagree about a call find out at once and abort
+// everyone with a readable reason instead of hanging or corrupting data.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "transport/endpoint.h"
+
+namespace uccl {
+
+struct LinkConfig {
+  int slots = 4;                     // per peer pair, per direction
+  uint64_t slot_bytes = 512 << 10;  // the largest chunk
+};
+
+class Links {
+ public:
+  Links(Endpoint& ep, const LinkConfig& cfg);
+  ~Links();
+
+  // Bootstrap: this rank's inbox/mailbox keys, then everyone's.
+  std::string local_keys() const;
+  void connect(const std::vector<std::string>& all_keys);
+
+  // Starts a collective: stamps chunks and credits with (seq, sig); `label`
+  // (e.g. "all_reduce(count=10, float32, sum)") names it in errors.
+  void begin(uint32_t seq, uint16_t sig, const std::string& label);
+  // Waits until every credit is back: all peers consumed what we sent.
+  void finish();
+
+  uint64_t slot_bytes() const { return cfg_.slot_bytes; }
+  // Sends `bytes` (<= slot_bytes) from a registered local region.
+  void send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes);
+  // Waits for the next chunk from `peer`, checks it is `bytes` long and
+  // belongs to this collective; returns where it landed.
+  char* recv(int peer, uint64_t bytes);
+  // The inbox region (to forward a received chunk without copying it).
+  uint64_t inbox_key() const { return inbox_key_; }
+  uint64_t inbox_offset_of(const char* p) const { return uint64_t(p - inbox_.data()); }
+  // Returns the oldest consumed slot from `peer` to its sender.
+  void release(int peer);
+
+  // Tells every rank why this collective cannot go on, then throws MismatchError.
+  [[noreturn]] void abort(const std::string& why);
+  bool broken() const { return !broken_reason_.empty(); }
+  const std::string& broken_reason() const { return broken_reason_; }
+
+ private:
+  struct Peer {
+    uint64_t inbox_key = 0, mailbox_key = 0;  // the peer's regions we write into
+    int credits = 0;
+    uint64_t sent = 0, received = 0, released = 0;
+    std::vector<uint8_t> arrived;       // per slot: chunk present
+    std::vector<uint32_t> arrived_imm;  // per slot: its immediate
+    std::vector<uint64_t> arrived_len;
+  };
+
+  void pump(const Completion& c);
+  void wait(const std::function<bool()>& ready, int peer);
+  [[noreturn]] void fail_from_peer();
+  char* slot_ptr(int src, uint64_t slot) { return inbox_.data() + slot_offset(src, slot); }
+  uint64_t slot_offset(int src, uint64_t slot) const {
+    return (uint64_t(src) * uint64_t(cfg_.slots) + slot) * cfg_.slot_bytes;
+  }
+
+  Endpoint& ep_;
+  LinkConfig cfg_;
+  int rank_, world_;
+  std::vector<char> inbox_;    // world x slots x slot_bytes, written by peers
+  std::vector<char> mailbox_;  // world x kReasonBytes: why a peer aborted
+  uint64_t inbox_key_ = 0, mailbox_key_ = 0, zero_key_ = 0;
+  char zero_byte_ = 0;
+  std::vector<Peer> peers_;
+  uint32_t seq_ = 0;
+  uint16_t sig_ = 0;
+  std::string label_;
+  int aborted_by_ = -1;
+  std::string broken_reason_;
+};
+
+}  // namespace uccl

@@ -1,0 +1,87 @@
+#include <cstring>
+
+#include "coll/algorithms.h"
+#include "coll/reduce_kernels.h"
+
+namespace uccl {
+
+// Chain root -> root+1 -> ...: each rank keeps a chunk and forwards it straight
+// from its inbox slot, so chunks stream down the chain.
+void broadcast_chain(CollContext& c, const LocalBuffer& buf, uint64_t count, int root) {
+  const uint64_t bytes = count * c.esize;
+  const int pos = (c.rank - root + c.world) % c.world;
+  const int next = pos + 1 < c.world ? c.peer(1) : kNobody;
+  if (pos == 0) {
+    exchange(c, next, buf.key(), 0, bytes, kNobody, 0, [](const char*, uint64_t, uint64_t) {});
+    return;
+  }
+  const int prev = c.peer(-1);
+  for (uint64_t i = 0, n = CollContext::chunks(bytes, c.chunk); i < n; ++i) {
+    uint64_t len = c.chunk_len(bytes, i);
+    char* data = c.links.recv(prev, len);
+    std::memcpy(buf.at(i * c.chunk), data, len);
+    if (next != kNobody) c.links.send(next, c.links.inbox_key(), c.links.inbox_offset_of(data), len);
+    c.links.release(prev);
+  }
+}
+
+// Chain root+1 -> root+2 -> ... -> root: partial results are folded into the
+// inbox slot in place and forwarded from there; the root folds into `out`.
+void reduce_chain(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root) {
+  const uint64_t bytes = count * c.esize;
+  const int pos = (c.rank - root - 1 + 2 * c.world) % c.world;  // the root is last
+  if (c.world == 1) {
+    std::memmove(out.at(0), in.at(0), bytes);
+    return;
+  }
+  const int next = c.peer(1);
+  if (pos == 0) {
+    exchange(c, next, in.key(), 0, bytes, kNobody, 0, [](const char*, uint64_t, uint64_t) {});
+    return;
+  }
+  const int prev = c.peer(-1);
+  const bool is_root = c.rank == root;
+  for (uint64_t i = 0, n = CollContext::chunks(bytes, c.chunk); i < n; ++i) {
+    uint64_t len = c.chunk_len(bytes, i), at = i * c.chunk;
+    char* data = c.links.recv(prev, len);
+    if (is_root) {
+      reduce(out.at(at), in.at(at), data, len / c.esize, c.dtype, c.op);
+    } else {
+      reduce(data, in.at(at), data, len / c.esize, c.dtype, c.op);
+      c.links.send(next, c.links.inbox_key(), c.links.inbox_offset_of(data), len);
+    }
+    c.links.release(prev);
+  }
+  if (is_root && c.op == ReduceOp::Avg) scale_by_inverse(out.at(0), count, c.dtype, c.world);
+}
+
+void gather_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root) {
+  const uint64_t bytes = count * c.esize;
+  if (c.rank != root) {
+    exchange(c, root, in.key(), 0, bytes, kNobody, 0, [](const char*, uint64_t, uint64_t) {});
+    return;
+  }
+  std::memmove(out.at(uint64_t(root) * bytes), in.at(0), bytes);
+  for (int s = 1; s < c.world; ++s) {
+    int from = c.peer(s);
+    exchange(c, kNobody, 0, 0, 0, from, bytes, [&](const char* data, uint64_t o, uint64_t len) {
+      std::memcpy(out.at(uint64_t(from) * bytes + o), data, len);
+    });
+  }
+}
+
+void scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root) {
+  const uint64_t bytes = count * c.esize;
+  if (c.rank != root) {
+    exchange(c, kNobody, 0, 0, 0, root, bytes,
+             [&](const char* data, uint64_t o, uint64_t len) { std::memcpy(out.at(o), data, len); });
+    return;
+  }
+  for (int s = 1; s < c.world; ++s) {
+    int to = c.peer(s);
+    exchange(c, to, in.key(), uint64_t(to) * bytes, bytes, kNobody, 0, [](const char*, uint64_t, uint64_t) {});
+  }
+  std::memmove(out.at(0), in.at(uint64_t(root) * bytes), bytes);
+}
+
+}  // namespace uccl

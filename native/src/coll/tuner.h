@@ -1,0 +1,39 @@
+// Picks an algorithm and chunk size per call. Rules come from measurements
+// (perf/tune.py writes them; uccl/collectives/tuning.json ships them) and can be
+// overridden (UCCL_ALGO, UCCL_CHUNK_SIZE).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace uccl {
+
+struct TuneRule {
+  std::string collective;  // "all_reduce", ...
+  int world = 0;           // 0: any world size
+  uint64_t max_bytes = 0;  // rule applies to calls of at most this many bytes
+  std::string algo;
+  uint64_t chunk_bytes = 0;  // 0: the default chunk
+};
+
+class Tuner {
+ public:
+  Tuner(std::vector<TuneRule> rules, std::string forced_algo, uint64_t forced_chunk, uint64_t default_chunk)
+      : rules_(std::move(rules)), forced_algo_(std::move(forced_algo)), forced_chunk_(forced_chunk),
+        default_chunk_(default_chunk) {}
+
+  struct Choice {
+    std::string algo;
+    uint64_t chunk_bytes;
+  };
+  // `fallback` is the algorithm used when no rule matches.
+  Choice choose(const std::string& collective, int world, uint64_t bytes, const std::string& fallback) const;
+
+ private:
+  std::vector<TuneRule> rules_;
+  std::string forced_algo_;
+  uint64_t forced_chunk_;
+  uint64_t default_chunk_;
+};
+
+}  // namespace uccl

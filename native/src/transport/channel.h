@@ -5,6 +5,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "transport/completion.h"
 #include "transport/region_table.h"
@@ -28,9 +31,26 @@ class ChannelSink {
 // raises a timeout/peer error naming `what` and the peer.
 using WaitFn = std::function<void(const std::function<bool()>& ready)>;
 
+// Net channel only: one path (UDP source port) of the flow to a peer.
+struct PathCounters {
+  uint64_t packets_sent = 0, bytes_sent = 0, retransmits = 0, losses = 0, timeouts = 0;
+  double srtt_us = 0, cwnd_bytes = 0, pacing_rate_bps = 0, inflight_bytes = 0;
+};
+
+// Net channel only: the flow to a peer (present == false for other channels).
+struct NetCounters {
+  bool present = false;
+  uint64_t packets_sent = 0, payload_bytes_sent = 0, packets_received = 0, payload_bytes_received = 0;
+  uint64_t retransmits = 0, timeouts = 0, acks_sent = 0, acks_received = 0;
+  double srtt_us = 0, rto_us = 0;
+  std::map<std::string, uint64_t> drops;
+  std::vector<PathCounters> paths;
+};
+
 struct PeerCounters {
   uint64_t writes = 0, bytes_written = 0, reads = 0, bytes_read = 0;
   uint64_t msgs_sent = 0, bytes_sent = 0, msgs_received = 0, bytes_received = 0, remote_writes = 0;
+  NetCounters net;
 };
 
 class Channel {

@@ -1,0 +1,33 @@
+// Congestion control for one path. The flow reports acks, losses and timeouts;
+// the algorithm answers with a window (bytes in flight) and optionally a pacing
+// rate. One file per algorithm; make_cc picks one by name (UCCL_CC).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace uccl::net {
+
+struct CcParams {
+  uint32_t mss;          // payload bytes per full packet
+  double max_window;     // bytes; the flow's receive window bounds every path
+};
+
+class CongestionControl {
+ public:
+  virtual ~CongestionControl() = default;
+  // `acked` bytes left the network; rtt_ns > 0 when this ack carried a sample for this path.
+  virtual void on_ack(uint64_t now_ns, uint64_t acked, uint64_t rtt_ns, uint64_t srtt_ns) = 0;
+  // A packet sent on this path was declared lost (fast retransmit).
+  virtual void on_loss(uint64_t now_ns, uint64_t srtt_ns) = 0;
+  // The retransmission timer fired for this path.
+  virtual void on_timeout(uint64_t now_ns) = 0;
+  virtual double window() const = 0;  // bytes allowed in flight
+  // Pacing rate in bytes per second; 0 = send as the window allows.
+  virtual double rate(uint64_t srtt_ns) const = 0;
+  virtual const char* name() const = 0;
+};
+
+std::unique_ptr<CongestionControl> make_cc(const std::string& name, const CcParams& p);
+
+}  // namespace uccl::net

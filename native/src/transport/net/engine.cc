@@ -1,0 +1,198 @@
+#include "transport/net/engine.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/clock.h"
+#include "common/errors.h"
+
+namespace uccl::net {
+
+namespace {
+constexpr size_t kRxBatch = 1024;
+constexpr uint64_t kSpinNs = 20'000;  // keep polling this long after the last activity
+}  // namespace
+
+Engine::Engine(std::unique_ptr<Datapath> dp, int rank, uint32_t nonce, Doorbell* bell, double linger_s)
+    : dp_(std::move(dp)), rank_(rank), nonce_(nonce), bell_(bell), linger_ns_(uint64_t(linger_s * 1e9)) {
+  evfd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (evfd_ < 0) raise(ErrorKind::Generic, "net: eventfd failed: ", strerror(errno));
+}
+
+Engine::~Engine() {
+  if (thread_.joinable()) {
+    stop_.store(true);
+    kick();
+    thread_.join();
+  }
+  close(evfd_);
+}
+
+void Engine::add_flow(std::shared_ptr<Flow> flow) {
+  {
+    std::lock_guard<std::mutex> lock(new_mu_);
+    new_flows_.push_back(std::move(flow));
+    have_new_.store(true);
+    if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+  }
+  kick();
+}
+
+void Engine::kick() {
+  kicked_.store(true, std::memory_order_seq_cst);
+  if (sleeping_.load(std::memory_order_seq_cst)) {
+    uint64_t one = 1;
+    ssize_t r = write(evfd_, &one, sizeof(one));
+    (void)r;
+  }
+}
+
+void Engine::adopt_new_flows() {
+  std::lock_guard<std::mutex> lock(new_mu_);
+  for (auto& f : new_flows_) {
+    by_rank_[f->params().peer_rank] = f.get();
+    flows_.push_back(std::move(f));
+  }
+  new_flows_.clear();
+  have_new_.store(false);
+}
+
+void Engine::dispatch(const RxPacket& p, uint64_t now) {
+  CommonHeader c;
+  if (p.len < sizeof(c)) {
+    drops_.add(kDropMalformed);
+    return;
+  }
+  std::memcpy(&c, p.data, sizeof(c));
+  if (c.magic != kMagic) {
+    drops_.add(kDropMalformed);
+    return;
+  }
+  if (c.version != kVersion) {
+    drops_.add(kDropBadVersion);
+    return;
+  }
+  if (c.dst_rank != uint16_t(rank_) || c.dst_nonce != nonce_) {
+    drops_.add(kDropMisdirected);
+    return;
+  }
+  auto it = by_rank_.find(int(c.src_rank));
+  if (it == by_rank_.end()) {
+    drops_.add(kDropUnknownConn);
+    return;
+  }
+  Flow* f = it->second;
+  if (c.src_nonce != f->params().peer_nonce) {
+    drops_.add(kDropStalePeer);
+    return;
+  }
+  if (c.auth != conn_auth(f->params().secret, c.src_rank, c.dst_rank, c.src_nonce, c.dst_nonce)) {
+    drops_.add(kDropBadAuth);
+    return;
+  }
+  if (c.type == kData && p.len >= sizeof(DataHeader)) {
+    DataHeader h;
+    std::memcpy(&h, p.data, sizeof(h));
+    f->on_data(h, p.data + sizeof(h), p.len - uint32_t(sizeof(h)), p, now);
+    send_ack(f, true);
+  } else if (c.type == kAck && p.len >= sizeof(AckHeader)) {
+    AckHeader a;
+    std::memcpy(&a, p.data, sizeof(a));
+    f->on_ack(a, now);
+  } else {
+    drops_.add(kDropMalformed);
+  }
+}
+
+void Engine::send_ack(Flow* f, bool urgent_only) {
+  AckHeader a;
+  int q;
+  uint32_t ip;
+  uint16_t port;
+  if (f->take_ack(&a, &q, &ip, &port, urgent_only)) dp_->reply(q, ip, port, &a, sizeof(a));
+}
+
+void Engine::sleep_until(uint64_t deadline_ns, uint64_t now) {
+  sleeping_.store(true, std::memory_order_seq_cst);
+  if (!kicked_.load(std::memory_order_seq_cst)) {
+    int64_t timeout = deadline_ns == ~0ull ? -1 : int64_t(deadline_ns > now ? deadline_ns - now : 0);
+    dp_->wait(evfd_, timeout);
+  }
+  sleeping_.store(false, std::memory_order_seq_cst);
+  uint64_t v;
+  ssize_t r = read(evfd_, &v, sizeof(v));  // drain (non-blocking)
+  (void)r;
+}
+
+void Engine::run() {
+  std::vector<RxPacket> rx(kRxBatch);
+  auto batch = std::make_unique<Flow::TxBatch>();
+  uint64_t last_activity = now_ns();
+  uint64_t stop_since = 0, last_rx = now_ns();
+  for (;;) {
+    uint64_t now = now_ns();
+    bool active = false;
+    if (have_new_.load()) adopt_new_flows();
+    if (stop_.load(std::memory_order_relaxed)) {
+      if (!stop_since) {
+        stop_since = now;
+        for (auto& f : flows_) f->set_closing();
+      }
+      // Linger: keep acking the peer's retransmissions until it has been quiet a while.
+      if (now - last_rx > linger_ns_ / 4 || now - stop_since > linger_ns_) break;
+    }
+    if (kicked_.exchange(false, std::memory_order_seq_cst)) {
+      for (auto& f : flows_) f->take_submissions(now);
+    }
+    // Receive and dispatch.
+    size_t n = dp_->recv(rx.data(), rx.size());
+    if (n) {
+      active = true;
+      last_rx = now;
+      now = now_ns();
+      for (size_t i = 0; i < n; ++i) dispatch(rx[i], now);
+      for (auto& f : flows_) send_ack(f.get(), false);  // acks leave before the app hears of the data
+    }
+    // Timers: retransmission timeouts and the pacing wheel.
+    wheel_.advance(now, [](uint32_t) {});  // a due path becomes eligible again in pump()
+    for (auto& f : flows_) f->on_timer(now);
+    // Transmit.
+    batch->n = 0;
+    for (auto& f : flows_) {
+      f->pump(now, batch.get());
+      if (batch->n + 64 > Flow::TxBatch::kCap) {
+        dp_->send(batch->pkts, batch->n);
+        batch->n = 0;
+        active = true;
+      }
+    }
+    if (batch->n) {
+      dp_->send(batch->pkts, batch->n);
+      active = true;
+    }
+    bool woke = false;
+    for (auto& f : flows_) {
+      woke |= f->publish();
+      f->publish_stats();
+    }
+    if (woke) bell_->ring();
+    if (active) {
+      last_activity = now;
+      continue;
+    }
+    if (now - last_activity < kSpinNs) continue;
+    // Idle: block until a packet, a kick, or the next timer.
+    uint64_t deadline = ~0ull;
+    for (auto& f : flows_) deadline = std::min(deadline, f->next_deadline());
+    if (wheel_.size()) deadline = std::min(deadline, wheel_.next_due());
+    if (stop_since) deadline = std::min(deadline, now + 1'000'000);
+    sleep_until(deadline, now);
+    last_activity = now_ns();
+    last_activity -= kSpinNs / 2;  // a short spin after waking, not a full one
+  }
+}
+
+}  // namespace uccl::net

@@ -1,0 +1,686 @@
+#include "transport/net/flow.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/clock.h"
+#include "common/errors.h"
+
+namespace uccl::net {
+
+namespace {
+constexpr size_t kMaxBurst = 32;                // packets per path choice (one GSO train)
+constexpr uint32_t kAckEvery = 32;              // ack at least this often within a receive batch
+constexpr uint64_t kMinReorderNs = 20'000;      // tolerate this much reordering across paths
+constexpr uint64_t kMaxRtoNs = 100'000'000;     // backoff cap (give-up takes ~max_retries x this)
+constexpr uint64_t kProbeSilenceNs = 100'000'000;  // probe a peer silent this long
+}  // namespace
+
+Flow::Flow(const FlowParams& p, RegionTable* own_table, TimingWheel* wheel, uint32_t wheel_base)
+    : p_(p),
+      table_(own_table),
+      wheel_(wheel),
+      wheel_base_(wheel_base),
+      chunk_(p.mtu - uint32_t(sizeof(DataHeader))),
+      path_stats_(size_t(p.num_paths)),
+      picker_(mix64(p.secret ^ uint64_t(p.my_rank) * 7919 ^ now_ns())),
+      ring_(kWindow),
+      rcv_bits_(kSackWords, 0) {
+  tx_common_.magic = kMagic;
+  tx_common_.version = kVersion;
+  tx_common_.src_rank = uint16_t(p.my_rank);
+  tx_common_.dst_rank = uint16_t(p.peer_rank);
+  tx_common_.src_nonce = p.my_nonce;
+  tx_common_.dst_nonce = p.peer_nonce;
+  tx_common_.auth = conn_auth(p.secret, uint16_t(p.my_rank), uint16_t(p.peer_rank), p.my_nonce, p.peer_nonce);
+  rx_auth_ = conn_auth(p.secret, uint16_t(p.peer_rank), uint16_t(p.my_rank), p.peer_nonce, p.my_nonce);
+  CcParams cp{p.mtu, double(kWindow) * p.mtu};
+  paths_.resize(size_t(p.num_paths));
+  for (size_t i = 0; i < paths_.size(); ++i) {
+    paths_[i].cc = make_cc(p.cc, cp);
+    paths_[i].stats = &path_stats_[i];
+  }
+  acked_scratch_.assign(paths_.size(), 0);
+  last_rx_ns_ = now_ns();
+  last_rx_atomic_.store(last_rx_ns_);
+}
+
+Flow::~Flow() = default;
+
+// ---------------------------------------------------------------- app side
+
+void Flow::submit(std::unique_ptr<TxOp> op) {
+  std::lock_guard<std::mutex> lock(in_mu_);
+  incoming_.push_back(std::move(op));
+}
+
+bool Flow::probe_if_silent() {
+  if (failed()) return false;
+  if (now_ns() - last_rx_atomic_.load(std::memory_order_relaxed) > kProbeSilenceNs)
+    probe_wanted_.store(true, std::memory_order_relaxed);
+  return true;
+}
+
+void Flow::take_output(Output* out) {
+  std::lock_guard<std::mutex> lock(out_mu_);
+  std::swap(out->completions, out_.completions);
+  std::swap(out->events, out_.events);
+}
+
+bool Flow::publish() {
+  if (staged_.completions.empty() && staged_.events.empty()) return false;
+  if (detached_.load(std::memory_order_relaxed)) {
+    staged_.completions.clear();
+    staged_.events.clear();
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(out_mu_);
+  for (auto& c : staged_.completions) out_.completions.push_back(std::move(c));
+  for (auto& e : staged_.events) out_.events.push_back(std::move(e));
+  staged_.completions.clear();
+  staged_.events.clear();
+  return true;
+}
+
+void Flow::publish_stats() {
+  stats_.srtt_ns.store(srtt_ns_, std::memory_order_relaxed);
+  stats_.rto_ns.store(rto_ns(), std::memory_order_relaxed);
+  for (auto& path : paths_) {
+    path.stats->srtt_ns.store(path.srtt_ns, std::memory_order_relaxed);
+    path.stats->cwnd.store(uint64_t(path.cc->window()), std::memory_order_relaxed);
+    path.stats->rate_bps.store(uint64_t(path.pace_rate() * 8), std::memory_order_relaxed);
+    path.stats->inflight.store(uint64_t(path.inflight), std::memory_order_relaxed);
+  }
+}
+
+// ---------------------------------------------------------------- sender
+
+std::string Flow::op_name(const TxOp& op) const {
+  switch (op.kind) {
+    case kOpWrite: return format_msg("write to rank ", p_.peer_rank);
+    case kOpSend: return format_msg("send(tag=", op.a, ") to rank ", p_.peer_rank);
+    case kOpReadReq: return format_msg("read from rank ", p_.peer_rank);
+    default: return format_msg("probe of rank ", p_.peer_rank);
+  }
+}
+
+void Flow::enqueue(std::unique_ptr<TxOp> op) {
+  if (failed()) {
+    if (!op->internal) {
+      Completion c;
+      c.wr_id = op->wr_id;
+      c.opcode = op->opcode;
+      c.peer = p_.peer_rank;
+      c.ok = false;
+      c.error_kind = ErrorKind::PeerFailure;
+      c.error = format_msg("rank ", p_.my_rank, ": ", op_name(*op), ": ", fail_cause_);
+      staged_.completions.push_back(std::move(c));
+    }
+    return;
+  }
+  op->msg_id = next_msg_++;
+  TxOp* raw = op.get();
+  ops_[raw->msg_id] = std::move(op);
+  sendq_.push_back(raw);
+}
+
+void Flow::take_submissions(uint64_t now) {
+  std::vector<std::unique_ptr<TxOp>> in;
+  {
+    std::lock_guard<std::mutex> lock(in_mu_);
+    in.swap(incoming_);
+  }
+  for (auto& op : in) enqueue(std::move(op));
+  if (probe_wanted_.exchange(false, std::memory_order_relaxed) && unacked_pkts_ == 0 && sendq_.empty() &&
+      now - last_rx_ns_ > kProbeSilenceNs) {
+    // A reliable no-op: if the peer is gone, its retransmissions run into the give-up.
+    auto nop = std::make_unique<TxOp>();
+    nop->kind = kOpNop;
+    nop->internal = true;
+    enqueue(std::move(nop));
+  }
+}
+
+bool Flow::has_tx_work() const {
+  if (closing_ || failed()) return false;
+  return !retx_.empty() || (!sendq_.empty() && snd_nxt_ < snd_una_ + kWindow);
+}
+
+void Flow::emit(TxPkt& t, int path, uint64_t now, TxBatch* b) {
+  DataHeader& h = b->hdrs[b->n];
+  const TxOp& op = *t.op;
+  h = DataHeader{};
+  h.common = tx_common_;
+  h.common.type = kData;
+  h.common.path = uint16_t(path);
+  h.seq = t.seq;
+  h.ts_ns = now;
+  h.msg_id = op.msg_id;
+  h.total = op.len;
+  h.frag_off = t.off;
+  h.a = op.a;
+  h.b = op.b;
+  h.c = op.c;
+  h.imm = op.imm;
+  h.payload_len = t.len;
+  h.op = op.kind;
+  h.flags = op.flags;
+  b->pkts[b->n] = TxPacket{path, &p_.peer_addr, &h, uint32_t(sizeof(h)), t.len ? op.src + t.off : nullptr, t.len};
+  ++b->n;
+  const double wire = double(t.len + sizeof(DataHeader));
+  t.path = uint16_t(path);
+  t.sent_ns = now;
+  t.state = kInFlight;
+  ++t.tx_count;
+  Path& ps = paths_[size_t(path)];
+  ps.inflight += wire;
+  sendlog_.push_back(SendRec{t.seq, t.tx_count, now});
+  ps.stats->packets.fetch_add(1, std::memory_order_relaxed);
+  ps.stats->bytes.fetch_add(uint64_t(wire), std::memory_order_relaxed);
+  stats_.packets_sent.fetch_add(1, std::memory_order_relaxed);
+  stats_.bytes_sent.fetch_add(t.len, std::memory_order_relaxed);
+  if (t.tx_count > 1) {
+    ps.stats->retransmits.fetch_add(1, std::memory_order_relaxed);
+    stats_.retransmits.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Flow::pump(uint64_t now, TxBatch* b) {
+  if (closing_ || failed()) return;
+  const double mss = double(p_.mtu);
+  while (b->n < TxBatch::kCap) {
+    while (!retx_.empty() && pkt(retx_.front()).state != kLost) retx_.pop_front();
+    bool have_new = !sendq_.empty() && snd_nxt_ < snd_una_ + kWindow;
+    if (retx_.empty() && !have_new) return;
+    int p = picker_.pick(paths_, now, mss);
+    if (p < 0) return;  // every path is out of window or waiting for its pacing slot
+    Path& path = paths_[size_t(p)];
+    double rate = path.pace_rate();
+    size_t burst = rate > 0 ? 1 : std::clamp<size_t>(size_t(path.room() / mss) + 1, 1, kMaxBurst);
+    uint64_t bytes = 0;
+    for (size_t k = 0; k < burst && b->n < TxBatch::kCap; ++k) {
+      while (!retx_.empty() && pkt(retx_.front()).state != kLost) retx_.pop_front();
+      TxPkt* t = nullptr;
+      if (!retx_.empty()) {
+        t = &pkt(retx_.front());
+        retx_.pop_front();
+        ++unacked_pkts_;  // back in flight
+      } else if (!sendq_.empty() && snd_nxt_ < snd_una_ + kWindow) {
+        TxOp* op = sendq_.front();
+        t = &pkt(snd_nxt_);
+        *t = TxPkt{};
+        t->seq = snd_nxt_++;
+        t->op = op;
+        t->off = op->next_off;
+        t->len = uint32_t(std::min<uint64_t>(chunk_, op->len - op->next_off));
+        op->next_off += t->len;
+        ++op->unacked;
+        ++unacked_pkts_;
+        if (op->next_off >= op->len) {
+          op->all_sent = true;
+          sendq_.pop_front();
+        }
+      } else {
+        break;
+      }
+      emit(*t, p, now, b);
+      bytes += t->len + sizeof(DataHeader);
+    }
+    if (rate > 0) {
+      path.next_tx_ns = now + uint64_t(double(bytes) * 1e9 / rate);
+      wheel_->schedule(wheel_base_ + uint32_t(p), path.next_tx_ns, now);
+    }
+  }
+}
+
+void Flow::ack_pkt(uint64_t seq, std::vector<uint64_t>* acked_by_path, uint64_t* newest_sent) {
+  if (seq < snd_una_ || seq >= snd_nxt_) return;
+  TxPkt& t = pkt(seq);
+  if (t.seq != seq || t.state == kAcked || t.state == kFree) return;
+  if (t.state == kInFlight) {
+    double wire = double(t.len + sizeof(DataHeader));
+    Path& path = paths_[t.path];
+    path.inflight = std::max(0.0, path.inflight - wire);
+    (*acked_by_path)[t.path] += uint64_t(wire);
+    *newest_sent = std::max(*newest_sent, t.sent_ns);
+    --unacked_pkts_;
+  }
+  // kLost: a spurious loss verdict; the queued retransmission is skipped.
+  t.state = kAcked;
+  TxOp* op = t.op;
+  --op->unacked;
+  try_complete(op);
+}
+
+void Flow::on_ack(const AckHeader& a, uint64_t now) {
+  last_rx_ns_ = now;
+  last_rx_atomic_.store(now, std::memory_order_relaxed);
+  stats_.acks_received.fetch_add(1, std::memory_order_relaxed);
+  if (a.cum_ack > snd_nxt_ || (a.echo_path >= paths_.size())) {
+    drops_.add(kDropMalformed);
+    return;
+  }
+  if (a.rejects > peer_rejects_) peer_rejects_ = a.rejects;
+  std::fill(acked_scratch_.begin(), acked_scratch_.end(), 0);
+  uint64_t newest_sent = 0;
+  uint64_t before = unacked_pkts_;
+  uint64_t una_before = snd_una_;
+  for (uint64_t s = snd_una_; s < a.cum_ack; ++s) ack_pkt(s, &acked_scratch_, &newest_sent);
+  for (size_t w = 0; w < kSackWords; ++w) {
+    uint64_t bits = a.sack[w];
+    while (bits) {
+      int i = __builtin_ctzll(bits);
+      bits &= bits - 1;
+      ack_pkt(a.cum_ack + w * 64 + uint64_t(i), &acked_scratch_, &newest_sent);
+    }
+  }
+  ack_pkt(a.echo_seq, &acked_scratch_, &newest_sent);
+  while (snd_una_ < snd_nxt_ && pkt(snd_una_).state == kAcked) ++snd_una_;
+  uint64_t rtt = 0;
+  if (a.echo_ts && a.echo_ts <= now && now - a.echo_ts < 10'000'000'000ull) {
+    rtt = now - a.echo_ts;
+    paths_[a.echo_path].rtt_sample(rtt);
+    if (srtt_ns_ == 0) {
+      srtt_ns_ = rtt;
+      rttvar_ns_ = rtt / 2;
+    } else {
+      uint64_t dev = rtt > srtt_ns_ ? rtt - srtt_ns_ : srtt_ns_ - rtt;
+      rttvar_ns_ = (3 * rttvar_ns_ + dev) / 4;
+      srtt_ns_ = (7 * srtt_ns_ + rtt) / 8;
+    }
+  }
+  for (size_t p = 0; p < paths_.size(); ++p) {
+    bool sample_here = rtt && p == a.echo_path;
+    if (acked_scratch_[p] || sample_here)
+      paths_[p].cc->on_ack(now, acked_scratch_[p], sample_here ? rtt : 0,
+                           paths_[p].srtt_ns ? paths_[p].srtt_ns : srtt_ns_);
+  }
+  if (unacked_pkts_ < before || snd_una_ > una_before) {  // progress: the peer is alive
+    consecutive_rtos_ = 0;
+    backoff_ = 0;
+  }
+  if (newest_sent > rack_sent_ns_) rack_sent_ns_ = newest_sent;
+  detect_losses(now);
+  if (held_) recheck_held();
+}
+
+void Flow::mark_lost(TxPkt& t, bool timeout) {
+  Path& path = paths_[t.path];
+  path.inflight = std::max(0.0, path.inflight - double(t.len + sizeof(DataHeader)));
+  t.state = kLost;
+  --unacked_pkts_;
+  retx_.push_back(t.seq);
+  path.stats->losses.fetch_add(1, std::memory_order_relaxed);
+  if (timeout) path.stats->timeouts.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Flow::detect_losses(uint64_t now) {
+  // A packet is lost once one sent sufficiently later has been delivered.
+  const uint64_t reo = std::max<uint64_t>(kMinReorderNs, srtt_ns_ / 4);
+  std::vector<bool> cut(paths_.size(), false);
+  while (!sendlog_.empty()) {
+    const SendRec& r = sendlog_.front();
+    TxPkt& t = pkt(r.seq);
+    if (t.seq != r.seq || t.state != kInFlight || t.tx_count != r.tx_count) {
+      sendlog_.pop_front();
+      continue;
+    }
+    if (r.sent_ns + reo >= rack_sent_ns_) break;
+    uint16_t p = t.path;
+    mark_lost(t, false);
+    if (!cut[p]) {  // one congestion signal per path per ack
+      cut[p] = true;
+      paths_[p].cc->on_loss(now, paths_[p].srtt_ns ? paths_[p].srtt_ns : srtt_ns_);
+    }
+    sendlog_.pop_front();
+  }
+}
+
+uint64_t Flow::rto_ns() const {
+  uint64_t base = std::max<uint64_t>(uint64_t(p_.rto_ms * 1e6), srtt_ns_ + 4 * rttvar_ns_);
+  uint64_t cap = std::max<uint64_t>(kMaxRtoNs, 4 * uint64_t(p_.rto_ms * 1e6));
+  return std::min(cap, base << std::min(backoff_, 20));
+}
+
+uint64_t Flow::next_deadline() const {
+  for (const SendRec& r : sendlog_) {
+    const TxPkt& t = ring_[r.seq % kWindow];
+    if (t.seq == r.seq && t.state == kInFlight && t.tx_count == r.tx_count) return r.sent_ns + rto_ns();
+  }
+  return ~0ull;
+}
+
+void Flow::on_timer(uint64_t now) {
+  if (failed()) return;
+  while (!sendlog_.empty()) {
+    const SendRec& r = sendlog_.front();
+    const TxPkt& t = pkt(r.seq);
+    if (t.seq == r.seq && t.state == kInFlight && t.tx_count == r.tx_count) break;
+    sendlog_.pop_front();
+  }
+  if (sendlog_.empty()) return;
+  const uint64_t rto = rto_ns();
+  if (sendlog_.front().sent_ns + rto > now) return;
+  if (++consecutive_rtos_ > p_.max_retries) {
+    fail_all(ErrorKind::PeerFailure,
+             format_msg("rank ", p_.peer_rank, " stopped acknowledging (", p_.max_retries,
+                        " consecutive retransmission timeouts); it is dead or unreachable"));
+    return;
+  }
+  stats_.timeouts.fetch_add(1, std::memory_order_relaxed);
+  std::vector<bool> hit(paths_.size(), false);
+  while (!sendlog_.empty()) {
+    const SendRec r = sendlog_.front();
+    TxPkt& t = pkt(r.seq);
+    if (t.seq == r.seq && t.state == kInFlight && t.tx_count == r.tx_count) {
+      if (r.sent_ns + rto > now) break;
+      hit[t.path] = true;
+      mark_lost(t, true);
+    }
+    sendlog_.pop_front();
+  }
+  for (size_t p = 0; p < paths_.size(); ++p)
+    if (hit[p]) paths_[p].cc->on_timeout(now);
+  ++backoff_;
+}
+
+void Flow::try_complete(TxOp* op) {
+  if (!op->all_sent || op->unacked) return;
+  if (op->kind == kOpReadReq && !op->internal && !op->failed && !op->read_done) return;
+  if (op->kind == kOpWrite && !op->failed && peer_rejects_ > errors_received_) {
+    held_ = true;  // a refusal is on its way: it may be this write's
+    return;
+  }
+  finish(op);
+}
+
+void Flow::finish(TxOp* op) {
+  if (!op->internal) {
+    Completion c;
+    c.wr_id = op->wr_id;
+    c.opcode = op->opcode;
+    c.peer = p_.peer_rank;
+    c.len = op->kind == kOpReadReq ? op->c : op->len;
+    c.tag = op->kind == kOpSend ? op->a : 0;
+    if (op->failed) {
+      c.ok = false;
+      c.error_kind = op->error_kind;
+      c.error = op->error;
+    }
+    staged_.completions.push_back(std::move(c));
+  }
+  ops_.erase(op->msg_id);
+}
+
+void Flow::recheck_held() {
+  if (peer_rejects_ > errors_received_) return;
+  held_ = false;
+  std::vector<TxOp*> ready;
+  for (auto& [id, op] : ops_)
+    if (op->all_sent && !op->unacked) ready.push_back(op.get());
+  for (TxOp* op : ready) try_complete(op);
+}
+
+void Flow::fail_all(ErrorKind kind, const std::string& cause) {
+  fail_cause_ = cause;
+  failed_.store(true, std::memory_order_release);
+  for (auto& [id, op] : ops_) {
+    if (op->internal) continue;
+    Completion c;
+    c.wr_id = op->wr_id;
+    c.opcode = op->opcode;
+    c.peer = p_.peer_rank;
+    c.ok = false;
+    c.error_kind = kind;
+    c.error = format_msg("rank ", p_.my_rank, ": ", op_name(*op), ": ", cause);
+    staged_.completions.push_back(std::move(c));
+  }
+  ops_.clear();
+  sendq_.clear();
+  retx_.clear();
+  sendlog_.clear();
+  for (auto& t : ring_) t = TxPkt{};
+  for (auto& path : paths_) path.inflight = 0;
+  unacked_pkts_ = 0;
+  snd_una_ = snd_nxt_;
+}
+
+// ---------------------------------------------------------------- receiver
+
+void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const RxPacket& from, uint64_t now) {
+  last_rx_ns_ = now;
+  last_rx_atomic_.store(now, std::memory_order_relaxed);
+  const uint64_t seq = h.seq;
+  const bool dup = seq < rcv_cum_ || (seq < rcv_cum_ + kWindow && rcv_has(seq));
+  // Answer on the path the packet came in on, echoing its timestamp.
+  auto owe_ack = [&] {
+    need_ack_ = true;
+    ++unacked_rx_;
+    echo_seq_ = seq;
+    echo_ts_ = h.ts_ns;
+    echo_path_ = h.common.path;
+    reply_queue_ = from.queue;
+    reply_ip_ = from.src_ipv4;
+    reply_port_ = from.src_port;
+  };
+  if (dup) {
+    drops_.add(kDropDuplicate);
+    owe_ack();  // the ack that covered it may have been lost
+    return;
+  }
+  if (closing_) {
+    drops_.add(kDropClosing);
+    return;
+  }
+  if (seq >= rcv_cum_ + kWindow) {
+    drops_.add(kDropOutOfWindow);
+    return;
+  }
+  if (h.payload_len != len || h.frag_off > h.total || len > h.total - h.frag_off || h.common.path >= 256) {
+    drops_.add(kDropMalformed);
+    return;
+  }
+  stats_.packets_received.fetch_add(1, std::memory_order_relaxed);
+  stats_.bytes_received.fetch_add(len, std::memory_order_relaxed);
+  // From here on the sequence number counts as received, whatever becomes of the payload.
+  rcv_bits_[(seq % kWindow) / 64] |= 1ull << (seq % 64);
+  while (rcv_has(rcv_cum_)) {
+    rcv_bits_[(rcv_cum_ % kWindow) / 64] &= ~(1ull << (rcv_cum_ % 64));
+    ++rcv_cum_;
+  }
+  owe_ack();
+  if (h.msg_id < rcv_next_msg_) {
+    drops_.add(kDropMalformed);  // belongs to an operation already complete
+    return;
+  }
+  RxOp& op = rx_ops_[h.msg_id];
+  if (!op.seen) {
+    op.seen = true;
+    op.kind = h.op;
+    op.flags = h.flags;
+    op.total = h.total;
+    op.a = h.a;
+    op.b = h.b;
+    op.c = h.c;
+    op.imm = h.imm;
+  } else if (op.kind != h.op || op.total != h.total || op.a != h.a || op.b != h.b) {
+    drops_.add(kDropMalformed);
+    return;
+  }
+  place(h, op, payload, len);
+  op.received += len;
+  deliver_in_order();
+}
+
+void Flow::refuse(RxOp& op, uint64_t msg_id, uint64_t code, uint64_t region_len) {
+  if (op.rejected) return;
+  op.rejected = true;
+  ++rejects_;
+  auto err = std::make_unique<TxOp>();
+  err->kind = kOpError;
+  err->internal = true;
+  err->a = msg_id;
+  err->b = code;
+  err->c = region_len;
+  enqueue(std::move(err));
+}
+
+void Flow::place(const DataHeader& h, RxOp& op, const char* payload, uint32_t len) {
+  switch (op.kind) {
+    case kOpWrite: {
+      if (op.rejected) {
+        drops_.add(kDropOutOfBounds);
+        return;
+      }
+      auto r = table_->lookup(op.a);
+      uint64_t code = 0;
+      if (!r)
+        code = kErrNoKey;
+      else if (!(r->flags & kRemoteWrite))
+        code = kErrNoWriteAccess;
+      else if (op.b > r->len || op.total > r->len - op.b)
+        code = kErrBounds;
+      if (code) {
+        drops_.add(kDropOutOfBounds);
+        refuse(op, h.msg_id, code, r ? r->len : 0);
+        return;
+      }
+      if (len) std::memcpy(reinterpret_cast<char*>(r->addr + op.b + h.frag_off), payload, len);
+      return;
+    }
+    case kOpSend:
+      if (op.data.size() != op.total) op.data.resize(op.total);
+      if (len) std::memcpy(op.data.data() + h.frag_off, payload, len);
+      return;
+    case kOpReadResp: {
+      auto it = ops_.find(op.a);
+      TxOp* req = it == ops_.end() ? nullptr : it->second.get();
+      if (!req || req->kind != kOpReadReq || req->failed || op.total != req->c) {
+        drops_.add(kDropBadRead);
+        return;
+      }
+      if (len) std::memcpy(req->read_dst + h.frag_off, payload, len);
+      req->read_got += len;
+      if (req->read_got == req->c) {
+        req->read_done = true;
+        try_complete(req);
+      }
+      return;
+    }
+    case kOpError: {
+      ++errors_received_;
+      auto it = ops_.find(op.a);
+      if (it != ops_.end() && !it->second->internal) {
+        TxOp* bad = it->second.get();
+        bad->failed = true;
+        bad->error_kind = ErrorKind::Access;
+        const char* what = bad->kind == kOpReadReq ? "read from" : "write to";
+        std::string cause;
+        switch (op.b) {
+          case kErrNoKey:
+            cause = format_msg("remote key 0x", std::hex, bad->a, std::dec,
+                               " is not registered there (never registered, or deregistered)");
+            break;
+          case kErrNoWriteAccess:
+            cause = format_msg("region 0x", std::hex, bad->a, std::dec, " does not grant remote write access");
+            break;
+          case kErrNoReadAccess:
+            cause = format_msg("region 0x", std::hex, bad->a, std::dec, " does not grant remote read access");
+            break;
+          default:
+            cause = format_msg(bad->kind == kOpReadReq ? bad->c : bad->len, " bytes at offset ", bad->b,
+                               " fall outside the remote region of ", op.c, " bytes");
+        }
+        bad->error = format_msg("rank ", p_.my_rank, ": ", what, " rank ", p_.peer_rank, ": ", cause);
+        try_complete(bad);
+      }
+      recheck_held();
+      return;
+    }
+    default:  // read requests and probes carry no payload; served in order
+      return;
+  }
+}
+
+void Flow::serve_read(const RxOp& op, uint64_t msg_id) {
+  auto r = table_->lookup(op.a);
+  uint64_t code = 0;
+  if (!r)
+    code = kErrNoKey;
+  else if (!(r->flags & kRemoteRead))
+    code = kErrNoReadAccess;
+  else if (op.b > r->len || op.c > r->len - op.b)
+    code = kErrBounds;
+  if (code) {
+    auto err = std::make_unique<TxOp>();
+    err->kind = kOpError;
+    err->internal = true;
+    err->a = msg_id;
+    err->b = code;
+    err->c = r ? r->len : 0;
+    enqueue(std::move(err));
+    return;
+  }
+  auto resp = std::make_unique<TxOp>();
+  resp->kind = kOpReadResp;
+  resp->internal = true;
+  resp->src = reinterpret_cast<const char*>(r->addr + op.b);
+  resp->len = op.c;
+  resp->a = msg_id;
+  enqueue(std::move(resp));
+}
+
+void Flow::deliver_in_order() {
+  for (auto it = rx_ops_.find(rcv_next_msg_); it != rx_ops_.end() && it->second.complete();
+       it = rx_ops_.find(rcv_next_msg_)) {
+    RxOp& op = it->second;
+    if (op.kind == kOpWrite && !op.rejected && (op.flags & kFlagImm)) {
+      RxEvent e;
+      e.key_or_tag = op.a;
+      e.offset = op.b;
+      e.len = op.total;
+      e.imm = op.imm;
+      staged_.events.push_back(std::move(e));
+    } else if (op.kind == kOpSend) {
+      RxEvent e;
+      e.is_message = true;
+      e.key_or_tag = op.a;
+      e.len = op.total;
+      e.data = std::move(op.data);
+      staged_.events.push_back(std::move(e));
+    } else if (op.kind == kOpReadReq) {
+      serve_read(op, it->first);
+    }
+    rx_ops_.erase(it);
+    ++rcv_next_msg_;
+  }
+}
+
+bool Flow::take_ack(AckHeader* a, int* queue, uint32_t* ip, uint16_t* port, bool urgent_only) {
+  if (!need_ack_ || (urgent_only && unacked_rx_ < kAckEvery)) return false;
+  need_ack_ = false;
+  unacked_rx_ = 0;
+  a->common = tx_common_;
+  a->common.type = kAck;
+  a->common.path = echo_path_;
+  a->cum_ack = rcv_cum_;
+  a->echo_seq = echo_seq_;
+  a->echo_ts = echo_ts_;
+  a->rejects = rejects_;
+  a->echo_path = echo_path_;
+  // Rotate the receive ring so bit i of the ack means seq cum_ack + i.
+  const size_t start = size_t(rcv_cum_ % kWindow);
+  const size_t w0 = start / 64, sh = start % 64;
+  for (size_t k = 0; k < kSackWords; ++k) {
+    uint64_t lo = rcv_bits_[(w0 + k) % kSackWords];
+    uint64_t hi = rcv_bits_[(w0 + k + 1) % kSackWords];
+    a->sack[k] = sh ? (lo >> sh) | (hi << (64 - sh)) : lo;
+  }
+  *queue = reply_queue_;
+  *ip = reply_ip_;
+  *port = reply_port_;
+  stats_.acks_sent.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+}  // namespace uccl::net

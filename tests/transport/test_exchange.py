@@ -91,26 +91,40 @@ def tagged_and_any_source(ctx):
     return "ok"
 
 
+# "auto" picks shared memory on one host; "net" forces the net channel (UDP over loopback).
+TRANSPORTS = [{}, {"UCCL_TRANSPORT": "net"}]
+TRANSPORT_IDS = ["auto", "net"]
+
+
+@pytest.mark.parametrize("env", TRANSPORTS, ids=TRANSPORT_IDS)
 @pytest.mark.parametrize("world", [2, 4])
-def test_one_sided_writes_all_sizes(world):
-    assert run_ranks(exchange_writes, world, (SIZES,), timeout=240) == ["ok"] * world
+def test_one_sided_writes_all_sizes(world, env):
+    assert run_ranks(exchange_writes, world, (SIZES,), env=env, timeout=240) == ["ok"] * world
 
 
+@pytest.mark.parametrize("env", TRANSPORTS, ids=TRANSPORT_IDS)
 @pytest.mark.parametrize("world", [2, 4])
-def test_messages_all_sizes(world):
-    assert run_ranks(exchange_messages, world, (SIZES,), timeout=240) == ["ok"] * world
+def test_messages_all_sizes(world, env):
+    assert run_ranks(exchange_messages, world, (SIZES,), env=env, timeout=240) == ["ok"] * world
 
 
-def test_one_sided_reads():
-    assert run_ranks(one_sided_reads, 3) == ["ok"] * 3
+@pytest.mark.parametrize("env", TRANSPORTS, ids=TRANSPORT_IDS)
+def test_one_sided_reads(env):
+    assert run_ranks(one_sided_reads, 3, env=env) == ["ok"] * 3
 
 
-def test_tags_order_and_any_source():
-    assert run_ranks(tagged_and_any_source, 4) == ["ok"] * 4
+@pytest.mark.parametrize("env", TRANSPORTS, ids=TRANSPORT_IDS)
+def test_tags_order_and_any_source(env):
+    assert run_ranks(tagged_and_any_source, 4, env=env) == ["ok"] * 4
 
 
 def test_channel_is_shared_memory_on_one_host():
     assert run_ranks(_channel_kinds, 2) == [["shm", "shm"]] * 2
+
+
+def test_net_transport_forces_the_net_channel():
+    kinds = run_ranks(_channel_kinds, 2, env={"UCCL_TRANSPORT": "net"})
+    assert kinds == [["shm", "net"], ["net", "shm"]]  # a rank reaches itself through memory
 
 
 def _channel_kinds(ctx):

@@ -301,7 +301,9 @@ bool UdpDatapath::wait(int extra_fd, int64_t timeout_ns) {
 }
 
 size_t UdpDatapath::recv(RxPacket* out, size_t n) {
-  if (ready_.empty()) wait(-1, 0);
+  // Refresh readiness every call: a queue drained earlier may have refilled, and
+  // must not starve behind a busy one.
+  wait(-1, 0);
   size_t got = 0, slot = 0;
   mmsghdr msgs[kRxSlots];
   iovec iovs[kRxSlots];

@@ -549,8 +549,8 @@ void Flow::place(const DataHeader& h, RxOp& op, const char* payload, uint32_t le
       return;
     }
     case kOpSend:
-      if (op.data.size() != op.total) op.data.resize(op.total);
-      if (len) std::memcpy(op.data.data() + h.frag_off, payload, len);
+      if (!op.data && op.total) op.data.reset(new char[op.total]);
+      if (len) std::memcpy(op.data.get() + h.frag_off, payload, len);
       return;
     case kOpReadResp: {
       auto it = ops_.find(op.a);

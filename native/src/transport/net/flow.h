@@ -74,7 +74,7 @@ struct RxEvent {
   bool is_message = false;
   uint64_t key_or_tag = 0, offset = 0, len = 0;
   uint32_t imm = 0;
-  std::vector<char> data;
+  std::unique_ptr<char[]> data;  // the whole message
 };
 
 struct FlowStats {
@@ -149,7 +149,9 @@ class Flow {
     uint64_t total = 0, received = 0, a = 0, b = 0, c = 0;
     uint32_t imm = 0;
     bool rejected = false;
-    std::vector<char> data;  // messages: reassembled here
+    // Messages are reassembled here; left uninitialised so its pages are faulted in
+    // packet by packet, not zeroed all at once on the engine thread.
+    std::unique_ptr<char[]> data;
     bool complete() const { return seen && received == total; }
   };
 

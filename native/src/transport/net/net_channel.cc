@@ -74,7 +74,7 @@ size_t NetChannel::poll(ChannelSink& sink) {
     if (e.is_message) {
       ++msgs_received_;
       bytes_received_ += e.len;
-      sink.on_message(peer_, e.key_or_tag, e.len, 0, e.data.data(), e.len);
+      sink.on_message(peer_, e.key_or_tag, e.len, 0, e.data.get(), e.len);
     } else {
       ++remote_writes_;
       sink.on_remote_write(peer_, e.key_or_tag, e.offset, e.len, e.imm);

@@ -16,7 +16,7 @@ constexpr double kMinRttFactor = 1.5;
 constexpr uint64_t kMinRttWindowNs = 10'000'000'000ull;  // forget a stale minimum
 }  // namespace
 
-Swift::Swift(const CcParams& p) : p_(p), cwnd_(16.0 * p.mss), min_cwnd_(0.01 * p.mss) {}
+Swift::Swift(const CcParams& p) : p_(p), cwnd_(16.0 * p.mss), min_cwnd_(0.1 * p.mss) {}
 
 uint64_t Swift::target_ns() const {
   uint64_t base = min_rtt_ns_ == ~0ull ? 0 : uint64_t(double(min_rtt_ns_) * kMinRttFactor);

@@ -1,0 +1,84 @@
+"""Runs torch.distributed programs on local ranks with backend "uccl" next to a gloo group
+over the same ranks, so every check compares uccl's result with gloo's on the same inputs."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+import tempfile
+import uuid
+
+import pytest
+import torch
+
+from uccl.testing import RankFailure, run_ranks
+
+TRANSPORTS = ["shm", "net"]
+
+
+@functools.lru_cache(maxsize=None)
+def net_available() -> bool:
+    """Whether two local ranks can connect over the net channel in this build."""
+    try:
+        run_ranks(_connect, 2, env={"UCCL_TRANSPORT": "net", "UCCL_TIMEOUT": "20"}, timeout=60)
+        return True
+    except RankFailure:
+        return False
+
+
+def _connect(ctx):
+    from uccl.transport import Endpoint
+
+    Endpoint(ctx.bootstrap)
+    return True
+
+
+def transport_env(transport: str) -> dict:
+    if transport == "net" and not net_available():
+        pytest.skip("the net channel is not available in this build (2-rank Endpoint over UCCL_TRANSPORT=net failed)")
+    return {"UCCL_TRANSPORT": transport, "OMP_NUM_THREADS": "1"}
+
+
+def init_url() -> str:
+    return "file://" + os.path.join(tempfile.gettempdir(), f"uccl-dist-{uuid.uuid4().hex}")
+
+
+def init(ctx, url: str, timeout: float = 60.0, backend: str = "uccl"):
+    """Joins the default group (uccl) and returns (uccl group, gloo group over the same ranks)."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(backend, init_method=url, rank=ctx.rank, world_size=ctx.world_size,
+                            timeout=datetime.timedelta(seconds=timeout))
+    gloo = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout))
+    return dist.group.WORLD, gloo
+
+
+def assert_same(got, want, label: str) -> None:
+    """Exact for integers and bools, float tolerance otherwise (reduction order differs)."""
+    if isinstance(want, (list, tuple)):
+        assert len(got) == len(want), f"{label}: {len(got)} results, expected {len(want)}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same(g, w, f"{label}[{i}]")
+        return
+    assert got.dtype == want.dtype and got.shape == want.shape, \
+        f"{label}: got {got.dtype}{tuple(got.shape)}, expected {want.dtype}{tuple(want.shape)}"
+    if want.dtype.is_floating_point or want.dtype.is_complex:
+        tol = {torch.float16: 2e-2, torch.bfloat16: 5e-2}.get(want.dtype, 1e-5)
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol, msg=lambda m: f"{label}: {m}")
+    else:
+        assert torch.equal(got, want), f"{label}: {got} != {want}"
+
+
+def rand(shape, dtype: torch.dtype, seed: int, small: bool = False) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if dtype == torch.bool:
+        return torch.randint(0, 2, shape, generator=g).bool()
+    if dtype.is_complex:
+        return torch.randn(shape, dtype=dtype, generator=g)
+    if dtype.is_floating_point:
+        # products over 4 ranks stay finite and well-conditioned
+        return (torch.rand(shape, generator=g) + 0.5).to(dtype) if small else torch.randn(shape, generator=g).to(dtype)
+    lo, hi = (0, 4) if dtype == torch.uint8 else ((-2, 3) if small else (-100, 100))
+    return torch.randint(lo, hi, shape, generator=g).to(dtype)

@@ -1,0 +1,162 @@
+"""Registers "uccl" as a torch.distributed backend.
+
+`register()` runs when uccl.distributed is imported, and through the `torch.backends`
+entry point at the end of `import torch` (torch 2.5 onward), so that
+`init_process_group(backend="uccl")` works in a program that never imports uccl. It must
+stay cheap: the process group itself (and the native module) loads on first use.
+
+It also lets a program started by mpirun (OMPI_* / PMI_* variables) or srun (SLURM_*)
+call `init_process_group("uccl")` with no launcher: torch's env:// rendezvous gets
+RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT filled in from those variables
+(only the ones a launcher did not already set).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from typing import MutableMapping, Optional
+
+BACKEND_NAME = "uccl"
+DEVICES = ["cpu", "cuda"]
+_registered = False
+
+
+def _create_process_group(dist_backend_opts, backend_options=None):
+    from uccl.distributed.backend import ProcessGroupUCCL
+
+    return ProcessGroupUCCL.from_backend_options(dist_backend_opts, backend_options)
+
+
+def register() -> None:
+    """Registers the backend (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return
+    from uccl.distributed._compat import register_backend
+
+    register_backend(BACKEND_NAME, _create_process_group, DEVICES)
+    _wrap_env_rendezvous()
+    _registered = True
+
+
+def autoload() -> None:
+    """The `torch.backends` entry point: never lets `import torch` fail because of uccl."""
+    if os.environ.get("UCCL_TORCH_AUTOLOAD", "1") == "0":
+        return
+    try:
+        register()
+    except Exception as exc:  # pragma: no cover - defensive: torch would refuse to import
+        warnings.warn(f"uccl: could not register the torch.distributed backend: {exc}", stacklevel=2)
+
+
+# -- mpirun / srun without a launcher ------------------------------------------------------------
+
+def _first_host(nodelist: str) -> str:
+    """The first host of a Slurm node list such as 'gpu[003-005,9],cpu1' -> 'gpu003'."""
+    depth, end = 0, len(nodelist)
+    for i, ch in enumerate(nodelist):
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            end = i
+            break
+    first = nodelist[:end]
+    m = re.match(r"^([^\[]*)\[([^\],\-]+)", first)
+    return m.group(1) + m.group(2) if m else first
+
+
+def _port_for(job: str) -> int:
+    digest = hashlib.sha1(job.encode()).digest()
+    return 20000 + int.from_bytes(digest[:4], "little") % 20000
+
+
+def launcher_env(environ: Optional[MutableMapping[str, str]] = None) -> dict:
+    """What mpirun or srun tells a process about the job, as torch's env:// variables.
+    Empty when the process was started some other way."""
+    env = os.environ if environ is None else environ
+    out: dict = {}
+    if "OMPI_COMM_WORLD_RANK" in env:
+        out["RANK"], out["WORLD_SIZE"] = env["OMPI_COMM_WORLD_RANK"], env.get("OMPI_COMM_WORLD_SIZE", "1")
+        out["LOCAL_RANK"] = env.get("OMPI_COMM_WORLD_LOCAL_RANK", "0")
+        out["LOCAL_WORLD_SIZE"] = env.get("OMPI_COMM_WORLD_LOCAL_SIZE", out["WORLD_SIZE"])
+        job = env.get("OMPI_MCA_ess_base_jobid") or env.get("OMPI_MCA_orte_ess_jobid") or env.get("PMIX_NAMESPACE", "")
+    elif "PMI_RANK" in env and "PMI_SIZE" in env:  # MPICH / Hydra, Intel MPI
+        out["RANK"], out["WORLD_SIZE"] = env["PMI_RANK"], env["PMI_SIZE"]
+        out["LOCAL_RANK"] = env.get("MPI_LOCALRANKID", "0")
+        out["LOCAL_WORLD_SIZE"] = env.get("MPI_LOCALNRANKS", out["WORLD_SIZE"])
+        job = env.get("PMI_KVSNAME") or env.get("PMI_JOBID") or env.get("PMI_PORT", "")
+    elif "SLURM_PROCID" in env and ("SLURM_STEP_NUM_TASKS" in env or "SLURM_NTASKS" in env):
+        out["RANK"] = env["SLURM_PROCID"]
+        out["WORLD_SIZE"] = env.get("SLURM_STEP_NUM_TASKS") or env["SLURM_NTASKS"]
+        out["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+        if nodes:
+            out["MASTER_ADDR"] = _first_host(nodes)
+        job = f"{env.get('SLURM_JOB_ID', '')}.{env.get('SLURM_STEP_ID', '')}"
+    else:
+        return {}
+    if "MASTER_ADDR" not in out and out.get("LOCAL_WORLD_SIZE") == out["WORLD_SIZE"]:
+        out["MASTER_ADDR"] = "127.0.0.1"  # every rank on this host
+    out["MASTER_PORT"] = str(_port_for(job or out["WORLD_SIZE"]))
+    return out
+
+
+def _mpi_master_addr() -> Optional[str]:
+    """Rank 0's host name, through mpi4py, for multi-host mpirun jobs."""
+    try:
+        import socket
+
+        from mpi4py import MPI
+    except ImportError:
+        return None
+    comm = MPI.COMM_WORLD
+    return comm.bcast(socket.gethostname() if comm.Get_rank() == 0 else None, root=0)
+
+
+def fill_env_from_launcher() -> list[str]:
+    """Sets the env:// variables a launcher would have set; returns the names it set."""
+    found = launcher_env()
+    if not found or ("RANK" in os.environ and "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ):
+        return []
+    if "MASTER_ADDR" not in found and "MASTER_ADDR" not in os.environ:
+        addr = _mpi_master_addr()
+        if addr is None:
+            raise RuntimeError(
+                "uccl: this mpirun job spans several hosts; set MASTER_ADDR (and MASTER_PORT) to rank 0's "
+                "address, or install mpi4py so that uccl can find it")
+        found["MASTER_ADDR"] = addr
+    set_names = []
+    for key, value in found.items():
+        if key not in os.environ:
+            os.environ[key] = value
+            set_names.append(key)
+    return set_names
+
+
+def _wrap_env_rendezvous() -> None:
+    try:
+        from torch.distributed import rendezvous as rdzv
+    except ImportError:  # pragma: no cover
+        return
+    handlers = getattr(rdzv, "_rendezvous_handlers", None)
+    if not isinstance(handlers, dict):
+        return
+    original = handlers.get("env")
+    if original is None or getattr(original, "_uccl_wrapped", False):
+        return
+
+    def _env_rendezvous_handler(url, *args, **kwargs):
+        if "RANK" not in os.environ or "MASTER_ADDR" not in os.environ:
+            fill_env_from_launcher()
+        return original(url, *args, **kwargs)
+
+    _env_rendezvous_handler._uccl_wrapped = True  # type: ignore[attr-defined]
+    _env_rendezvous_handler.__doc__ = original.__doc__
+    handlers["env"] = _env_rendezvous_handler

@@ -1,0 +1,1 @@
+"""Launchers: uccl-run (torchrun with uccl options)."""

@@ -1,0 +1,86 @@
+"""uccl-run: torchrun with uccl's options.
+
+    uccl-run --nproc-per-node 4 train.py --epochs 3
+    uccl-run --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 --master-port 29500 \\
+             --nproc-per-node 8 --transport net --paths 32 --cc swift --ifname eth1 train.py
+
+Every torchrun flag works as it does there (--nproc-per-node, --nnodes, --node-rank,
+--master-addr, --master-port, --rdzv-backend, --rdzv-endpoint, --max-restarts, ...): the
+parser and the launcher are torch.distributed.run's own (torch elastic), uccl adds only
+its options, which reach the workers as UCCL_* environment variables:
+
+    --transport auto|shm|net   UCCL_TRANSPORT
+    --paths N                  UCCL_NUM_PATHS
+    --cc swift|cubic           UCCL_CC
+    --ifname IFACE             UCCL_IFNAME
+
+Workers call `torch.distributed.init_process_group(backend="uccl")` (no import of uccl
+needed). Under mpirun or srun no launcher is needed at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+# uccl option -> (environment variable, argparse keyword arguments)
+UCCL_OPTIONS = {
+    "--transport": ("UCCL_TRANSPORT", dict(choices=["auto", "shm", "net"],
+                                           help="channel between ranks: auto (shm on one host, else net), shm, net")),
+    "--paths": ("UCCL_NUM_PATHS", dict(type=int, metavar="N", help="paths (UDP source ports) per peer on the net channel")),
+    "--cc": ("UCCL_CC", dict(choices=["swift", "cubic"], help="congestion control on the net channel")),
+    "--ifname": ("UCCL_IFNAME", dict(metavar="IFACE", help="network interface the net channel binds")),
+}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    from torch.distributed.run import get_args_parser as torchrun_parser
+
+    parser = torchrun_parser()
+    parser.prog = "uccl-run"
+    parser.description = "torchrun (torch.distributed.run) with uccl's options; workers use backend 'uccl'."
+    group = parser.add_argument_group("uccl", "passed to every worker as UCCL_* environment variables")
+    for flag, (env, kwargs) in UCCL_OPTIONS.items():
+        group.add_argument(flag, dest=f"uccl_{flag[2:]}", default=None, **kwargs)
+    return parser
+
+
+def uccl_env(args: argparse.Namespace) -> dict:
+    """UCCL_* variables for the options given on the command line."""
+    out = {}
+    for flag, (env, _) in UCCL_OPTIONS.items():
+        value = getattr(args, f"uccl_{flag[2:]}", None)
+        if value is not None:
+            out[env] = str(value)
+    return out
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    env = uccl_env(args)
+    if "UCCL_NUM_PATHS" in env and int(env["UCCL_NUM_PATHS"]) < 1:
+        parser.error("--paths must be at least 1")
+    args.uccl_env = env
+    return args
+
+
+def run(args: argparse.Namespace) -> None:
+    """Launches the workers with torch's elastic agent (torch.distributed.run.run)."""
+    from torch.distributed.run import run as torchrun
+
+    os.environ.update(getattr(args, "uccl_env", None) or uccl_env(args))
+    torchrun(args)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    args = parse_args(argv)
+    record(run)(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -99,21 +99,28 @@ def matrix(ctx, big: bool):
                     reductions(comm, W, r, dtype, op, n, inplace, f"{dtype} {op} n={n} inplace={inplace}")
             movements(comm, W, r, dtype, n, f"{dtype} n={n}")
         variable_sizes(comm, W, r, dtype, dtype)
-        if big:  # 32 MiB per rank: every dtype with sum, in place and not; every op on float32
-            n = BIG // np.dtype("float16" if dtype == "bfloat16" else dtype).itemsize
-            for op in OPS if dtype == "float32" else ["sum"]:
-                for inplace in (False, True):
-                    label = f"{dtype} {op} n={n} inplace={inplace}"
-                    ins = [values(q, n, dtype, op) for q in range(W)]
-                    buf = make(dtype, ins[r])
-                    out = buf if inplace else zeros(dtype, n)
-                    comm.all_reduce(buf, None if inplace else out, op=op)
-                    check(out, reduce_ref(ins, op, dtype), dtype, op, f"all_reduce {label}")
-            movements(comm, W, r, dtype, n // W, f"{dtype} n={n // W}")
+    if big:
+        big_messages(comm, W, r)
     comm.barrier()
     return "ok"
 
 
+def big_messages(comm, W, r):
+    """32 MiB per rank: every op on float32 (in place and not); the converting
+    kernels (float16, bfloat16, int8) with sum; data movement on float32."""
+    cases = [("float32", op, inplace) for op in OPS for inplace in (False, True)]
+    cases += [(d, "sum", False) for d in ("float16", "bfloat16", "int8") if d in available_dtypes()]
+    for dtype, op, inplace in cases:
+        n = BIG // np.dtype("float16" if dtype == "bfloat16" else dtype).itemsize
+        ins = [values(q, n, dtype, op) for q in range(W)]
+        buf = make(dtype, ins[r])
+        out = buf if inplace else zeros(dtype, n)
+        comm.all_reduce(buf, None if inplace else out, op=op)
+        check(out, reduce_ref(ins, op, dtype), dtype, op, f"all_reduce {dtype} {op} n={n} inplace={inplace}")
+    movements(comm, W, r, "float32", BIG // 4 // W, "float32 32 MiB")
+
+
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_every_collective_against_numpy(world, transport):

@@ -115,8 +115,17 @@ void Communicator::collective(const std::string& label, uint64_t sig_seed, DataT
   sig.add(name).add(sig_seed).add(t).add(op);
   links_.begin(++seq_, sig.fold(), label);
   CollContext c{*ep_, links_, rank(), world(), chunk_for(ch, t), t, op, dtype_size(t)};
-  body(c, ch.algo);
-  links_.finish();
+  try {
+    body(c, ch.algo);
+    links_.finish();
+  } catch (const Error& e) {
+    // Name the collective in transport errors; the links stay broken afterwards.
+    std::string msg = e.what(), prefix = format_msg("rank ", rank(), ": ");
+    if (msg.find(label) == std::string::npos)
+      msg = prefix + label + ": " + (msg.rfind(prefix, 0) == 0 ? msg.substr(prefix.size()) : msg);
+    links_.mark_broken(msg);
+    throw Error(e.kind(), msg);
+  }
 }
 
 void Communicator::all_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op) {

@@ -82,11 +82,13 @@ void Links::pump(const Completion& c) {
       p.arrived[slot] = 1;
       p.arrived_imm[slot] = imm;
       p.arrived_len[slot] = c.len;
+      // Same collective index, different signature: that peer was called differently.
+      if (imm_seq(imm) == (seq_ & 0xffu) && imm_sig(imm) != sig_ && mismatch_peer_ < 0) mismatch_peer_ = c.peer;
       break;
     }
     case kCredit:
       p.credits++;
-      if (imm_seq(imm) != (seq_ & 0xffu) || imm_sig(imm) != sig_) aborted_by_ = rank_;  // peer in another call
+      if ((imm_seq(imm) != (seq_ & 0xffu) || imm_sig(imm) != sig_) && mismatch_peer_ < 0) mismatch_peer_ = c.peer;
       break;
     case kAbort:
       if (aborted_by_ < 0) aborted_by_ = c.peer;
@@ -97,9 +99,9 @@ void Links::pump(const Completion& c) {
 }
 
 void Links::fail_from_peer() {
-  if (aborted_by_ == rank_)
-    abort("a peer returned a credit for a different collective (ranks called different collectives, "
-          "or the same one with different arguments)");
+  if (aborted_by_ < 0)
+    abort(format_msg("rank ", mismatch_peer_, " is in a different collective, or called this one with different ",
+                     "arguments (sizes, dtype, op or root)"));
   const char* why = mailbox_.data() + uint64_t(aborted_by_) * kReasonBytes;
   broken_reason_ = format_msg("rank ", rank_, ": ", label_, ": aborted because ",
                               std::string(why, strnlen(why, kReasonBytes)));
@@ -110,7 +112,7 @@ void Links::wait(const std::function<bool()>& ready, int peer) {
   auto drain = [this](const Completion& c) { pump(c); };
   auto done = [&] {
     ep_.drain_remote_writes(drain);
-    return aborted_by_ >= 0 || ready();
+    return aborted_by_ >= 0 || mismatch_peer_ >= 0 || ready();
   };
   if (!done()) {
     try {
@@ -120,7 +122,7 @@ void Links::wait(const std::function<bool()>& ready, int peer) {
       throw;
     }
   }
-  if (aborted_by_ >= 0) fail_from_peer();
+  if (aborted_by_ >= 0 || mismatch_peer_ >= 0) fail_from_peer();
 }
 
 void Links::send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes) {
@@ -130,8 +132,16 @@ void Links::send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes) {
   uint64_t slot = p.sent % uint64_t(cfg_.slots);
   p.credits--;
   p.sent++;
-  auto posted = ep_.write(peer, lkey, loff, bytes, p.inbox_key, slot_offset(rank_, slot), true,
-                          make_imm(kData, slot, seq_, sig_));
+  Endpoint::Posted posted;
+  try {
+    posted = ep_.write(peer, lkey, loff, bytes, p.inbox_key, slot_offset(rank_, slot), true,
+                       make_imm(kData, slot, seq_, sig_));
+  } catch (const Error&) {
+    // A peer that aborted may already have torn its inbox down: report why it stopped.
+    ep_.drain_remote_writes([this](const Completion& c) { pump(c); });
+    if (aborted_by_ >= 0 || mismatch_peer_ >= 0) fail_from_peer();
+    throw;
+  }
   if (!posted.done) ep_.wait(posted.wr_id, ep_.config().timeout_s);  // the source may be reused right after
 }
 

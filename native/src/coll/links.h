@@ -49,6 +49,7 @@ class Links {
   // Tells every rank why this collective cannot go on, then throws MismatchError.
   [[noreturn]] void abort(const std::string& why);
   bool broken() const { return !broken_reason_.empty(); }
+  void mark_broken(const std::string& why) { broken_reason_ = why; }
   const std::string& broken_reason() const { return broken_reason_; }
 
  private:
@@ -80,7 +81,8 @@ class Links {
   uint32_t seq_ = 0;
   uint16_t sig_ = 0;
   std::string label_;
-  int aborted_by_ = -1;
+  int aborted_by_ = -1;    // a peer told us to stop
+  int mismatch_peer_ = -1;  // we saw a peer in a different call
   std::string broken_reason_;
 };
 

@@ -1,5 +1,6 @@
 #include "transport/net/engine.h"
 
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -128,6 +129,7 @@ void Engine::sleep_until(uint64_t deadline_ns, uint64_t now) {
 }
 
 void Engine::run() {
+  pthread_setname_np(pthread_self(), "uccl-engine");  // visible in top/perf
   std::vector<RxPacket> rx(kRxBatch);
   auto batch = std::make_unique<Flow::TxBatch>();
   uint64_t last_activity = now_ns();

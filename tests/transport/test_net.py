@@ -1,0 +1,213 @@
+"""The net channel: reliable multipath UDP. Over loopback (UCCL_TRANSPORT=net) and
+between network namespaces joined by veth, with the kernel's own loss (nftables)
+and rate limits (tc tbf). Every byte is checked; speed is for perf/, not here."""
+
+import os
+import pickle
+import socket
+import struct
+
+import numpy as np
+import pytest
+
+from uccl import _netns
+from uccl.errors import AccessError, PeerFailureError
+from uccl.testing import run_ranks
+from uccl.transport import Endpoint
+
+NET = {"UCCL_TRANSPORT": "net"}
+WORKERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_net_workers.py")
+SIZES = [0, 1, 4095, (1 << 20) + 3, 64 << 20]
+
+
+# ---- over loopback --------------------------------------------------------------
+
+def refused_writes(ctx):
+    """Over the net the remote table is checked at the receiver: refused writes fail
+    their completion with an AccessError naming both ranks, and touch nothing."""
+    ep = Endpoint(ctx.bootstrap)
+    if ctx.rank == 1:
+        target = ep.register(np.full(64, 0xAB, np.uint8), "w")
+        readonly = ep.register(np.full(64, 0xAB, np.uint8), "r")
+        ctx.bootstrap.broadcast(pickle.dumps((target.key, readonly.key)), root=1)
+        ctx.bootstrap.barrier()
+        # only the last, valid write (of ones) landed; the refused ones (of twos) did not
+        assert (target.buffer == 1).all() and (readonly.buffer == 0xAB).all()
+        assert not ep.poll(), "a refused write must not reach the completion queue"
+        drops = ep.stats()["drops"]
+        assert drops.get("net: write outside a registered region", 0) >= 3, drops
+        return "ok"
+    w_key, r_key = pickle.loads(ctx.bootstrap.broadcast(None, root=1))
+    src = ep.register(np.full(128, 2, np.uint8), "")
+    msgs = []
+    for kwargs, needle in (({"remote_key": w_key, "length": 65}, "outside"),
+                           ({"remote_key": w_key ^ (1 << 40), "length": 8}, "not registered"),
+                           ({"remote_key": r_key, "length": 8}, "does not grant remote write")):
+        key = kwargs.pop("remote_key")
+        with pytest.raises(AccessError) as info:
+            ep.write(1, src, key, imm=1, **kwargs).wait(timeout=30)
+        assert "rank 0" in str(info.value) and "rank 1" in str(info.value) and needle in str(info.value)
+        msgs.append(str(info.value))
+    with pytest.raises(AccessError, match="does not grant remote read"):
+        ep.read(1, src, w_key, length=8).wait(timeout=30)
+    ep.write(1, ep.register(np.ones(64, np.uint8), ""), w_key).wait(timeout=30)  # the flow still works
+    ctx.bootstrap.barrier()
+    return msgs
+
+
+def test_refused_writes_fail_with_access_error():
+    msgs, ok = run_ranks(refused_writes, 2, env=NET)
+    assert ok == "ok" and len(msgs) == 3
+
+
+def dying_peer(ctx):
+    ep = Endpoint(ctx.bootstrap)
+    if ctx.rank == 1:
+        os._exit(3)
+    with pytest.raises(PeerFailureError) as info:
+        ep.recv(1, np.zeros(4)).wait(timeout=60)
+    return str(info.value)
+
+
+def test_silent_dead_peer_is_detected_by_probes():
+    import time
+
+    start = time.monotonic()
+    msg, _ = run_ranks(dying_peer, 2, env={**NET, "UCCL_MAX_RETRIES": "8"}, timeout=90, may_die=(1,))
+    assert "rank 0" in msg and "rank 1" in msg
+    assert time.monotonic() - start < 45  # the wait's own timeout was 60 s
+
+
+def _net_address(ep):
+    """(ip, ports, nonce) from an endpoint's published descriptor (UDP datapath blob)."""
+    d = ep._native.descriptor()
+    at = d.index(struct.pack("<I", 0x55445031))
+    nonce = struct.unpack_from("<I", d, at - 4)[0]
+    ip = socket.inet_ntoa(d[at + 4:at + 8])
+    (n,) = struct.unpack_from("<H", d, at + 8)
+    ports = [socket.ntohs(p) for p in struct.unpack_from(f"<{n}H", d, at + 10)]
+    return ip, ports, nonce
+
+
+def strangers(ctx):
+    """Garbage, a wrong secret, an unknown rank and a stale instance: dropped and counted;
+    the real traffic that follows is intact."""
+    ep = Endpoint(ctx.bootstrap)
+    addrs = [pickle.loads(b) for b in ctx.bootstrap.allgather(pickle.dumps(_net_address(ep)))]
+    ctx.bootstrap.barrier()
+    if ctx.rank == 0:
+        ip, ports, nonce = addrs[1]
+        _, _, my_nonce = addrs[0]
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        common = lambda src, dst_nonce, src_nonce, auth: struct.pack(  # noqa: E731
+            "<IBBHHHIIQ", 0x314E4355, 1, 1, 0, src, 1, src_nonce, dst_nonce, auth)
+        pkts = [b"\x00" * 7, os.urandom(200),
+                common(0, nonce, my_nonce, 0x1234) + bytes(80),       # wrong secret
+                common(5, nonce, my_nonce, 0) + bytes(80),            # rank 5 is nobody we know
+                common(0, nonce ^ 1, my_nonce, 0) + bytes(80),        # an earlier instance of rank 1
+                common(0, nonce, my_nonce ^ 1, 0) + bytes(80)]        # an earlier instance of rank 0
+        for p in pkts:
+            for port in ports[:2]:
+                s.sendto(p, (ip, port))
+    ctx.bootstrap.barrier()
+    size = (1 << 20) + 3
+    inbox = ep.register(np.zeros(size, np.uint8), "w")
+    keys = [int(k) for k in ctx.bootstrap.allgather(str(inbox.key).encode())]
+    data = np.random.default_rng(ctx.rank).integers(0, 256, size, dtype=np.uint8)
+    ep.write(1 - ctx.rank, ep.register(data, ""), keys[1 - ctx.rank], imm=5).wait(30)
+    ep.wait_remote_write(1 - ctx.rank, timeout=30)
+    assert np.array_equal(inbox.buffer, np.random.default_rng(1 - ctx.rank).integers(0, 256, size, dtype=np.uint8))
+    ctx.bootstrap.barrier()
+    return ep.stats()["drops"]
+
+
+def test_packets_from_strangers_are_dropped_and_counted():
+    _, drops = run_ranks(strangers, 2, env=NET)
+    assert drops.get("net: malformed packet", 0) >= 4
+    assert drops.get("net: wrong job secret", 0) >= 2
+    assert drops.get("net: unknown connection", 0) >= 2
+    assert drops.get("net: misdirected or stale packet", 0) >= 2
+    assert drops.get("net: stale peer instance", 0) >= 2
+
+
+def stats_and_paths(ctx, sizes):
+    from test_exchange import exchange_writes  # noqa: F401  (same process layout as the shm tests)
+
+    ep = Endpoint(ctx.bootstrap)
+    peer = 1 - ctx.rank
+    size = sizes[0]
+    inbox = ep.register(np.zeros(size, np.uint8), "w")
+    key = [int(k) for k in ctx.bootstrap.allgather(str(inbox.key).encode())][peer]
+    data = ep.register(np.full(size, ctx.rank + 1, np.uint8), "")
+    ep.write(peer, data, key, imm=1).wait(30)
+    ep.wait_remote_write(peer, timeout=30)
+    assert (inbox.buffer == peer + 1).all()
+    ctx.bootstrap.barrier()
+    return ep.stats()["peers"][peer]["net"]
+
+
+@pytest.mark.parametrize("paths,cc", [(1, "swift"), (16, "swift"), (4, "cubic")])
+def test_stats_per_path_and_config(paths, cc):
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    net, _ = run_ranks(stats_and_paths, 2, ([4 << 20],), env={**NET, "UCCL_NUM_PATHS": paths, "UCCL_CC": cc})
+    assert len(net["paths"]) == paths
+    used = [p for p in net["paths"] if p["packets_sent"] > 0]
+    assert len(used) == paths if paths <= 4 else len(used) > paths // 2  # packets are sprayed
+    assert net["packets_sent"] >= (4 << 20) // 1500
+    assert sum(p["packets_sent"] for p in net["paths"]) == net["packets_sent"]
+    assert net["srtt_us"] > 0 and all(k in net["paths"][0] for k in ("cwnd_bytes", "srtt_us", "retransmits"))
+
+
+# ---- between network namespaces ---------------------------------------------------
+
+@pytest.fixture
+def pair():
+    ok, why = _netns.available()
+    if not ok:
+        pytest.skip(f"network namespaces unavailable: {why}")
+    p = _netns.NetnsPair()
+    p.up()
+    try:
+        yield p
+    finally:
+        p.down()
+        assert not any(n in _netns._run("ip", "netns", "list").stdout for n in p.names)
+
+
+@pytest.mark.netns
+def test_all_sizes_between_namespaces(pair):
+    res = _netns.run_pair(pair, f"{WORKERS}:exchange", {"sizes": SIZES}, timeout=240)
+    for r in res:
+        assert r["bad"] == [] and r["paths"] == 16
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("loss", [1.0, 5.0])
+def test_kernel_injected_loss(pair, loss):
+    pair.segment_in_kernel(True)  # drop single packets, not whole GSO trains
+    pair.set_loss(loss)
+    res = _netns.run_pair(pair, f"{WORKERS}:exchange", {"sizes": [1, 4095, (1 << 20) + 3, 16 << 20], "rounds": 2},
+                          timeout=280)
+    for r in res:
+        assert r["bad"] == []
+        assert r["retransmits"] > 0  # the loss was real and repaired
+
+
+@pytest.mark.netns
+def test_through_a_tbf_rate_limit(pair):
+    pair.set_rate("200mbit")
+    res = _netns.run_pair(pair, f"{WORKERS}:exchange", {"sizes": [4095, 8 << 20]}, timeout=240)
+    for r in res:
+        assert r["bad"] == []
+
+
+@pytest.mark.netns
+def test_peer_killed_mid_transfer(pair):
+    res = _netns.run_pair(pair, f"{WORKERS}:killed_mid_transfer", {"size": 16 << 20},
+                          env={"UCCL_MAX_RETRIES": "10"}, timeout=120, may_die=(1,))
+    r = res[0]
+    assert r["error"] == "PeerFailureError", r
+    assert "rank 0" in r["message"] and "rank 1" in r["message"]
+    assert r["seconds"] < 60  # within the wait's own timeout

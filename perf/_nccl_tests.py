@@ -35,45 +35,69 @@ def _agg(values: list[float], how: int) -> float:
     return {0: values[0], 1: sum(values) / len(values), 2: min(values), 3: max(values)}[how]
 
 
-def bench(world: World, backend, c: Case, args, seed: int) -> dict:
-    """One cell of the table: time `iters` back-to-back calls after `warmup`, then
-    check one fresh call against the reference (as nccl-tests does)."""
-    try:
-        fn, result = backend.prepare(c)
-        err = None
-    except Unsupported as exc:
-        fn, err = None, str(exc)
+def bench_size(world: World, backends: list, coll: Coll, count: int, args, seed: int) -> dict:
+    """One row of the tables: {backend: {"out": cell, "in": cell}}.
+
+    Like nccl-tests, each cell times `iters` back-to-back calls after `warmup`, then
+    checks one fresh call against the reference. With -R the cells take turns: R rounds,
+    each timing one block of every backend and mode, so a burst of noise from elsewhere
+    on the machine hits all of them alike; a cell keeps its fastest block."""
+    cells, refused = [], {}
+    for backend in backends:
+        for mode, inplace in (("out", False), ("in", True)):
+            case = Case.make(coll, count, world.rank, world.size, args.dtype, args.op, args.root, inplace)
+            try:
+                fn, result = backend.prepare(case)
+                err = None
+            except Unsupported as exc:
+                fn, result, err = None, None, str(exc)
+            cells.append((backend, mode, case, fn, result, err))
     # Every rank must agree before anyone runs (a backend may refuse on one rank only).
-    errs = [pickle.loads(b) for b in world.control.allgather(pickle.dumps(err))]
-    if any(errs):
-        return {"time_us": None, "algbw": None, "busbw": None, "wrong": None,
-                "note": next(e for e in errs if e)}
-    if args.check:
-        c.init(seed)
-    for _ in range(args.warmup):
-        fn()
-    blocks = []
-    for _ in range(args.repeat):
+    for errs in (pickle.loads(b) for b in world.control.allgather(pickle.dumps([c[5] for c in cells]))):
+        for k, e in enumerate(errs):
+            if e:
+                refused.setdefault(k, e)
+    live = [k for k in range(len(cells)) if k not in refused]
+    for k in live:
+        backend, _, case, fn, _, _ = cells[k]
+        if args.check:
+            case.init(seed)
         backend.barrier()
-        t0 = time.perf_counter()
-        for _ in range(args.iters):
+        for _ in range(args.warmup):
             fn()
-        blocks.append((time.perf_counter() - t0) / max(args.iters, 1))
-    wrong = 0
-    for k in range(args.check):
-        c.init(seed + 1 + k)
-        backend.barrier()
-        fn()
-        wrong = c.wrong(result, seed + 1 + k)
-        if wrong:
-            break
+    blocks = {k: [] for k in live}
+    for _ in range(args.repeat):
+        for k in live:
+            backend, fn = cells[k][0], cells[k][3]
+            backend.barrier()
+            t0 = time.perf_counter()
+            for _ in range(args.iters):
+                fn()
+            blocks[k].append((time.perf_counter() - t0) / max(args.iters, 1))
+    wrong = {k: 0 for k in live}
+    for k in live:
+        backend, _, case, fn, result, _ = cells[k]
+        for j in range(args.check):
+            case.init(seed + 1 + j)
+            backend.barrier()
+            fn()
+            wrong[k] = case.wrong(result, seed + 1 + j)
+            if wrong[k]:
+                break
     gathered = [pickle.loads(b) for b in world.control.allgather(pickle.dumps((blocks, wrong)))]
-    # each block's time aggregated over ranks (-a), then the fastest block (-R; 1 = nccl-tests)
-    sec = min(_agg([g[0][k] for g in gathered], args.average) for k in range(args.repeat))
-    wrong = sum(g[1] for g in gathered) if args.check else None
-    nbytes = max(c.sendcount, c.recvcount) * itemsize(c.dtype)
-    algbw = nbytes / 1e9 / sec if sec > 0 else 0.0
-    return {"time_us": sec * 1e6, "algbw": algbw, "busbw": algbw * c.coll.factor(c.nranks), "wrong": wrong}
+    row = {b.name: {} for b in backends}
+    for k, (backend, mode, case, _, _, _) in enumerate(cells):
+        if k in refused:
+            row[backend.name][mode] = {"time_us": None, "algbw": None, "busbw": None, "wrong": None,
+                                       "note": refused[k]}
+            continue
+        # each block's time aggregated over ranks (-a), then the fastest block (-R; 1 = nccl-tests)
+        sec = min(_agg([g[0][k][r] for g in gathered], args.average) for r in range(args.repeat))
+        nbytes = max(case.sendcount, case.recvcount) * itemsize(case.dtype)
+        algbw = nbytes / 1e9 / sec if sec > 0 else 0.0
+        row[backend.name][mode] = {"time_us": sec * 1e6, "algbw": algbw, "busbw": algbw * coll.factor(case.nranks),
+                                   "wrong": sum(g[1][k] for g in gathered) if args.check else None}
+    return row
 
 
 def sizes_from(args) -> list[int]:
@@ -188,7 +212,7 @@ def parse_args(coll: Coll, argv=None):
     ap.add_argument("-a", "--average", type=int, default=3, choices=(0, 1, 2, 3),
                     help="time over ranks: 0=rank 0, 1=avg, 2=min, 3=max (3; nccl-tests defaults to 1)")
     ap.add_argument("-R", "--repeat", type=int, default=1,
-                    help="time R blocks of -n iterations, report the fastest (1, as nccl-tests; more on a noisy host)")
+                    help="R rounds of timed blocks, backends taking turns; each keeps its fastest (1: as nccl-tests)")
     ap.add_argument("--compare", default="", help="peers run in the same run: gloo,mpi")
     ap.add_argument("--json", help="write every row here (and a PNG plot beside it)")
     ap.add_argument("--plot", help="PNG of busbw against size (default: beside --json)")
@@ -255,11 +279,7 @@ def main(coll_name: str, argv=None) -> int:
         sc, rc, _ = coll.counts(count, world.size)
         row = {"size": max(sc, rc) * esize, "count": pc, "type": NCCL_TYPE_NAME[args.dtype], "redop": redop,
                "root": root}
-        for backend in backends:
-            row[backend.name] = {}
-            for mode, inplace in (("out", False), ("in", True)):
-                case = Case.make(coll, count, world.rank, world.size, args.dtype, args.op, args.root, inplace)
-                row[backend.name][mode] = bench(world, backend, case, args, seed=i)
+        row.update(bench_size(world, backends, coll, count, args, seed=i))
         rows.append(row)
         say(row_line(row, "uccl"))
 

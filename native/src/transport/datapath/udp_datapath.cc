@@ -314,7 +314,9 @@ size_t UdpDatapath::recv(RxPacket* out, size_t n) {
     if (ready_pos_ >= ready_.size()) ready_pos_ = 0;
     int q = ready_[ready_pos_];
     // Without GRO a slot holds one datagram, so ask for no more than `n` can split into.
-    size_t want = (n - got) / per_slot;
+    // A few slots per queue per turn: a batch interleaves the paths instead of
+    // draining one, which would make the others' packets look reordered.
+    size_t want = std::min<size_t>((n - got) / per_slot, 2);
     want = std::max<size_t>(1, std::min(want, kRxSlots - slot));
     for (size_t k = 0; k < want; ++k) {
       iovs[k] = iovec{rx_arena_.get() + (slot + k) * kRxSlotBytes, kRxSlotBytes};

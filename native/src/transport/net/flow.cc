@@ -10,8 +10,7 @@ namespace uccl::net {
 
 namespace {
 constexpr size_t kMaxBurst = 32;                // packets per path choice (one GSO train)
-constexpr uint32_t kAckEvery = 32;              // ack at least this often within a receive batch
-constexpr uint64_t kMinReorderNs = 20'000;      // tolerate this much reordering across paths
+constexpr uint64_t kMinReorderNs = 50'000;      // tolerate this much reordering across paths
 constexpr uint64_t kMaxRtoNs = 100'000'000;     // backoff cap (give-up takes ~max_retries x this)
 constexpr uint64_t kProbeSilenceNs = 100'000'000;  // probe a peer silent this long
 }  // namespace
@@ -316,7 +315,7 @@ void Flow::mark_lost(TxPkt& t, bool timeout) {
 
 void Flow::detect_losses(uint64_t now) {
   // A packet is lost once one sent sufficiently later has been delivered.
-  const uint64_t reo = std::max<uint64_t>(kMinReorderNs, srtt_ns_ / 4);
+  const uint64_t reo = std::max<uint64_t>(kMinReorderNs, srtt_ns_ / 2);
   std::vector<bool> cut(paths_.size(), false);
   while (!sendlog_.empty()) {
     const SendRec& r = sendlog_.front();
@@ -657,7 +656,7 @@ void Flow::deliver_in_order() {
 }
 
 bool Flow::take_ack(AckHeader* a, int* queue, uint32_t* ip, uint16_t* port, bool urgent_only) {
-  if (!need_ack_ || (urgent_only && unacked_rx_ < kAckEvery)) return false;
+  if (!need_ack_ || urgent_only) return false;
   need_ack_ = false;
   unacked_rx_ = 0;
   a->common = tx_common_;

@@ -11,8 +11,8 @@ constexpr double kMaxMdf = 0.5;       // never cut more than half at once
 // Target = base + slack over the path's own minimum RTT, so the same algorithm
 // works on a fast NIC and on a loaded two-core host where the "empty" RTT is
 // dominated by scheduling.
-constexpr uint64_t kBaseTargetNs = 100'000;
-constexpr double kMinRttFactor = 1.5;
+constexpr uint64_t kBaseTargetNs = 200'000;
+constexpr double kMinRttFactor = 2.0;
 constexpr uint64_t kMinRttWindowNs = 10'000'000'000ull;  // forget a stale minimum
 }  // namespace
 
@@ -20,7 +20,7 @@ Swift::Swift(const CcParams& p) : p_(p), cwnd_(16.0 * p.mss), min_cwnd_(0.1 * p.
 
 uint64_t Swift::target_ns() const {
   uint64_t base = min_rtt_ns_ == ~0ull ? 0 : uint64_t(double(min_rtt_ns_) * kMinRttFactor);
-  return std::max(kBaseTargetNs, base) + kBaseTargetNs;
+  return std::max(kBaseTargetNs, base) + kBaseTargetNs / 2;
 }
 
 void Swift::on_ack(uint64_t now_ns, uint64_t acked, uint64_t rtt_ns, uint64_t srtt_ns) {

@@ -77,7 +77,7 @@ void bind_collectives(py::module_& m) {
       .def("connect", &Communicator::connect)
       .def("choice",
            [](const Communicator& c, const std::string& coll, uint64_t bytes) {
-             auto ch = c.choice(coll, bytes);
+             auto ch = c.choice(coll.c_str(), bytes);
              return py::make_tuple(ch.algo, ch.chunk_bytes);
            })
       .def("all_reduce",
@@ -178,6 +178,17 @@ PYBIND11_MODULE(_native, m) {
     } catch (const Error& e) {
       translate(e);
     }
+  });
+
+  // (address, bytes, item size, read-only, format) of a C-contiguous buffer, in one call.
+  m.def("buffer_info", [](py::handle obj, bool writable) {
+    Py_buffer view;
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj.ptr(), &view, flags) != 0) throw py::error_already_set();
+    py::tuple out = py::make_tuple(uint64_t(view.buf), uint64_t(view.len), view.itemsize, bool(view.readonly),
+                                   view.format ? view.format : "B");
+    PyBuffer_Release(&view);
+    return out;
   });
 
   m.attr("ACCESS_REMOTE_WRITE") = uint32_t(kRemoteWrite);

@@ -16,6 +16,9 @@ from uccl.errors import InvalidArgumentError, UcclTimeoutError
 from uccl.transport.bootstrap import Bootstrap, MPIBootstrap, bootstrap_from_env
 from uccl.transport.endpoint import ANY_SOURCE, Endpoint, Request
 
+_ESIZE = {_native.DataType.int8: 1, _native.DataType.uint8: 1, _native.DataType.bool: 1,
+          _native.DataType.float16: 2, _native.DataType.bfloat16: 2, _native.DataType.int32: 4,
+          _native.DataType.float32: 4, _native.DataType.int64: 8, _native.DataType.float64: 8}
 _TUNING = os.path.join(os.path.dirname(__file__), "tuning.json")
 
 
@@ -87,15 +90,12 @@ class Communicator:
         return f"rank {self.rank}: {op}"
 
     def _buf(self, buf: Any, op: str, name: str, writable: bool = False):
-        where = f"{self._where(op)}: {name}"
-        info = buffer_info(buf, where)
-        if writable and info.readonly:
-            raise InvalidArgumentError(f"{where} is read-only")
-        dt = dtype_of(buf, where)
-        esize = info.itemsize if info.itemsize in (1, 2, 4, 8) else 1
-        if type(buf).__module__.startswith("torch"):
-            esize = buf.element_size()
-        return info, dt, info.nbytes // esize
+        try:
+            info = buffer_info(buf, name, writable)
+            dt = dtype_of(buf, name, info.fmt)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"{self._where(op)}: {exc}") from None
+        return info, dt, info.nbytes // _ESIZE[dt]
 
     def _pair(self, send: Any, recv: Any, op: str):
         sinfo, sdt, scount = self._buf(send, op, "input")

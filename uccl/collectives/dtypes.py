@@ -3,7 +3,7 @@ types and reduction operators."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -28,12 +28,22 @@ OPS = {"sum": _native.ReduceOp.sum, "prod": _native.ReduceOp.prod, "min": _nativ
        "max": _native.ReduceOp.max, "avg": _native.ReduceOp.avg}
 
 
-def dtype_of(buf: Any, where: str) -> Any:
-    """The native element type of a buffer, or a clear error."""
+_TORCH: dict = {}  # torch dtype object -> native type, filled on first use
+
+
+def dtype_of(buf: Any, where: str, fmt: Optional[str] = None) -> Any:
+    """The native element type of a buffer (fmt: its buffer-protocol format, if known)."""
+    if fmt is not None:
+        dt = _FORMATS.get(fmt.lstrip("@=<"))
+        if dt is not None:
+            return dt
     if type(buf).__module__.startswith("torch"):
-        dt = _TORCH_NAMES.get(str(buf.dtype))
+        dt = _TORCH.get(buf.dtype)
         if dt is None:
-            raise InvalidArgumentError(f"{where}: torch dtype {buf.dtype} is not supported")
+            dt = _TORCH_NAMES.get(str(buf.dtype))
+            if dt is None:
+                raise InvalidArgumentError(f"{where}: torch dtype {buf.dtype} is not supported")
+            _TORCH[buf.dtype] = dt
         return dt
     if isinstance(buf, np.ndarray):
         if buf.dtype.name == "bfloat16":  # ml_dtypes' numpy bfloat16
@@ -52,6 +62,9 @@ def dtype_of(buf: Any, where: str) -> Any:
 
 
 def op_of(op: Any, dtype: Any, where: str) -> Any:
+    native = OPS.get(op) if type(op) is str else None
+    if native is not None and not (native == _native.ReduceOp.avg and dtype == DT.bool):
+        return native
     name = getattr(op, "name", op)
     name = str(name).lower().replace("reduceop.", "")
     if name not in OPS:

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <string_view>
 
 #include "coll/algorithms.h"
 #include "common/errors.h"
@@ -27,8 +28,24 @@ struct SigHash {
   uint16_t fold() const { return uint16_t(h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48)); }
 };
 
-std::string describe(const char* name, uint64_t count, DataType t, const char* extra = "") {
-  return format_msg(name, "(count=", count, ", ", dtype_name(t), extra, ")");
+CallInfo call(const char* name, uint64_t count, DataType t) {
+  CallInfo c;
+  c.name = name;
+  c.count = count;
+  c.dtype = t;
+  return c;
+}
+CallInfo call(const char* name, uint64_t count, DataType t, ReduceOp op, int root = -1) {
+  CallInfo c = call(name, count, t);
+  c.op = op;
+  c.has_op = true;
+  c.root = root;
+  return c;
+}
+CallInfo rooted(const char* name, uint64_t count, DataType t, int root) {
+  CallInfo c = call(name, count, t);
+  c.root = root;
+  return c;
 }
 
 }  // namespace
@@ -59,6 +76,7 @@ Communicator::Communicator(std::shared_ptr<Endpoint> ep, const CommConfig& cfg)
     : ep_(std::move(ep)),
       cfg_(cfg),
       links_(*ep_, LinkConfig{cfg.slots, cfg.slot_bytes}),
+      regs_(*ep_),
       tuner_(cfg.rules, cfg.algo, cfg.chunk_bytes, cfg.slot_bytes) {}
 
 Communicator::~Communicator() {
@@ -76,9 +94,8 @@ Communicator::~Communicator() {
   }
 }
 
-Tuner::Choice Communicator::choice(const std::string& collective, uint64_t bytes) const {
-  std::string fallback = collective == "all_reduce" ? "ring" : "default";
-  return tuner_.choose(collective, world(), bytes, fallback);
+Tuner::Choice Communicator::choice(const char* collective, uint64_t bytes) const {
+  return tuner_.choose(collective, world(), bytes, std::string(collective) == "all_reduce" ? "ring" : "default");
 }
 
 uint64_t Communicator::chunk_for(const Tuner::Choice& c, DataType t) const {
@@ -108,19 +125,19 @@ void Communicator::ensure_workspace(uint64_t bytes) {
 }
 
 template <typename Body>
-void Communicator::collective(const std::string& label, uint64_t sig_seed, DataType t, ReduceOp op,
-                              const std::string& name, uint64_t bytes, const std::string& fallback, Body&& body) {
-  Tuner::Choice ch = tuner_.choose(name, world(), bytes, fallback);
+void Communicator::collective(const CallInfo& info, uint64_t sig_seed, uint64_t bytes, const char* fallback,
+                              Body&& body) {
+  Tuner::Choice ch = tuner_.choose(info.name, world(), bytes, fallback);
   SigHash sig;
-  sig.add(name).add(sig_seed).add(t).add(op);
-  links_.begin(++seq_, sig.fold(), label);
-  CollContext c{*ep_, links_, rank(), world(), chunk_for(ch, t), t, op, dtype_size(t)};
+  sig.add(info.name, std::strlen(info.name)).add(sig_seed).add(info.dtype).add(info.op).add(info.root);
+  links_.begin(++seq_, sig.fold(), info);
+  CollContext c{*ep_, links_, rank(), world(), chunk_for(ch, info.dtype), info.dtype, info.op, dtype_size(info.dtype)};
   try {
-    body(c, ch.algo);
+    body(c, std::string_view(ch.algo));
     links_.finish();
   } catch (const Error& e) {
     // Name the collective in transport errors; the links stay broken afterwards.
-    std::string msg = e.what(), prefix = format_msg("rank ", rank(), ": ");
+    std::string label = info.str(), msg = e.what(), prefix = format_msg("rank ", rank(), ": ");
     if (msg.find(label) == std::string::npos)
       msg = prefix + label + ": " + (msg.rfind(prefix, 0) == 0 ? msg.substr(prefix.size()) : msg);
     links_.mark_broken(msg);
@@ -130,9 +147,8 @@ void Communicator::collective(const std::string& label, uint64_t sig_seed, DataT
 
 void Communicator::all_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op) {
   uint64_t bytes = count * dtype_size(t);
-  std::string label = describe("all_reduce", count, t, (std::string(", ") + op_name(op)).c_str());
-  collective(label, SigHash().add(count).h, t, op, "all_reduce", bytes, "ring", [&](CollContext& c, const std::string& algo) {
-    LocalBuffer in(*ep_, reinterpret_cast<void*>(send), bytes), out(*ep_, reinterpret_cast<void*>(recv), bytes);
+  collective(call("all_reduce", count, t, op), SigHash().add(count).h, bytes, "ring", [&](CollContext& c, std::string_view algo) {
+    LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes), out(regs_, reinterpret_cast<void*>(recv), bytes);
     if (c.world == 1) {
       if (send != recv) std::memmove(out.at(0), in.at(0), bytes);
     } else if (algo == "recursive_doubling") {
@@ -149,10 +165,9 @@ void Communicator::all_reduce(uint64_t send, uint64_t recv, uint64_t count, Data
 void Communicator::reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op, int root) {
   check_root(root, "reduce");
   uint64_t bytes = count * dtype_size(t);
-  std::string label = describe("reduce", count, t, format_msg(", ", op_name(op), ", root=", root).c_str());
-  collective(label, SigHash().add(count).add(root).h, t, op, "reduce", bytes, "chain", [&](CollContext& c, const std::string&) {
-    LocalBuffer in(*ep_, reinterpret_cast<void*>(send), bytes);
-    LocalBuffer out(*ep_, reinterpret_cast<void*>(rank() == root ? recv : send), bytes);
+  collective(call("reduce", count, t, op, root), SigHash().add(count).h, bytes, "chain", [&](CollContext& c, std::string_view) {
+    LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes);
+    LocalBuffer out(regs_, reinterpret_cast<void*>(rank() == root ? recv : send), bytes);
     reduce_chain(c, in, out, count, root);
   });
 }
@@ -160,10 +175,9 @@ void Communicator::reduce(uint64_t send, uint64_t recv, uint64_t count, DataType
 void Communicator::broadcast(uint64_t buf, uint64_t count, DataType t, int root) {
   check_root(root, "broadcast");
   uint64_t bytes = count * dtype_size(t);
-  std::string label = describe("broadcast", count, t, format_msg(", root=", root).c_str());
-  collective(label, SigHash().add(count).add(root).h, t, ReduceOp::Sum, "broadcast", bytes, "chain",
-             [&](CollContext& c, const std::string&) {
-               LocalBuffer b(*ep_, reinterpret_cast<void*>(buf), bytes);
+  collective(rooted("broadcast", count, t, root), SigHash().add(count).h, bytes, "chain",
+             [&](CollContext& c, std::string_view) {
+               LocalBuffer b(regs_, reinterpret_cast<void*>(buf), bytes);
                broadcast_chain(c, b, count, root);
              });
 }
@@ -177,11 +191,10 @@ void Communicator::all_gather_v(uint64_t send, uint64_t recv, const std::vector<
     total += counts[size_t(j)];
     extent = std::max(extent, displs[size_t(j)] + counts[size_t(j)]);
   }
-  std::string label = describe("all_gather", total, t);
-  collective(label, SigHash().add(counts).add(displs).h, t, ReduceOp::Sum, "all_gather", total * es, "ring",
-             [&](CollContext& c, const std::string&) {
-               LocalBuffer in(*ep_, reinterpret_cast<void*>(send), counts[size_t(rank())] * es);
-               LocalBuffer out(*ep_, reinterpret_cast<void*>(recv), extent * es);
+  collective(call("all_gather", total, t), SigHash().add(counts).add(displs).h, total * es, "ring",
+             [&](CollContext& c, std::string_view) {
+               LocalBuffer in(regs_, reinterpret_cast<void*>(send), counts[size_t(rank())] * es);
+               LocalBuffer out(regs_, reinterpret_cast<void*>(recv), extent * es);
                all_gather_ring(c, in, out, counts, displs);
              });
 }
@@ -194,12 +207,11 @@ void Communicator::reduce_scatter_v(uint64_t send, uint64_t recv, const std::vec
     total += n;
     max_block = std::max(max_block, n);
   }
-  std::string label = describe("reduce_scatter", total, t, (std::string(", ") + op_name(op)).c_str());
-  collective(label, SigHash().add(counts).h, t, op, "reduce_scatter", total * es, "ring",
-             [&](CollContext& c, const std::string&) {
+  collective(call("reduce_scatter", total, t, op), SigHash().add(counts).h, total * es, "ring",
+             [&](CollContext& c, std::string_view) {
                ensure_workspace(2 * max_block * es);
-               LocalBuffer in(*ep_, reinterpret_cast<void*>(send), total * es);
-               LocalBuffer out(*ep_, reinterpret_cast<void*>(recv), counts[size_t(rank())] * es);
+               LocalBuffer in(regs_, reinterpret_cast<void*>(send), total * es);
+               LocalBuffer out(regs_, reinterpret_cast<void*>(recv), counts[size_t(rank())] * es);
                reduce_scatter_ring(c, in, out, counts, workspace_.data(), workspace_key_);
              });
 }
@@ -215,11 +227,10 @@ void Communicator::all_to_all_v(uint64_t send, const std::vector<uint64_t>& send
     out_extent = std::max(out_extent, recv_displs[size_t(j)] + recv_counts[size_t(j)]);
     total += send_counts[size_t(j)];
   }
-  std::string label = describe("all_to_all", total, t);
   // Per-rank sizes differ legitimately; each chunk's length is checked against what its receiver expects.
-  collective(label, 0, t, ReduceOp::Sum, "all_to_all", UINT64_MAX, "pairwise", [&](CollContext& c, const std::string&) {
-    LocalBuffer in(*ep_, reinterpret_cast<void*>(send), in_extent * es);
-    LocalBuffer out(*ep_, reinterpret_cast<void*>(recv), out_extent * es);
+  collective(call("all_to_all", total, t), 0, UINT64_MAX, "pairwise", [&](CollContext& c, std::string_view) {
+    LocalBuffer in(regs_, reinterpret_cast<void*>(send), in_extent * es);
+    LocalBuffer out(regs_, reinterpret_cast<void*>(recv), out_extent * es);
     all_to_all_pairwise(c, in, out, send_counts, send_displs, recv_counts, recv_displs);
   });
 }
@@ -227,11 +238,10 @@ void Communicator::all_to_all_v(uint64_t send, const std::vector<uint64_t>& send
 void Communicator::gather(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root) {
   check_root(root, "gather");
   uint64_t es = dtype_size(t);
-  std::string label = describe("gather", count, t, format_msg(", root=", root).c_str());
-  collective(label, SigHash().add(count).add(root).h, t, ReduceOp::Sum, "gather", count * es, "direct",
-             [&](CollContext& c, const std::string&) {
-               LocalBuffer in(*ep_, reinterpret_cast<void*>(send), count * es);
-               LocalBuffer out(*ep_, reinterpret_cast<void*>(rank() == root ? recv : send),
+  collective(rooted("gather", count, t, root), SigHash().add(count).h, count * es, "direct",
+             [&](CollContext& c, std::string_view) {
+               LocalBuffer in(regs_, reinterpret_cast<void*>(send), count * es);
+               LocalBuffer out(regs_, reinterpret_cast<void*>(rank() == root ? recv : send),
                                rank() == root ? count * es * uint64_t(world()) : count * es);
                gather_direct(c, in, out, count, root);
              });
@@ -240,19 +250,18 @@ void Communicator::gather(uint64_t send, uint64_t recv, uint64_t count, DataType
 void Communicator::scatter(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root) {
   check_root(root, "scatter");
   uint64_t es = dtype_size(t);
-  std::string label = describe("scatter", count, t, format_msg(", root=", root).c_str());
-  collective(label, SigHash().add(count).add(root).h, t, ReduceOp::Sum, "scatter", count * es, "direct",
-             [&](CollContext& c, const std::string&) {
-               LocalBuffer in(*ep_, reinterpret_cast<void*>(rank() == root ? send : recv),
+  collective(rooted("scatter", count, t, root), SigHash().add(count).h, count * es, "direct",
+             [&](CollContext& c, std::string_view) {
+               LocalBuffer in(regs_, reinterpret_cast<void*>(rank() == root ? send : recv),
                               rank() == root ? count * es * uint64_t(world()) : count * es);
-               LocalBuffer out(*ep_, reinterpret_cast<void*>(recv), count * es);
+               LocalBuffer out(regs_, reinterpret_cast<void*>(recv), count * es);
                scatter_direct(c, in, out, count, root);
              });
 }
 
 void Communicator::barrier() {
-  collective("barrier()", 0, DataType::Uint8, ReduceOp::Sum, "barrier", 0, "dissemination",
-             [&](CollContext& c, const std::string&) { barrier_dissemination(c); });
+  collective(call("barrier", 0, DataType::Uint8), 0, 0, "dissemination",
+             [&](CollContext& c, std::string_view) { barrier_dissemination(c); });
 }
 
 std::shared_ptr<Work> Communicator::submit(std::function<void()> op) {

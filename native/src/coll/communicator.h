@@ -14,7 +14,9 @@
 #include <vector>
 
 #include "coll/dtype.h"
+#include "coll/call_info.h"
 #include "coll/links.h"
+#include "coll/reg_cache.h"
 #include "coll/tuner.h"
 #include "transport/endpoint.h"
 
@@ -69,7 +71,7 @@ class Communicator {
   void barrier();
 
   // What the tuner would pick for a call (for uccl.config() and tests).
-  Tuner::Choice choice(const std::string& collective, uint64_t bytes) const;
+  Tuner::Choice choice(const char* collective, uint64_t bytes) const;
 
   // Runs `op` on the worker thread after everything issued before it.
   std::shared_ptr<Work> submit(std::function<void()> op);
@@ -82,14 +84,14 @@ class Communicator {
   void check_root(int root, const char* what) const;
   void check_counts(const std::vector<uint64_t>& v, const char* name, const char* what) const;
   template <typename Body>
-  void collective(const std::string& label, uint64_t sig_seed, DataType t, ReduceOp op, const std::string& name,
-                  uint64_t bytes, const std::string& fallback, Body&& body);
+  void collective(const CallInfo& call, uint64_t sig_seed, uint64_t bytes, const char* fallback, Body&& body);
   void worker_loop();
   void ensure_workspace(uint64_t bytes);
 
   std::shared_ptr<Endpoint> ep_;
   CommConfig cfg_;
   Links links_;
+  RegCache regs_;
   Tuner tuner_;
   uint32_t seq_ = 0;
   std::vector<char> workspace_;

@@ -6,28 +6,20 @@
 
 #include "coll/dtype.h"
 #include "coll/links.h"
+#include "coll/reg_cache.h"
 #include "transport/endpoint.h"
 
 namespace uccl {
 
-// A buffer registered (local access only) for the duration of one call.
+// A call's buffer: where it is and the key that registers it (local access).
 class LocalBuffer {
  public:
-  LocalBuffer(Endpoint& ep, const void* p, uint64_t bytes)
-      : ep_(ep), base_(static_cast<char*>(const_cast<void*>(p))), key_(ep.register_region(uint64_t(p), bytes, 0)) {}
-  ~LocalBuffer() {
-    try {
-      ep_.deregister_region(key_);
-    } catch (...) {
-    }
-  }
-  LocalBuffer(const LocalBuffer&) = delete;
-  LocalBuffer& operator=(const LocalBuffer&) = delete;
+  LocalBuffer(RegCache& cache, const void* p, uint64_t bytes)
+      : base_(static_cast<char*>(const_cast<void*>(p))), key_(cache.key(uint64_t(p), bytes)) {}
   char* at(uint64_t off) const { return base_ + off; }
   uint64_t key() const { return key_; }
 
  private:
-  Endpoint& ep_;
   char* base_;
   uint64_t key_;
 };

@@ -66,11 +66,11 @@ void Links::connect(const std::vector<std::string>& all_keys) {
   }
 }
 
-void Links::begin(uint32_t seq, uint16_t sig, const std::string& label) {
+void Links::begin(uint32_t seq, uint16_t sig, const CallInfo& call) {
   if (broken()) raise(ErrorKind::Mismatch, broken_reason_, " (the communicator cannot be used after this)");
   seq_ = seq;
   sig_ = sig;
-  label_ = label;
+  call_ = call;
 }
 
 void Links::pump(const Completion& c) {
@@ -103,7 +103,7 @@ void Links::fail_from_peer() {
     abort(format_msg("rank ", mismatch_peer_, " is in a different collective, or called this one with different ",
                      "arguments (sizes, dtype, op or root)"));
   const char* why = mailbox_.data() + uint64_t(aborted_by_) * kReasonBytes;
-  broken_reason_ = format_msg("rank ", rank_, ": ", label_, ": aborted because ",
+  broken_reason_ = format_msg("rank ", rank_, ": ", call_.str(), ": aborted because ",
                               std::string(why, strnlen(why, kReasonBytes)));
   throw Error(ErrorKind::Mismatch, broken_reason_);
 }
@@ -116,7 +116,8 @@ void Links::wait(const std::function<bool()>& ready, int peer) {
   };
   if (!done()) {
     try {
-      ep_.wait_until(done, ep_.config().timeout_s, OpDesc{Opcode::Write, peer, 0, label_.c_str()});
+      // The communicator adds which call this was to any error.
+      ep_.wait_until(done, ep_.config().timeout_s, OpDesc{Opcode::Write, peer, 0, "collective"});
     } catch (const Error& e) {
       broken_reason_ = e.what();
       throw;
@@ -177,7 +178,7 @@ void Links::finish() {
 }
 
 void Links::abort(const std::string& why) {
-  broken_reason_ = format_msg("rank ", rank_, ": ", label_, ": ", why);
+  broken_reason_ = format_msg("rank ", rank_, ": ", call_.str(), ": ", why);
   std::string text = format_msg("rank ", rank_, " found: ", why);
   text.resize(kReasonBytes - 1);
   text.push_back('\0');

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "coll/call_info.h"
 #include "transport/endpoint.h"
 
 namespace uccl {
@@ -28,9 +29,9 @@ class Links {
   std::string local_keys() const;
   void connect(const std::vector<std::string>& all_keys);
 
-  // Starts a collective: stamps chunks and credits with (seq, sig); `label`
-  // (e.g. "all_reduce(count=10, float32, sum)") names it in errors.
-  void begin(uint32_t seq, uint16_t sig, const std::string& label);
+  // Starts a collective: stamps chunks and credits with (seq, sig); `call`
+  // names it in errors.
+  void begin(uint32_t seq, uint16_t sig, const CallInfo& call);
   // Waits until every credit is back: all peers consumed what we sent.
   void finish();
 
@@ -80,7 +81,7 @@ class Links {
   std::vector<Peer> peers_;
   uint32_t seq_ = 0;
   uint16_t sig_ = 0;
-  std::string label_;
+  CallInfo call_;
   int aborted_by_ = -1;    // a peer told us to stop
   int mismatch_peer_ = -1;  // we saw a peer in a different call
   std::string broken_reason_;

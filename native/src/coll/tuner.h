@@ -23,11 +23,11 @@ class Tuner {
         default_chunk_(default_chunk) {}
 
   struct Choice {
-    std::string algo;
+    const char* algo;  // points into the rules or the caller's literal: no copy per call
     uint64_t chunk_bytes;
   };
   // `fallback` is the algorithm used when no rule matches.
-  Choice choose(const std::string& collective, int world, uint64_t bytes, const std::string& fallback) const;
+  Choice choose(const char* collective, int world, uint64_t bytes, const char* fallback) const;
 
  private:
   std::vector<TuneRule> rules_;

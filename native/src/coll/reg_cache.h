@@ -1,0 +1,43 @@
+// Recently used call buffers stay registered (local access only), so a training
+// loop that reuses its tensors pays no registration per call. Safe because a
+// local-only region is never exposed to peers: a stale entry for the same
+// address range still describes exactly the memory the caller passes.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "transport/endpoint.h"
+
+namespace uccl {
+
+class RegCache {
+ public:
+  explicit RegCache(Endpoint& ep, size_t capacity = 16) : ep_(ep), entries_(capacity) {}
+  ~RegCache() {
+    for (auto& e : entries_)
+      if (e.key) {
+        try {
+          ep_.deregister_region(e.key);
+        } catch (...) {
+        }
+      }
+  }
+  uint64_t key(uint64_t addr, uint64_t len) {
+    for (auto& e : entries_)
+      if (e.key && e.addr == addr && e.len == len) return e.key;
+    Entry& victim = entries_[next_++ % entries_.size()];
+    if (victim.key) ep_.deregister_region(victim.key);
+    victim = Entry{addr, len, ep_.register_region(addr, len, 0)};
+    return victim.key;
+  }
+
+ private:
+  struct Entry {
+    uint64_t addr = 0, len = 0, key = 0;
+  };
+  Endpoint& ep_;
+  std::vector<Entry> entries_;
+  size_t next_ = 0;
+};
+
+}  // namespace uccl

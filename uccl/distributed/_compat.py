@@ -40,12 +40,21 @@ for _name in _RED_NAMES:
     _v = getattr(ReduceOp, _name, None)
     if _v is not None:
         _RED_TYPES[_v] = _name
+_RED_INTS = {}
+for _v, _name in _RED_TYPES.items():
+    try:
+        _RED_INTS[int(_v)] = _name
+    except (TypeError, ValueError):
+        pass
 
 
 def red_op_name(op: Any) -> str:
     """'SUM', 'PRODUCT', ... for a ReduceOp, a ReduceOp.RedOpType, or an options object's reduceOp."""
     kind = getattr(op, "op", op)  # ReduceOp wraps a RedOpType in .op (PREMUL_SUM carries a factor too)
-    name = _RED_TYPES.get(kind)
+    try:
+        name = _RED_INTS.get(int(kind))
+    except (TypeError, ValueError):
+        name = None
     if name is None:
         for candidate in _RED_NAMES:
             if kind == getattr(ReduceOp, candidate, object()):

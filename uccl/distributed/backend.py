@@ -139,6 +139,7 @@ class ProcessGroupUCCL(ProcessGroup):
         self._splits = 0
         self._orphans: list = []  # requests abandoned by a failed monitored_barrier (buffers stay alive)
         self._closed = False
+        self._done_work = UcclWork.completed("done", [])
         _install_frontend_patches()
 
     @classmethod
@@ -291,10 +292,23 @@ class ProcessGroupUCCL(ProcessGroup):
                 raise _err(what, f"invalid tensor size at index {i} (expected {tuple(shape)}, got {tuple(t.shape)})")
 
     # -- collectives ------------------------------------------------------------------------
+    def _fast(self, opts, *tensors) -> bool:
+        """A blocking call on contiguous host tensors with nothing queued: straight through
+        (the frontend drops the returned work, so a shared completed one serves)."""
+        if self._pending or getattr(opts, "asyncOp", True):
+            return False
+        for t in tensors:
+            if not t.is_cpu or not t.is_contiguous():
+                return False
+        return True
+
     def allreduce(self, tensors, opts=None) -> UcclWork:
         opts = _opts(opts, _c10d.AllreduceOptions, "reduceOp")
         t = self._single(tensors, "allreduce")
         op, real = self._reduction(t.dtype, opts.reduceOp, "allreduce")
+        if self._fast(opts, t):
+            self._comm.all_reduce(torch.view_as_real(t) if real else t, op=op)
+            return self._done_work
         stage = Stage.of((t,))
         h = self._rview(stage.host(t, read=True, write=True), real)
         return self._submit("allreduce", stage, lambda a: [self._comm.all_reduce(h, op=op, async_op=a)], [t], opts)
@@ -317,6 +331,9 @@ class ProcessGroupUCCL(ProcessGroup):
         root = self._root(opts.rootRank, "broadcast")
         if getattr(opts, "rootTensor", 0) != 0:
             raise _err("broadcast", f"invalid root tensor: {opts.rootTensor}")
+        if self._fast(opts, t) and t.dtype in _NATIVE:
+            self._comm.broadcast(t, root=root)
+            return self._done_work
         me = self.rank() == root
         stage = Stage.of((t,))
         h, _ = _move(stage.host(t, read=me, write=not me))
@@ -517,6 +534,9 @@ class ProcessGroupUCCL(ProcessGroup):
             raise _err("alltoall_base", f"input is {input.dtype} but output is {output.dtype}")
         sc = self._splits_of(input, list(input_split_sizes or []))
         rc = self._splits_of(output, list(output_split_sizes or []))
+        if self._fast(opts, input, output) and input.dtype in _NATIVE:
+            self._comm.all_to_all_v(input, sc, output, rc)
+            return self._done_work
         stage = Stage.of((input, output))
         hin, k = _move(stage.host(input))
         hout, _ = _move(stage.host(output, read=False, write=True))
@@ -651,9 +671,16 @@ class ProcessGroupUCCL(ProcessGroup):
 
     # -- lifetime ---------------------------------------------------------------------------
     def shutdown(self) -> None:
+        """destroy_process_group: a best-effort barrier first (bounded, errors ignored), so
+        that no rank tears its endpoint down while a peer still waits for its last data
+        (the net channel does not linger on close), then the group's threads stop."""
         if self._closed:
             return
         self._closed = True
+        try:
+            self._comm.barrier(async_op=True).wait(min(self._timeout, 5.0))
+        except Exception:
+            pass
         self._completer.close()
         if self._issue_q is not None:
             self._issue_q.put(None)

@@ -141,8 +141,10 @@ def fill_env_from_launcher() -> list[str]:
 
 
 def _wrap_env_rendezvous() -> None:
-    try:
-        from torch.distributed import rendezvous as rdzv
+    import importlib
+
+    try:  # the module: torch.distributed.rendezvous the attribute is its rendezvous() function
+        rdzv = importlib.import_module("torch.distributed.rendezvous")
     except ImportError:  # pragma: no cover
         return
     handlers = getattr(rdzv, "_rendezvous_handlers", None)

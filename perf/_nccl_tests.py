@@ -195,6 +195,21 @@ def best_busbw(cellpair: dict) -> Optional[float]:
 # --------------------------------------------------------------------------------------
 
 
+def source_state() -> str:
+    """The commit the measured code came from, and whether the tree had local changes."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "native", "uccl"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}{' + local changes in native/ or uccl/' if dirty else ''}" if head else "unknown"
+
+
 def parse_args(coll: Coll, argv=None):
     ap = argparse.ArgumentParser(
         prog=f"{coll.name}_perf.py",
@@ -231,6 +246,7 @@ def main(coll_name: str, argv=None) -> int:
     warnings.filterwarnings("ignore")
     coll = COLLS[coll_name]
     args = parse_args(coll, argv)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     world = setup_world("gloo" in args.peers, "mpi" in args.peers)
     lead = world.rank == 0
     say = (lambda *a: print(*a, flush=True)) if lead else (lambda *a: None)
@@ -262,6 +278,7 @@ def main(coll_name: str, argv=None) -> int:
         f"#  Rank {world.rank:2d} Group  0 Pid {os.getpid():6d} on {socket.gethostname():>10s} device  cpu"))]
     for line in lines:
         say(line)
+    say(f"# uccl source {source_state()}; load average before the run {load_before}")
     for note in notes:
         say(f"# {note}")
     say("#")
@@ -317,7 +334,8 @@ def main(coll_name: str, argv=None) -> int:
                 "warmup": args.warmup, "check": args.check, "time_over_ranks": ["rank0", "avg", "min", "max"][
                     args.average], "host": socket.gethostname(), "cpus": os.cpu_count(),
                 "env": {k: v for k, v in os.environ.items() if k.startswith("UCCL_")},
-                "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+                "when": time.strftime("%Y-%m-%d %H:%M:%S"), "uccl_source": source_state(),
+                "loadavg_before": load_before}
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({**meta, "rows": rows}, f, indent=1)

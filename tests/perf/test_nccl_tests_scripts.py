@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -135,10 +134,13 @@ def test_json_and_plot(mpirun, tmp_path):
 
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="the env:// launch path rendezvous through torch's store")
-def test_under_torchrun_launch():
+def test_under_uccl_run():
     """uccl-run / torchrun: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the environment."""
-    launcher = shutil.which("uccl-run")
-    cmd = ([launcher] if launcher else [sys.executable, "-m", "torch.distributed.run"]) + [
+    if importlib.util.find_spec("uccl.launch.run") is not None:
+        launcher = [sys.executable, "-m", "uccl.launch.run"]  # uccl-run
+    else:
+        launcher = [sys.executable, "-m", "torch.distributed.run"]  # torchrun, which uccl-run wraps
+    cmd = launcher + [
         "--nproc-per-node", "2", os.path.join(PERF, "alltoall_perf.py"), *QUICK, "--compare", "gloo,mpi"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)

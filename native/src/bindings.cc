@@ -33,6 +33,100 @@ std::shared_ptr<Work> dispatch(Communicator& c, bool async_op, Fn&& fn) {
 
 using Counts = std::vector<uint64_t>;
 
+// A Python buffer as the collectives see it: numpy arrays and other buffer-protocol
+// objects through PyObject_GetBuffer, torch CPU tensors through data_ptr(). Done
+// here, in one native call, because it is on every collective's path.
+struct CallBuffer {
+  uint64_t addr = 0;
+  uint64_t count = 0;
+  DataType dtype = DataType::Uint8;
+};
+
+DataType dtype_from_format(const char* fmt, Py_ssize_t itemsize, bool* ok) {
+  *ok = true;
+  while (*fmt == '@' || *fmt == '=' || *fmt == '<') ++fmt;
+  switch (fmt[0] == 0 || fmt[1] != 0 ? 0 : fmt[0]) {
+    case 'b': return DataType::Int8;
+    case 'B': return DataType::Uint8;
+    case '?': return DataType::Bool;
+    case 'e': return DataType::Float16;
+    case 'f': return DataType::Float32;
+    case 'd': return DataType::Float64;
+    case 'i':
+    case 'l':
+    case 'q':
+      if (itemsize == 4) return DataType::Int32;
+      if (itemsize == 8) return DataType::Int64;
+      break;
+  }
+  *ok = false;
+  return DataType::Uint8;
+}
+
+DataType torch_dtype(py::handle dtype, bool* ok) {
+  static std::vector<std::pair<PyObject*, DataType>> seen;  // torch dtypes are singletons
+  for (auto& [obj, t] : seen)
+    if (obj == dtype.ptr()) return t;
+  static const std::pair<const char*, DataType> names[] = {
+      {"torch.int8", DataType::Int8},       {"torch.uint8", DataType::Uint8},     {"torch.int32", DataType::Int32},
+      {"torch.int64", DataType::Int64},     {"torch.float16", DataType::Float16}, {"torch.bfloat16", DataType::BFloat16},
+      {"torch.float32", DataType::Float32}, {"torch.float64", DataType::Float64}, {"torch.bool", DataType::Bool}};
+  std::string name = py::str(dtype);
+  for (auto& [n, t] : names)
+    if (name == n) {
+      seen.emplace_back(dtype.inc_ref().ptr(), t);
+      return t;
+    }
+  *ok = false;
+  return DataType::Uint8;
+}
+
+CallBuffer call_buffer(py::handle obj, bool writable, int rank, const char* op, const char* name) {
+  CallBuffer b;
+  bool ok = true;
+  if (PyObject_CheckBuffer(obj.ptr())) {
+    Py_buffer view;
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj.ptr(), &view, flags) != 0) {
+      std::string why = py::str(py::error_already_set().value());
+      raise(ErrorKind::Argument, "rank ", rank, ": ", op, ": ", name, ": ", why);
+    }
+    b.addr = uint64_t(view.buf);
+    b.dtype = dtype_from_format(view.format ? view.format : "B", view.itemsize, &ok);
+    b.count = ok ? uint64_t(view.len) / dtype_size(b.dtype) : 0;
+    std::string fmt = view.format ? view.format : "B";
+    PyBuffer_Release(&view);
+    if (!ok) raise(ErrorKind::Argument, "rank ", rank, ": ", op, ": ", name, ": element format '", fmt, "' is not supported");
+    return b;
+  }
+  if (!py::hasattr(obj, "data_ptr"))
+    raise(ErrorKind::Argument, "rank ", rank, ": ", op, ": ", name, ": ", std::string(py::str(py::type::of(obj))),
+          " is neither a tensor nor a buffer");
+  std::string device = py::str(obj.attr("device").attr("type"));
+  if (device != "cpu")
+    raise(ErrorKind::Argument, "rank ", rank, ": ", op, ": ", name, ": tensor on ", device, " is not host memory");
+  if (!obj.attr("is_contiguous")().cast<bool>())
+    raise(ErrorKind::Argument, "rank ", rank, ": ", op, ": ", name, ": tensor is not contiguous");
+  b.dtype = torch_dtype(obj.attr("dtype"), &ok);
+  if (!ok)
+    raise(ErrorKind::Argument, "rank ", rank, ": ", op, ": ", name, ": tensor dtype ",
+          std::string(py::str(obj.attr("dtype"))), " is not supported");
+  b.addr = obj.attr("data_ptr")().cast<uint64_t>();
+  b.count = obj.attr("numel")().cast<uint64_t>();
+  return b;
+}
+
+ReduceOp reduce_op(const std::string& name, DataType t, int rank, const char* op) {
+  static const std::pair<const char*, ReduceOp> ops[] = {
+      {"sum", ReduceOp::Sum}, {"prod", ReduceOp::Prod}, {"min", ReduceOp::Min}, {"max", ReduceOp::Max}, {"avg", ReduceOp::Avg}};
+  for (auto& [n, o] : ops)
+    if (name == n) {
+      if (o == ReduceOp::Avg && t == DataType::Bool) raise(ErrorKind::Argument, "rank ", rank, ": ", op, ": avg is not defined for bool");
+      return o;
+    }
+  raise(ErrorKind::Argument, "rank ", rank, ": ", op, ": unsupported reduce op '", name, "' (sum, prod, min, max, avg)");
+}
+
 void bind_collectives(py::module_& m) {
   py::enum_<DataType>(m, "DataType")
       .value("int8", DataType::Int8)
@@ -79,6 +173,20 @@ void bind_collectives(py::module_& m) {
            [](const Communicator& c, const std::string& coll, uint64_t bytes) {
              auto ch = c.choice(coll.c_str(), bytes);
              return py::make_tuple(ch.algo, ch.chunk_bytes);
+           })
+      .def("all_reduce_buffers",
+           [](Communicator& c, py::handle send, py::handle recv, const std::string& op_name, bool async_op) {
+             CallBuffer in = call_buffer(send, false, c.rank(), "all_reduce", "input");
+             CallBuffer out = recv.ptr() == send.ptr() ? in : call_buffer(recv, true, c.rank(), "all_reduce", "output");
+             if (recv.ptr() == send.ptr()) call_buffer(recv, true, c.rank(), "all_reduce", "buffer");
+             if (in.dtype != out.dtype)
+               raise(ErrorKind::Argument, "rank ", c.rank(), ": all_reduce: input is ", dtype_name(in.dtype),
+                     " but output is ", dtype_name(out.dtype));
+             if (in.count != out.count)
+               raise(ErrorKind::Argument, "rank ", c.rank(), ": all_reduce: output has ", out.count,
+                     " elements, input ", in.count);
+             ReduceOp op = reduce_op(op_name, in.dtype, c.rank(), "all_reduce");
+             return dispatch(c, async_op, [&c, in, out, op] { c.all_reduce(in.addr, out.addr, in.count, in.dtype, op); });
            })
       .def("all_reduce",
            [](Communicator& c, uint64_t s, uint64_t r, uint64_t n, DataType t, ReduceOp op, bool async_op) {
@@ -213,6 +321,7 @@ PYBIND11_MODULE(_native, m) {
       .def_readwrite("transport", &EndpointConfig::transport)
       .def_readwrite("timeout_s", &EndpointConfig::timeout_s)
       .def_readwrite("spin_us", &EndpointConfig::spin_us)
+      .def_readwrite("yield_us", &EndpointConfig::yield_us)
       .def_readwrite("ring_bytes", &EndpointConfig::ring_bytes)
       .def_readwrite("inline_max", &EndpointConfig::inline_max)
       .def_readwrite("max_regions", &EndpointConfig::max_regions)

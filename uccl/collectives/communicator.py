@@ -131,12 +131,12 @@ class Communicator:
     def all_reduce(self, send: Any, recv: Any = None, op: str = "sum", async_op: bool = False):
         """recv = op over ranks of send (in place when recv is None). Returns recv."""
         recv = send if recv is None else recv
-        sinfo, rinfo, dt, n, rn = self._pair(send, recv, "all_reduce")
-        if rn != n:
-            raise InvalidArgumentError(f"{self._where('all_reduce')}: output has {rn} elements, input {n}")
-        native_op = op_of(op, dt, self._where("all_reduce"))
-        return self._run("all_reduce", self._native.all_reduce, (sinfo.addr, rinfo.addr, n, dt, native_op),
-                         async_op, (sinfo.owner, rinfo.owner), recv)
+        # The hot path: buffers, dtypes and the op are checked in one native call.
+        name = op if type(op) is str else str(getattr(op, "name", op)).lower().replace("reduceop.", "")
+        work = self._native.all_reduce_buffers(send, recv, name, async_op)
+        if async_op:
+            return Work(work, (send, recv), self.config.timeout, f"rank {self.rank}: all_reduce", recv)
+        return recv
 
     def reduce(self, send: Any, recv: Any = None, op: str = "sum", root: int = 0, async_op: bool = False):
         """The root's recv gets op over ranks of send; other ranks' recv is untouched."""

@@ -68,6 +68,7 @@ class Endpoint:
         ncfg.transport = self.config.transport
         ncfg.timeout_s = self.config.timeout
         ncfg.spin_us = self.config.spin_us
+        ncfg.yield_us = self.config.yield_us
         ncfg.ring_bytes = self.config.shm_ring_bytes
         ncfg.inline_max = self.config.inline_max
         ncfg.max_regions = self.config.max_regions

@@ -134,7 +134,9 @@ void Communicator::collective(const CallInfo& info, uint64_t sig_seed, uint64_t 
   CollContext c{*ep_, links_, rank(), world(), chunk_for(ch, info.dtype), info.dtype, info.op, dtype_size(info.dtype)};
   try {
     body(c, std::string_view(ch.algo));
-    links_.finish();
+    // Rooted calls and all_to_all: a rank's own result does not prove that its peers
+    // accepted what it sent, so it waits for their credits (which carry their verdict).
+    if (info.root >= 0 || std::strcmp(info.name, "all_to_all") == 0) links_.finish();
   } catch (const Error& e) {
     // Name the collective in transport errors; the links stay broken afterwards.
     std::string label = info.str(), msg = e.what(), prefix = format_msg("rank ", rank(), ": ");

@@ -32,7 +32,9 @@ class Links {
   // Starts a collective: stamps chunks and credits with (seq, sig); `call`
   // names it in errors.
   void begin(uint32_t seq, uint16_t sig, const CallInfo& call);
-  // Waits until every credit is back: all peers consumed what we sent.
+  // Waits until every credit is back: all peers consumed what we sent. Rooted
+  // calls need it (a rank that only sends learns of a disagreeing peer here);
+  // symmetric ones do not: every rank's result depends on every other's data.
   void finish();
 
   uint64_t slot_bytes() const { return cfg_.slot_bytes; }
@@ -79,8 +81,8 @@ class Links {
   uint64_t inbox_key_ = 0, mailbox_key_ = 0, zero_key_ = 0;
   char zero_byte_ = 0;
   std::vector<Peer> peers_;
-  uint32_t seq_ = 0;
-  uint16_t sig_ = 0;
+  uint32_t seq_ = 0, prev_seq_ = 0;
+  uint16_t sig_ = 0, prev_sig_ = 0;
   CallInfo call_;
   int aborted_by_ = -1;    // a peer told us to stop
   int mismatch_peer_ = -1;  // we saw a peer in a different call

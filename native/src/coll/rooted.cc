@@ -7,12 +7,17 @@ namespace uccl {
 
 // Chain root -> root+1 -> ...: each rank keeps a chunk and forwards it straight
 // from its inbox slot, so chunks stream down the chain.
+// The chain's last rank acknowledges to the root, so the root too learns of a rank
+// that disagrees (it would otherwise return as soon as its data left).
 void broadcast_chain(CollContext& c, const LocalBuffer& buf, uint64_t count, int root) {
   const uint64_t bytes = count * c.esize;
   const int pos = (c.rank - root + c.world) % c.world;
   const int next = pos + 1 < c.world ? c.peer(1) : kNobody;
+  auto none = [](const char*, uint64_t, uint64_t) {};
+  if (c.world == 1) return;
   if (pos == 0) {
-    exchange(c, next, buf.key(), 0, bytes, kNobody, 0, [](const char*, uint64_t, uint64_t) {});
+    exchange(c, next, buf.key(), 0, bytes, kNobody, 0, none);
+    exchange(c, kNobody, 0, 0, 0, c.peer(-1), 0, none);  // the chain end's acknowledgement
     return;
   }
   const int prev = c.peer(-1);
@@ -23,6 +28,7 @@ void broadcast_chain(CollContext& c, const LocalBuffer& buf, uint64_t count, int
     if (next != kNobody) c.links.send(next, c.links.inbox_key(), c.links.inbox_offset_of(data), len);
     c.links.release(prev);
   }
+  if (next == kNobody) exchange(c, root, c.links.inbox_key(), 0, 0, kNobody, 0, none);
 }
 
 // Chain root+1 -> root+2 -> ... -> root: partial results are folded into the

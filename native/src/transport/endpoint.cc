@@ -1,5 +1,6 @@
 #include "transport/endpoint.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -330,6 +331,13 @@ void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, 
   while (now_ns() < spin_end) {
     if (check()) return;
     for (int i = 0; i < 16; ++i) cpu_relax();
+  }
+  // Then stay runnable but give the core away: with more ranks than cores the peer
+  // we wait for needs it, and a futex wake-up costs a scheduler round trip.
+  const uint64_t yield_end = now_ns() + uint64_t(cfg_.yield_us * 1000);
+  while (now_ns() < yield_end) {
+    if (check()) return;
+    sched_yield();
   }
   uint64_t next_liveness = 0;
   for (;;) {

@@ -29,6 +29,7 @@ struct EndpointConfig {
   std::string transport = "auto";  // auto | shm | net
   double timeout_s = 300.0;
   double spin_us = 50.0;
+  double yield_us = 1000.0;  // after spinning, yield the core this long before sleeping
   uint64_t ring_bytes = 1 << 20;
   uint64_t inline_max = 8192;
   uint32_t max_regions = 4096;

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import subprocess
 import sys
@@ -16,10 +16,10 @@ EXAMPLE = os.path.join(ROOT, "examples", "ddp_train.py")
 
 
 def _example():
-    spec = importlib.util.spec_from_file_location("ddp_train", EXAMPLE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """examples/ddp_train.py as a module its spawned ranks can import too (spawn passes sys.path)."""
+    if os.path.dirname(EXAMPLE) not in sys.path:
+        sys.path.insert(0, os.path.dirname(EXAMPLE))
+    return importlib.import_module("ddp_train")
 
 
 @pytest.mark.parametrize("transport", ["shm", "net"])

@@ -99,13 +99,13 @@ def strangers(ctx):
         ip, ports, nonce = addrs[1]
         _, _, my_nonce = addrs[0]
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        common = lambda src, dst_nonce, src_nonce, auth: struct.pack(  # noqa: E731
-            "<IBBHHHIIQ", 0x314E4355, 1, 1, 0, src, 1, src_nonce, dst_nonce, auth)
+        common = lambda src, dst_nonce, src_nonce, auth: struct.pack(  # noqa: E731  (packet.h CommonHeader)
+            "<HBBHHIII", 0x4355, 2, 1, src, 1, src_nonce, dst_nonce, auth)
         pkts = [b"\x00" * 7, os.urandom(200),
-                common(0, nonce, my_nonce, 0x1234) + bytes(80),       # wrong secret
-                common(5, nonce, my_nonce, 0) + bytes(80),            # rank 5 is nobody we know
-                common(0, nonce ^ 1, my_nonce, 0) + bytes(80),        # an earlier instance of rank 1
-                common(0, nonce, my_nonce ^ 1, 0) + bytes(80)]        # an earlier instance of rank 0
+                common(0, nonce, my_nonce, 0x1234) + bytes(44),       # wrong secret
+                common(5, nonce, my_nonce, 0) + bytes(44),            # rank 5 is nobody we know
+                common(0, nonce ^ 1, my_nonce, 0) + bytes(44),        # an earlier instance of rank 1
+                common(0, nonce, my_nonce ^ 1, 0) + bytes(44)]        # an earlier instance of rank 0
         for p in pkts:
             for port in ports[:2]:
                 s.sendto(p, (ip, port))

@@ -96,10 +96,16 @@ void Engine::dispatch(const RxPacket& p, uint64_t now) {
     drops_.add(kDropBadAuth);
     return;
   }
-  if (c.type == kData && p.len >= sizeof(DataHeader)) {
+  if (c.type == kData && p.len >= sizeof(DataWire)) {
+    DataWire w;
+    std::memcpy(&w, p.data, sizeof(w));
     DataHeader h;
-    std::memcpy(&h, p.data, sizeof(h));
-    f->on_data(h, p.data + sizeof(h), p.len - uint32_t(sizeof(h)), p, now);
+    const uint32_t len = p.len - uint32_t(sizeof(w));
+    if (!decode_data(w, len, &h)) {
+      drops_.add(kDropMalformed);
+      return;
+    }
+    f->on_data(h, p.data + sizeof(w), len, p, now);
   } else if (c.type == kAck && p.len >= sizeof(AckHeader)) {
     AckHeader a;
     std::memcpy(&a, p.data, sizeof(a));

@@ -20,7 +20,7 @@ Flow::Flow(const FlowParams& p, RegionTable* own_table, TimingWheel* wheel, uint
       table_(own_table),
       wheel_(wheel),
       wheel_base_(wheel_base),
-      chunk_(p.mtu - uint32_t(sizeof(DataHeader))),
+      chunk_(p.mtu - uint32_t(sizeof(DataWire))),
       path_stats_(size_t(p.num_paths)),
       picker_(mix64(p.secret ^ uint64_t(p.my_rank) * 7919 ^ now_ns())),
       ring_(kWindow),
@@ -40,6 +40,7 @@ Flow::Flow(const FlowParams& p, RegionTable* own_table, TimingWheel* wheel, uint
     paths_[i].stats = &path_stats_[i];
   }
   acked_scratch_.assign(paths_.size(), 0);
+  sample_sent_.assign(paths_.size(), 0);
   last_rx_ns_ = now_ns();
   last_rx_atomic_.store(last_rx_ns_);
 }
@@ -146,27 +147,23 @@ bool Flow::has_tx_work() const {
 }
 
 void Flow::emit(TxPkt& t, int path, uint64_t now, TxBatch* b) {
-  DataHeader& h = b->hdrs[b->n];
+  DataWire& h = b->hdrs[b->n];
   const TxOp& op = *t.op;
-  h = DataHeader{};
   h.common = tx_common_;
   h.common.type = kData;
-  h.common.path = uint16_t(path);
-  h.seq = t.seq;
-  h.ts_ns = now;
-  h.msg_id = op.msg_id;
-  h.total = op.len;
-  h.frag_off = t.off;
+  h.seq = uint32_t(t.seq);
+  h.msg_id = uint32_t(op.msg_id);
+  h.index = uint32_t(t.off / chunk_);
+  h.op = op.kind;
+  h.flags = uint8_t(op.flags | (t.off + t.len == op.len ? kFlagLast : 0));
+  h.path = uint16_t(path);
+  h.imm = op.imm;
+  h.total = carries_c(op.kind) ? op.c : op.len;
   h.a = op.a;
   h.b = op.b;
-  h.c = op.c;
-  h.imm = op.imm;
-  h.payload_len = t.len;
-  h.op = op.kind;
-  h.flags = op.flags;
   b->pkts[b->n] = TxPacket{path, &p_.peer_addr, &h, uint32_t(sizeof(h)), t.len ? op.src + t.off : nullptr, t.len};
   ++b->n;
-  const double wire = double(t.len + sizeof(DataHeader));
+  const double wire = double(t.len + sizeof(DataWire));
   t.path = uint16_t(path);
   t.sent_ns = now;
   t.state = kInFlight;
@@ -223,7 +220,7 @@ void Flow::pump(uint64_t now, TxBatch* b) {
         break;
       }
       emit(*t, p, now, b);
-      bytes += t->len + sizeof(DataHeader);
+      bytes += t->len + sizeof(DataWire);
     }
     if (rate > 0) {
       path.next_tx_ns = now + uint64_t(double(bytes) * 1e9 / rate);
@@ -237,11 +234,13 @@ void Flow::ack_pkt(uint64_t seq, std::vector<uint64_t>* acked_by_path, uint64_t*
   TxPkt& t = pkt(seq);
   if (t.seq != seq || t.state == kAcked || t.state == kFree) return;
   if (t.state == kInFlight) {
-    double wire = double(t.len + sizeof(DataHeader));
+    double wire = double(t.len + sizeof(DataWire));
     Path& path = paths_[t.path];
     path.inflight = std::max(0.0, path.inflight - wire);
     (*acked_by_path)[t.path] += uint64_t(wire);
     *newest_sent = std::max(*newest_sent, t.sent_ns);
+    // Karn: only a first transmission's send time is unambiguous.
+    if (t.tx_count == 1) sample_sent_[t.path] = std::max(sample_sent_[t.path], t.sent_ns);
     --unacked_pkts_;
   }
   // kLost: a spurious loss verdict; the queued retransmission is skipped.
@@ -261,6 +260,7 @@ void Flow::on_ack(const AckHeader& a, uint64_t now) {
   }
   if (a.rejects > peer_rejects_) peer_rejects_ = a.rejects;
   std::fill(acked_scratch_.begin(), acked_scratch_.end(), 0);
+  std::fill(sample_sent_.begin(), sample_sent_.end(), 0);
   uint64_t newest_sent = 0;
   uint64_t before = unacked_pkts_;
   uint64_t una_before = snd_una_;
@@ -275,10 +275,10 @@ void Flow::on_ack(const AckHeader& a, uint64_t now) {
   }
   ack_pkt(a.echo_seq, &acked_scratch_, &newest_sent);
   while (snd_una_ < snd_nxt_ && pkt(snd_una_).state == kAcked) ++snd_una_;
-  uint64_t rtt = 0;
-  if (a.echo_ts && a.echo_ts <= now && now - a.echo_ts < 10'000'000'000ull) {
-    rtt = now - a.echo_ts;
-    paths_[a.echo_path].rtt_sample(rtt);
+  // The flow's RTT (for the RTO) follows the newest first transmission acked.
+  uint64_t rtt = 0, newest_first = *std::max_element(sample_sent_.begin(), sample_sent_.end());
+  if (newest_first && newest_first <= now) {
+    rtt = now - newest_first;
     if (srtt_ns_ == 0) {
       srtt_ns_ = rtt;
       rttvar_ns_ = rtt / 2;
@@ -288,11 +288,14 @@ void Flow::on_ack(const AckHeader& a, uint64_t now) {
       srtt_ns_ = (7 * srtt_ns_ + rtt) / 8;
     }
   }
+  // Each path's CC gets a sample on every ack that covers one of its packets
+  // (the newest one it sent), not only the path the echo names: with many
+  // paths, echoes alone would leave most paths' delay signal stale.
   for (size_t p = 0; p < paths_.size(); ++p) {
-    bool sample_here = rtt && p == a.echo_path;
-    if (acked_scratch_[p] || sample_here)
-      paths_[p].cc->on_ack(now, acked_scratch_[p], sample_here ? rtt : 0,
-                           paths_[p].srtt_ns ? paths_[p].srtt_ns : srtt_ns_);
+    uint64_t prtt = sample_sent_[p] && sample_sent_[p] <= now ? now - sample_sent_[p] : 0;
+    if (prtt) paths_[p].rtt_sample(prtt);
+    if (acked_scratch_[p] || prtt)
+      paths_[p].cc->on_ack(now, acked_scratch_[p], prtt, paths_[p].srtt_ns ? paths_[p].srtt_ns : srtt_ns_);
   }
   if (unacked_pkts_ < before || snd_una_ > una_before) {  // progress: the peer is alive
     consecutive_rtos_ = 0;
@@ -305,7 +308,7 @@ void Flow::on_ack(const AckHeader& a, uint64_t now) {
 
 void Flow::mark_lost(TxPkt& t, bool timeout) {
   Path& path = paths_[t.path];
-  path.inflight = std::max(0.0, path.inflight - double(t.len + sizeof(DataHeader)));
+  path.inflight = std::max(0.0, path.inflight - double(t.len + sizeof(DataWire)));
   t.state = kLost;
   --unacked_pkts_;
   retx_.push_back(t.seq);
@@ -449,15 +452,14 @@ void Flow::fail_all(ErrorKind kind, const std::string& cause) {
 void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const RxPacket& from, uint64_t now) {
   last_rx_ns_ = now;
   last_rx_atomic_.store(now, std::memory_order_relaxed);
-  const uint64_t seq = h.seq;
+  const uint64_t seq = widen32(h.seq32, rcv_cum_);
   const bool dup = seq < rcv_cum_ || (seq < rcv_cum_ + kWindow && rcv_has(seq));
   // Answer on the path the packet came in on, echoing its timestamp.
   auto owe_ack = [&] {
     need_ack_ = true;
     ++unacked_rx_;
     echo_seq_ = seq;
-    echo_ts_ = h.ts_ns;
-    echo_path_ = h.common.path;
+    echo_path_ = h.path;
     reply_queue_ = from.queue;
     reply_ip_ = from.src_ipv4;
     reply_port_ = from.src_port;
@@ -475,7 +477,7 @@ void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const
     drops_.add(kDropOutOfWindow);
     return;
   }
-  if (h.payload_len != len || h.frag_off > h.total || len > h.total - h.frag_off || h.common.path >= 256) {
+  if (h.path >= 256) {
     drops_.add(kDropMalformed);
     return;
   }
@@ -488,11 +490,12 @@ void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const
     ++rcv_cum_;
   }
   owe_ack();
-  if (h.msg_id < rcv_next_msg_) {
+  const uint64_t msg_id = widen32(h.msg32, rcv_next_msg_);
+  if (msg_id < rcv_next_msg_) {
     drops_.add(kDropMalformed);  // belongs to an operation already complete
     return;
   }
-  RxOp& op = rx_ops_[h.msg_id];
+  RxOp& op = rx_ops_[msg_id];
   if (!op.seen) {
     op.seen = true;
     op.kind = h.op;
@@ -506,7 +509,7 @@ void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const
     drops_.add(kDropMalformed);
     return;
   }
-  place(h, op, payload, len);
+  place(h, msg_id, op, payload, len);
   op.received += len;
   deliver_in_order();
 }
@@ -524,7 +527,7 @@ void Flow::refuse(RxOp& op, uint64_t msg_id, uint64_t code, uint64_t region_len)
   enqueue(std::move(err));
 }
 
-void Flow::place(const DataHeader& h, RxOp& op, const char* payload, uint32_t len) {
+void Flow::place(const DataHeader& h, uint64_t msg_id, RxOp& op, const char* payload, uint32_t len) {
   switch (op.kind) {
     case kOpWrite: {
       if (op.rejected) {
@@ -541,7 +544,7 @@ void Flow::place(const DataHeader& h, RxOp& op, const char* payload, uint32_t le
         code = kErrBounds;
       if (code) {
         drops_.add(kDropOutOfBounds);
-        refuse(op, h.msg_id, code, r ? r->len : 0);
+        refuse(op, msg_id, code, r ? r->len : 0);
         return;
       }
       if (len) std::memcpy(reinterpret_cast<char*>(r->addr + op.b + h.frag_off), payload, len);
@@ -661,10 +664,8 @@ bool Flow::take_ack(AckHeader* a, int* queue, uint32_t* ip, uint16_t* port, bool
   unacked_rx_ = 0;
   a->common = tx_common_;
   a->common.type = kAck;
-  a->common.path = echo_path_;
   a->cum_ack = rcv_cum_;
   a->echo_seq = echo_seq_;
-  a->echo_ts = echo_ts_;
   a->rejects = rejects_;
   a->echo_path = echo_path_;
   // Rotate the receive ring so bit i of the ack means seq cum_ack + i.

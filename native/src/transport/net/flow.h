@@ -108,7 +108,7 @@ class Flow {
   struct TxBatch {
     static constexpr size_t kCap = 256;
     TxPacket pkts[kCap];
-    DataHeader hdrs[kCap];
+    DataWire hdrs[kCap];
     size_t n = 0;
   };
   void take_submissions(uint64_t now);
@@ -168,7 +168,7 @@ class Flow {
   std::string op_name(const TxOp& op) const;
   uint64_t rto_ns() const;
   void refuse(RxOp& op, uint64_t msg_id, uint64_t code, uint64_t region_len);
-  void place(const DataHeader& h, RxOp& op, const char* payload, uint32_t len);
+  void place(const DataHeader& h, uint64_t msg_id, RxOp& op, const char* payload, uint32_t len);
   void deliver_in_order();
   void serve_read(const RxOp& op, uint64_t msg_id);
   bool rcv_has(uint64_t seq) const { return (rcv_bits_[(seq % kWindow) / 64] >> (seq % 64)) & 1u; }
@@ -211,6 +211,7 @@ class Flow {
   uint64_t peer_rejects_ = 0, errors_received_ = 0;
   bool held_ = false;
   std::vector<uint64_t> acked_scratch_;
+  std::vector<uint64_t> sample_sent_;  // per path: newest first transmission this ack covers
 
   // receiver
   uint64_t rcv_cum_ = 0;
@@ -220,7 +221,7 @@ class Flow {
   uint64_t rejects_ = 0;
   bool need_ack_ = false;
   uint32_t unacked_rx_ = 0;
-  uint64_t echo_seq_ = 0, echo_ts_ = 0;
+  uint64_t echo_seq_ = 0;
   uint16_t echo_path_ = 0;
   int reply_queue_ = 0;
   uint32_t reply_ip_ = 0;

@@ -22,8 +22,8 @@ class UdpNetTransport final : public NetTransport {
     if (rank > 0xffff) raise(ErrorKind::Argument, "net: rank ", rank, " exceeds the 16-bit rank field");
     if (cfg.num_paths < 1 || cfg.num_paths > 256)
       raise(ErrorKind::Argument, "UCCL_NUM_PATHS must be within 1..256, got ", cfg.num_paths);
-    if (cfg.mtu < int(sizeof(net::DataHeader)) + 64 || cfg.mtu > 65000)
-      raise(ErrorKind::Argument, "UCCL_MTU must be within ", sizeof(net::DataHeader) + 64, "..65000, got ", cfg.mtu);
+    if (cfg.mtu < int(sizeof(net::DataWire)) + 64 || cfg.mtu > 65000)
+      raise(ErrorKind::Argument, "UCCL_MTU must be within ", sizeof(net::DataWire) + 64, "..65000, got ", cfg.mtu);
     if (cfg.max_retries < 1) raise(ErrorKind::Argument, "UCCL_MAX_RETRIES must be >= 1, got ", cfg.max_retries);
     net::make_cc(cfg.cc, net::CcParams{uint32_t(cfg.mtu), 1e6});  // reject an unknown UCCL_CC now
     UdpDatapathConfig dc{cfg.ifname, cfg.addr, cfg.num_paths, uint32_t(cfg.mtu)};

@@ -29,7 +29,7 @@ from uccl.distributed import _compat
 from uccl.distributed._compat import (ALIASES, ProcessGroup, init_process_group_base, is_async, op_timeout,
                                       red_op_name, timedelta_seconds)
 from uccl.distributed.cuda_staging import Stage
-from uccl.distributed.work import Completer, UcclWork
+from uccl.distributed.work import Completer, UcclWork, _as_runtime
 from uccl.errors import PeerFailureError, UcclError, UcclTimeoutError
 
 BACKEND_NAME = "uccl"
@@ -194,11 +194,16 @@ class ProcessGroupUCCL(ProcessGroup):
         timeout = op_timeout(opts, self._timeout)
         if stage.device is None and self._pending == 0:
             stage.stage_in()
-            if blocking_ok and not is_async(opts):
-                issue(False)
-                stage.stage_out()
-                return UcclWork.completed(what, result)
-            handles = issue(True)
+            try:
+                if blocking_ok and not is_async(opts):
+                    issue(False)
+                    stage.stage_out()
+                    return UcclWork.completed(what, result)
+                handles = issue(True)
+            except RuntimeError:
+                raise
+            except Exception as exc:  # errors reach users as RuntimeErrors, as gloo's do
+                raise _as_runtime(exc, f"rank {self.rank()}: {what}") from exc
             return UcclWork(what, result, handles, stage.stage_out if stage.post else None, timeout,
                             self._completer)
         # CUDA (or CPU behind queued CUDA work): issued from the group's thread.
@@ -307,7 +312,12 @@ class ProcessGroupUCCL(ProcessGroup):
         t = self._single(tensors, "allreduce")
         op, real = self._reduction(t.dtype, opts.reduceOp, "allreduce")
         if self._fast(opts, t):
-            self._comm.all_reduce(torch.view_as_real(t) if real else t, op=op)
+            try:
+                self._comm.all_reduce(torch.view_as_real(t) if real else t, op=op)
+            except RuntimeError:
+                raise
+            except Exception as exc:
+                raise _as_runtime(exc, f"rank {self.rank()}: allreduce") from exc
             return self._done_work
         stage = Stage.of((t,))
         h = self._rview(stage.host(t, read=True, write=True), real)

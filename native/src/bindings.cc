@@ -18,7 +18,10 @@ void translate(const Error& e) {
   static const char* names[] = {"UcclError", "UcclTimeoutError", "PeerFailureError",
                                 "AccessError", "InvalidArgumentError", "MismatchError"};
   py::object cls = py::module_::import("uccl.errors").attr(names[int(e.kind())]);
-  PyErr_SetString(cls.ptr(), e.what());
+  // Messages may quote bytes from a peer: never let a decoding error hide the real one.
+  std::string msg = e.what();
+  py::object text = py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(msg.data(), Py_ssize_t(msg.size()), "replace"));
+  PyErr_SetObject(cls.ptr(), text.ptr());
 }
 
 // A collective runs inline (in issue order, GIL released) or queued to the

@@ -1,5 +1,6 @@
 #include "coll/communicator.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <string_view>
@@ -86,6 +87,7 @@ Communicator::~Communicator() {
   }
   q_cv_.notify_all();
   if (worker_.joinable()) worker_.join();
+  links_.drain(std::min(5.0, ep_->config().timeout_s));
   if (workspace_key_) {
     try {
       ep_->deregister_region(workspace_key_);

@@ -176,6 +176,20 @@ void Links::release(int peer) {
   ep_.write(peer, zero_key_, 0, 0, p.inbox_key, 0, true, make_imm(kCredit, slot, seq_, sig_));
 }
 
+void Links::drain(double timeout_s) {
+  auto all_back = [&] {
+    ep_.drain_remote_writes([this](const Completion& c) { pump(c); });
+    for (auto& p : peers_)
+      if (p.credits < cfg_.slots) return false;
+    return true;
+  };
+  if (broken() || all_back()) return;
+  try {
+    ep_.wait_until(all_back, timeout_s, OpDesc{Opcode::Write, kAnySource, 0, "drain"});
+  } catch (const Error&) {  // a dead or departed peer: nothing left to wait for
+  }
+}
+
 void Links::finish() {
   for (int peer = 0; peer < world_; ++peer) {
     Peer& p = peers_[size_t(peer)];
@@ -189,12 +203,20 @@ void Links::abort(const std::string& why) {
   text.resize(kReasonBytes - 1);
   text.push_back('\0');
   uint64_t key = ep_.register_region(uint64_t(text.data()), text.size(), 0);
+  std::vector<uint64_t> pending;
   for (int peer = 0; peer < world_; ++peer) {
     if (peer == rank_) continue;
     try {
-      ep_.write(peer, key, 0, text.size(), peers_[size_t(peer)].mailbox_key, uint64_t(rank_) * kReasonBytes, true,
-                make_imm(kAbort, 0, seq_, sig_));
+      auto posted = ep_.write(peer, key, 0, text.size(), peers_[size_t(peer)].mailbox_key,
+                              uint64_t(rank_) * kReasonBytes, true, make_imm(kAbort, 0, seq_, sig_));
+      if (!posted.done) pending.push_back(posted.wr_id);
     } catch (const Error&) {  // a dead peer cannot be told; the others still are
+    }
+  }
+  for (uint64_t id : pending) {  // `text` must outlive writes still in flight
+    try {
+      ep_.wait(id, 5.0);
+    } catch (const Error&) {
     }
   }
   ep_.deregister_region(key);

@@ -36,6 +36,9 @@ class Links {
   // calls need it (a rank that only sends learns of a disagreeing peer here);
   // symmetric ones do not: every rank's result depends on every other's data.
   void finish();
+  // Before going away: waits (bounded, errors ignored) until peers have consumed
+  // everything we sent, so a departing rank never strands data a peer still needs.
+  void drain(double timeout_s);
 
   uint64_t slot_bytes() const { return cfg_.slot_bytes; }
   // Sends `bytes` (<= slot_bytes) from a registered local region.

@@ -22,22 +22,30 @@ class RegCache {
         }
       }
   }
+  // Least recently used goes first, so the buffers of the call in progress (the
+  // most recent uses) are never evicted under it.
   uint64_t key(uint64_t addr, uint64_t len) {
-    for (auto& e : entries_)
-      if (e.key && e.addr == addr && e.len == len) return e.key;
-    Entry& victim = entries_[next_++ % entries_.size()];
-    if (victim.key) ep_.deregister_region(victim.key);
-    victim = Entry{addr, len, ep_.register_region(addr, len, 0)};
-    return victim.key;
+    ++clock_;
+    Entry* victim = &entries_[0];
+    for (auto& e : entries_) {
+      if (e.key && e.addr == addr && e.len == len) {
+        e.last_use = clock_;
+        return e.key;
+      }
+      if (e.last_use < victim->last_use) victim = &e;
+    }
+    if (victim->key) ep_.deregister_region(victim->key);
+    *victim = Entry{addr, len, ep_.register_region(addr, len, 0), clock_};
+    return victim->key;
   }
 
  private:
   struct Entry {
-    uint64_t addr = 0, len = 0, key = 0;
+    uint64_t addr = 0, len = 0, key = 0, last_use = 0;
   };
   Endpoint& ep_;
   std::vector<Entry> entries_;
-  size_t next_ = 0;
+  uint64_t clock_ = 0;
 };
 
 }  // namespace uccl

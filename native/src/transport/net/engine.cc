@@ -17,6 +17,11 @@ namespace {
 // bounds how much a hole in one socket's queue can look like loss.
 constexpr size_t kRxBatch = 256;
 constexpr uint64_t kSpinNs = 20'000;  // keep polling this long after the last activity
+// Retransmission timers wait until the receive queues are drained (or this many
+// batches in a row were not): after the engine was descheduled, the acks that
+// answer its oldest packets are usually sitting unread in the sockets, and an
+// RTO judged before reading them would be spurious.
+constexpr int kMaxTimerDeferrals = 8;
 }  // namespace
 
 Engine::Engine(std::unique_ptr<Datapath> dp, int rank, uint32_t nonce, Doorbell* bell, double linger_s)
@@ -141,6 +146,7 @@ void Engine::run() {
   auto batch = std::make_unique<Flow::TxBatch>();
   uint64_t last_activity = now_ns();
   uint64_t stop_since = 0, last_rx = now_ns();
+  int timer_deferrals = 0;
   for (;;) {
     uint64_t now = now_ns();
     bool active = false;
@@ -167,7 +173,10 @@ void Engine::run() {
     }
     // Timers: retransmission timeouts and the pacing wheel.
     wheel_.advance(now, [](uint32_t) {});  // a due path becomes eligible again in pump()
-    for (auto& f : flows_) f->on_timer(now);
+    if (n == 0 || ++timer_deferrals >= kMaxTimerDeferrals) {
+      timer_deferrals = 0;
+      for (auto& f : flows_) f->on_timer(now);
+    }
     // Transmit.
     batch->n = 0;
     for (auto& f : flows_) {

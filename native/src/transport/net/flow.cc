@@ -33,7 +33,11 @@ Flow::Flow(const FlowParams& p, RegionTable* own_table, TimingWheel* wheel, uint
   tx_common_.dst_nonce = p.peer_nonce;
   tx_common_.auth = conn_auth(p.secret, uint16_t(p.my_rank), uint16_t(p.peer_rank), p.my_nonce, p.peer_nonce);
   rx_auth_ = conn_auth(p.secret, uint16_t(p.peer_rank), uint16_t(p.my_rank), p.peer_nonce, p.my_nonce);
+  // The flow starts with ~32 packets in flight in all, split over its paths: a
+  // per-path default times 16 paths would open with a burst deeper than a slow
+  // link's queue (and than the minimum RTO), which ends in spurious timeouts.
   CcParams cp{p.mtu, double(kWindow) * p.mtu};
+  cp.init_window = double(p.mtu) * std::max(2, 32 / std::max(1, p.num_paths));
   paths_.resize(size_t(p.num_paths));
   for (size_t i = 0; i < paths_.size(); ++i) {
     paths_[i].cc = make_cc(p.cc, cp);
@@ -370,19 +374,16 @@ void Flow::on_timer(uint64_t now) {
     return;
   }
   stats_.timeouts.fetch_add(1, std::memory_order_relaxed);
-  std::vector<bool> hit(paths_.size(), false);
-  while (!sendlog_.empty()) {
-    const SendRec r = sendlog_.front();
-    TxPkt& t = pkt(r.seq);
-    if (t.seq == r.seq && t.state == kInFlight && t.tx_count == r.tx_count) {
-      if (r.sent_ns + rto > now) break;
-      hit[t.path] = true;
-      mark_lost(t, true);
-    }
-    sendlog_.pop_front();
-  }
-  for (size_t p = 0; p < paths_.size(); ++p)
-    if (hit[p]) paths_[p].cc->on_timeout(now);
+  // Retransmit only the oldest packet, as a probe. On a loaded host most
+  // timeouts are spurious (an engine was descheduled longer than the RTO), and
+  // resending the whole window then costs a window of duplicates. If the loss
+  // was real, the probe's ack makes every packet sent before it count as lost
+  // (RACK in detect_losses), so a lost window is still repaired one RTT later.
+  TxPkt& t = pkt(sendlog_.front().seq);
+  sendlog_.pop_front();
+  const uint16_t path = t.path;
+  mark_lost(t, true);
+  paths_[path].cc->on_timeout(now);
   ++backoff_;
 }
 

@@ -11,6 +11,7 @@ namespace uccl::net {
 struct CcParams {
   uint32_t mss;          // payload bytes per full packet
   double max_window;     // bytes; the flow's receive window bounds every path
+  double init_window = 0;  // bytes; 0 = the algorithm's own default
 };
 
 class CongestionControl {

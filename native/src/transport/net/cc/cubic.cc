@@ -10,7 +10,7 @@ constexpr double kC = 0.4;      // cubic scaling, packets / s^3
 constexpr double kBeta = 0.7;   // window kept after a loss
 }  // namespace
 
-Cubic::Cubic(const CcParams& p) : p_(p), cwnd_(10.0 * p.mss), ssthresh_(p.max_window) {}
+Cubic::Cubic(const CcParams& p) : p_(p), cwnd_(p.init_window > 0 ? p.init_window : 10.0 * p.mss), ssthresh_(p.max_window) {}
 
 void Cubic::on_ack(uint64_t now_ns, uint64_t acked, uint64_t, uint64_t) {
   const double mss = p_.mss;

@@ -10,13 +10,16 @@ constexpr double kBeta = 0.8;         // multiplicative decrease per unit of rel
 constexpr double kMaxMdf = 0.5;       // never cut more than half at once
 // Target = base + slack over the path's own minimum RTT, so the same algorithm
 // works on a fast NIC and on a loaded two-core host where the "empty" RTT is
-// dominated by scheduling.
-constexpr uint64_t kBaseTargetNs = 200'000;
+// dominated by scheduling. The base must cover a scheduling hiccup of the
+// sending engine (~1 ms on a shared two-core host): a bottleneck queue kept
+// shallower than that runs dry whenever the sender is descheduled (measured
+// through a 200 Mbit/s tbf: 200 us left the link idle ~10 % of the time).
+constexpr uint64_t kBaseTargetNs = 1'000'000;
 constexpr double kMinRttFactor = 2.0;
 constexpr uint64_t kMinRttWindowNs = 10'000'000'000ull;  // forget a stale minimum
 }  // namespace
 
-Swift::Swift(const CcParams& p) : p_(p), cwnd_(16.0 * p.mss), min_cwnd_(0.1 * p.mss) {}
+Swift::Swift(const CcParams& p) : p_(p), cwnd_(p.init_window > 0 ? p.init_window : 16.0 * p.mss), min_cwnd_(0.1 * p.mss) {}
 
 uint64_t Swift::target_ns() const {
   uint64_t base = min_rtt_ns_ == ~0ull ? 0 : uint64_t(double(min_rtt_ns_) * kMinRttFactor);

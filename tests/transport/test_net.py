@@ -211,3 +211,18 @@ def test_peer_killed_mid_transfer(pair):
     assert r["error"] == "PeerFailureError", r
     assert "rank 0" in r["message"] and "rank 1" in r["message"]
     assert r["seconds"] < 60  # within the wait's own timeout
+
+
+@pytest.mark.netns
+def test_two_flows_share_a_tbf_bottleneck(pair):
+    """Two uccl jobs through one 200 Mbit/s tbf converge to roughly equal shares
+    without collapsing: loose ratios only (speed itself is measured in perf/)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "perf", "_netns_fair.py")
+    spec = importlib.util.spec_from_file_location("_netns_fair", path)
+    fair = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fair)
+    r = fair.measure("200mbit", seconds=3.0, pair=pair)
+    assert r["ratio"] <= 2.0, r          # each flow within 2x of the other (perf reports ~1.0)
+    assert r["sum_of_link"] >= 0.5, r    # the link stays busy (perf reports ~0.9)

@@ -1,6 +1,8 @@
 // Delay-based congestion control in the style of Swift: keep the measured RTT
 // near a target; grow additively below it, shrink in proportion to the excess
-// above it (at most once per RTT). Windows below one packet are paced.
+// above it (at most once per RTT). Windows below one packet are paced. The
+// target rises as the window shrinks (flow scaling), which is what makes flows
+// sharing a bottleneck converge to equal windows.
 #pragma once
 #include "transport/net/cc/cc.h"
 
@@ -25,8 +27,6 @@ class Swift final : public CongestionControl {
   double min_cwnd_;
   uint64_t last_decrease_ns_ = 0;
   uint64_t last_delay_ns_ = 0;
-  uint64_t min_rtt_ns_ = ~0ull;
-  uint64_t min_rtt_stamp_ns_ = 0;
 };
 
 }  // namespace uccl::net

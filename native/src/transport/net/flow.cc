@@ -9,7 +9,7 @@
 namespace uccl::net {
 
 namespace {
-constexpr size_t kMaxBurst = 32;                // packets per path choice (one GSO train)
+constexpr size_t kMaxBurst = 44;                // packets per path choice (one full 64 KB GSO train at MTU 1472)
 constexpr uint64_t kMinReorderNs = 50'000;      // tolerate this much reordering across paths
 constexpr uint64_t kMaxRtoNs = 100'000'000;     // backoff cap (give-up takes ~max_retries x this)
 constexpr uint64_t kProbeSilenceNs = 100'000'000;  // probe a peer silent this long

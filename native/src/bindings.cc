@@ -119,6 +119,17 @@ CallBuffer call_buffer(py::handle obj, bool writable, int rank, const char* op, 
   return b;
 }
 
+// Input and output of a call: the output must be writable and of the input's type.
+std::pair<CallBuffer, CallBuffer> call_pair(Communicator& c, py::handle send, py::handle recv, const char* op) {
+  bool same = send.ptr() == recv.ptr();
+  CallBuffer in = call_buffer(send, same, c.rank(), op, same ? "buffer" : "input");
+  CallBuffer out = same ? in : call_buffer(recv, true, c.rank(), op, "output");
+  if (in.dtype != out.dtype)
+    raise(ErrorKind::Argument, "rank ", c.rank(), ": ", op, ": input is ", dtype_name(in.dtype), " but output is ",
+          dtype_name(out.dtype));
+  return {in, out};
+}
+
 ReduceOp reduce_op(const std::string& name, DataType t, int rank, const char* op) {
   static const std::pair<const char*, ReduceOp> ops[] = {
       {"sum", ReduceOp::Sum}, {"prod", ReduceOp::Prod}, {"min", ReduceOp::Min}, {"max", ReduceOp::Max}, {"avg", ReduceOp::Avg}};
@@ -177,19 +188,59 @@ void bind_collectives(py::module_& m) {
              auto ch = c.choice(coll.c_str(), bytes);
              return py::make_tuple(ch.algo, ch.chunk_bytes);
            })
+      // The *_buffers entry points take the Python objects themselves: buffers,
+      // dtypes, sizes and the op are checked in one native call (the hot path).
       .def("all_reduce_buffers",
            [](Communicator& c, py::handle send, py::handle recv, const std::string& op_name, bool async_op) {
-             CallBuffer in = call_buffer(send, false, c.rank(), "all_reduce", "input");
-             CallBuffer out = recv.ptr() == send.ptr() ? in : call_buffer(recv, true, c.rank(), "all_reduce", "output");
-             if (recv.ptr() == send.ptr()) call_buffer(recv, true, c.rank(), "all_reduce", "buffer");
-             if (in.dtype != out.dtype)
-               raise(ErrorKind::Argument, "rank ", c.rank(), ": all_reduce: input is ", dtype_name(in.dtype),
-                     " but output is ", dtype_name(out.dtype));
+             auto [in, out] = call_pair(c, send, recv, "all_reduce");
              if (in.count != out.count)
                raise(ErrorKind::Argument, "rank ", c.rank(), ": all_reduce: output has ", out.count,
                      " elements, input ", in.count);
              ReduceOp op = reduce_op(op_name, in.dtype, c.rank(), "all_reduce");
-             return dispatch(c, async_op, [&c, in, out, op] { c.all_reduce(in.addr, out.addr, in.count, in.dtype, op); });
+             return dispatch(c, async_op, [&c, in = in, out = out, op] { c.all_reduce(in.addr, out.addr, in.count, in.dtype, op); });
+           })
+      .def("broadcast_buffers",
+           [](Communicator& c, py::handle buf, int root, bool async_op) {
+             CallBuffer b = call_buffer(buf, c.rank() != root, c.rank(), "broadcast", "buffer");
+             return dispatch(c, async_op, [&c, b, root] { c.broadcast(b.addr, b.count, b.dtype, root); });
+           })
+      .def("all_gather_buffers",
+           [](Communicator& c, py::handle send, py::handle recv, bool async_op) {
+             auto [in, out] = call_pair(c, send, recv, "all_gather");
+             uint64_t W = uint64_t(c.world());
+             if (out.count != in.count * W)
+               raise(ErrorKind::Argument, "rank ", c.rank(), ": all_gather: output has ", out.count,
+                     " elements, expected ", W, " x ", in.count);
+             Counts counts(W, in.count), displs(W);
+             for (uint64_t j = 0; j < W; ++j) displs[j] = j * in.count;
+             return dispatch(c, async_op, [&c, in = in, out = out, counts, displs] {
+               c.all_gather_v(in.addr, out.addr, counts, displs, in.dtype);
+             });
+           })
+      .def("reduce_scatter_buffers",
+           [](Communicator& c, py::handle send, py::handle recv, const std::string& op_name, bool async_op) {
+             auto [in, out] = call_pair(c, send, recv, "reduce_scatter");
+             uint64_t W = uint64_t(c.world());
+             if (in.count != out.count * W)
+               raise(ErrorKind::Argument, "rank ", c.rank(), ": reduce_scatter: input has ", in.count,
+                     " elements, expected ", W, " x ", out.count);
+             ReduceOp op = reduce_op(op_name, in.dtype, c.rank(), "reduce_scatter");
+             return dispatch(c, async_op, [&c, in = in, out = out, op, W] {
+               c.reduce_scatter_v(in.addr, out.addr, Counts(W, out.count), in.dtype, op);
+             });
+           })
+      .def("all_to_all_buffers",
+           [](Communicator& c, py::handle send, py::handle recv, bool async_op) {
+             auto [in, out] = call_pair(c, send, recv, "all_to_all");
+             uint64_t W = uint64_t(c.world());
+             if (in.count != out.count || in.count % W)
+               raise(ErrorKind::Argument, "rank ", c.rank(), ": all_to_all: input (", in.count, ") and output (",
+                     out.count, ") must have the same size, divisible by ", W);
+             Counts counts(W, in.count / W), displs(W);
+             for (uint64_t j = 0; j < W; ++j) displs[j] = j * (in.count / W);
+             return dispatch(c, async_op, [&c, in = in, out = out, counts, displs] {
+               c.all_to_all_v(in.addr, counts, displs, out.addr, counts, displs, in.dtype);
+             });
            })
       .def("all_reduce",
            [](Communicator& c, uint64_t s, uint64_t r, uint64_t n, DataType t, ReduceOp op, bool async_op) {

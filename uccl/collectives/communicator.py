@@ -32,6 +32,13 @@ def load_rules(path: str = _TUNING) -> list:
             for r in table.get("rules", [])]
 
 
+def _op_name(op: Any) -> str:
+    """'sum', torch's ReduceOp.SUM, or anything with a .name -> the native op's name."""
+    if type(op) is str:
+        return op
+    return str(getattr(op, "name", op)).lower().replace("reduceop.", "")
+
+
 class Work:
     """An async collective: wait(timeout) blocks until it is done (or raises its error)."""
 
@@ -104,6 +111,12 @@ class Communicator:
             raise InvalidArgumentError(f"{self._where(op)}: input is {sdt.name} but output is {rdt.name}")
         return sinfo, rinfo, sdt, scount, rcount
 
+    def _done(self, what: str, work, send: Any, recv: Any):
+        """The result of a *_buffers call: recv, or a Work when it was queued."""
+        if work is None:
+            return recv
+        return Work(work, (send, recv), self.config.timeout, f"rank {self.rank}: {what}", recv)
+
     def _run(self, what: str, call, args: tuple, async_op: bool, keepalive: tuple, result: Any):
         work = call(*args, async_op)
         if async_op:
@@ -131,12 +144,8 @@ class Communicator:
     def all_reduce(self, send: Any, recv: Any = None, op: str = "sum", async_op: bool = False):
         """recv = op over ranks of send (in place when recv is None). Returns recv."""
         recv = send if recv is None else recv
-        # The hot path: buffers, dtypes and the op are checked in one native call.
-        name = op if type(op) is str else str(getattr(op, "name", op)).lower().replace("reduceop.", "")
-        work = self._native.all_reduce_buffers(send, recv, name, async_op)
-        if async_op:
-            return Work(work, (send, recv), self.config.timeout, f"rank {self.rank}: all_reduce", recv)
-        return recv
+        work = self._native.all_reduce_buffers(send, recv, _op_name(op), async_op)
+        return self._done("all_reduce", work, send, recv)
 
     def reduce(self, send: Any, recv: Any = None, op: str = "sum", root: int = 0, async_op: bool = False):
         """The root's recv gets op over ranks of send; other ranks' recv is untouched."""
@@ -149,19 +158,12 @@ class Communicator:
                          async_op, (sinfo.owner, rinfo.owner), recv)
 
     def broadcast(self, buf: Any, root: int = 0, async_op: bool = False):
-        info, dt, n = self._buf(buf, "broadcast", "buffer", writable=self.rank != root)
-        return self._run("broadcast", self._native.broadcast, (info.addr, n, dt, root), async_op, (info.owner,), buf)
+        """Every rank's buf becomes the root's."""
+        return self._done("broadcast", self._native.broadcast_buffers(buf, root, async_op), buf, buf)
 
     def all_gather(self, send: Any, recv: Any, async_op: bool = False):
         """recv = the concatenation of every rank's send (recv has world_size x len(send))."""
-        sinfo, rinfo, dt, n, rn = self._pair(send, recv, "all_gather")
-        if rn != n * self.world_size:
-            raise InvalidArgumentError(f"{self._where('all_gather')}: output has {rn} elements, expected "
-                                       f"{self.world_size} x {n}")
-        counts = [n] * self.world_size
-        return self._run("all_gather", self._native.all_gather_v,
-                         (sinfo.addr, rinfo.addr, counts, self._displs(counts), dt), async_op,
-                         (sinfo.owner, rinfo.owner), recv)
+        return self._done("all_gather", self._native.all_gather_buffers(send, recv, async_op), send, recv)
 
     def all_gather_v(self, send: Any, recv: Any, counts: Sequence[int], displs: Optional[Sequence[int]] = None,
                      async_op: bool = False):
@@ -179,14 +181,8 @@ class Communicator:
 
     def reduce_scatter(self, send: Any, recv: Any, op: str = "sum", async_op: bool = False):
         """recv = block `rank` of op over ranks of send (send has world_size x len(recv))."""
-        sinfo, rinfo, dt, n, rn = self._pair(send, recv, "reduce_scatter")
-        if n != rn * self.world_size:
-            raise InvalidArgumentError(f"{self._where('reduce_scatter')}: input has {n} elements, expected "
-                                       f"{self.world_size} x {rn}")
-        native_op = op_of(op, dt, self._where("reduce_scatter"))
-        return self._run("reduce_scatter", self._native.reduce_scatter_v,
-                         (sinfo.addr, rinfo.addr, [rn] * self.world_size, dt, native_op), async_op,
-                         (sinfo.owner, rinfo.owner), recv)
+        work = self._native.reduce_scatter_buffers(send, recv, _op_name(op), async_op)
+        return self._done("reduce_scatter", work, send, recv)
 
     def reduce_scatter_v(self, send: Any, recv: Any, counts: Sequence[int], op: str = "sum",
                          async_op: bool = False):
@@ -202,15 +198,7 @@ class Communicator:
 
     def all_to_all(self, send: Any, recv: Any, async_op: bool = False):
         """Block j of send goes to rank j; block i of recv comes from rank i (equal blocks)."""
-        sinfo, rinfo, dt, n, rn = self._pair(send, recv, "all_to_all")
-        if n != rn or n % self.world_size:
-            raise InvalidArgumentError(f"{self._where('all_to_all')}: input ({n}) and output ({rn}) must have the "
-                                       f"same size, divisible by {self.world_size}")
-        counts = [n // self.world_size] * self.world_size
-        displs = self._displs(counts)
-        return self._run("all_to_all", self._native.all_to_all_v,
-                         (sinfo.addr, counts, displs, rinfo.addr, counts, displs, dt), async_op,
-                         (sinfo.owner, rinfo.owner), recv)
+        return self._done("all_to_all", self._native.all_to_all_buffers(send, recv, async_op), send, recv)
 
     def all_to_all_v(self, send: Any, send_counts: Sequence[int], recv: Any, recv_counts: Sequence[int],
                      send_displs: Optional[Sequence[int]] = None, recv_displs: Optional[Sequence[int]] = None,

@@ -4,39 +4,18 @@ over the same ranks, so every check compares uccl's result with gloo's on the sa
 from __future__ import annotations
 
 import datetime
-import functools
 import os
 import tempfile
 import uuid
 
-import pytest
 import torch
 
-from uccl.testing import RankFailure, run_ranks
+from uccl.testing import run_ranks
 
 TRANSPORTS = ["shm", "net"]
 
 
-@functools.lru_cache(maxsize=None)
-def net_available() -> bool:
-    """Whether two local ranks can connect over the net channel in this build."""
-    try:
-        run_ranks(_connect, 2, env={"UCCL_TRANSPORT": "net", "UCCL_TIMEOUT": "20"}, timeout=60)
-        return True
-    except RankFailure:
-        return False
-
-
-def _connect(ctx):
-    from uccl.transport import Endpoint
-
-    Endpoint(ctx.bootstrap)
-    return True
-
-
 def transport_env(transport: str) -> dict:
-    if transport == "net" and not net_available():
-        pytest.skip("the net channel is not available in this build (2-rank Endpoint over UCCL_TRANSPORT=net failed)")
     return {"UCCL_TRANSPORT": transport, "OMP_NUM_THREADS": "1"}
 
 

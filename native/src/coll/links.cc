@@ -68,8 +68,6 @@ void Links::connect(const std::vector<std::string>& all_keys) {
 
 void Links::begin(uint32_t seq, uint16_t sig, const CallInfo& call) {
   if (broken()) raise(ErrorKind::Mismatch, broken_reason_, " (the communicator cannot be used after this)");
-  prev_seq_ = seq_;
-  prev_sig_ = sig_;
   seq_ = seq;
   sig_ = sig;
   call_ = call;
@@ -88,14 +86,13 @@ void Links::pump(const Completion& c) {
       if (imm_seq(imm) == (seq_ & 0xffu) && imm_sig(imm) != sig_ && mismatch_peer_ < 0) mismatch_peer_ = c.peer;
       break;
     }
-    case kCredit: {
+    case kCredit:
       p.credits++;
-      // Credits of the previous call may still be on their way (symmetric calls do not wait for them).
-      bool current = imm_seq(imm) == (seq_ & 0xffu) && imm_sig(imm) == sig_;
-      bool previous = imm_seq(imm) == (prev_seq_ & 0xffu) && imm_sig(imm) == prev_sig_;
-      if (!current && !previous && mismatch_peer_ < 0) mismatch_peer_ = c.peer;
+      // Symmetric calls do not wait for their credits, so credits of earlier calls may
+      // still be arriving. One stamped with this call's index but another signature
+      // comes from a peer that consumed our data in a different call.
+      if (imm_seq(imm) == (seq_ & 0xffu) && imm_sig(imm) != sig_ && mismatch_peer_ < 0) mismatch_peer_ = c.peer;
       break;
-    }
     case kAbort:
       if (aborted_by_ < 0) aborted_by_ = c.peer;
       break;

@@ -84,8 +84,8 @@ class Links {
   uint64_t inbox_key_ = 0, mailbox_key_ = 0, zero_key_ = 0;
   char zero_byte_ = 0;
   std::vector<Peer> peers_;
-  uint32_t seq_ = 0, prev_seq_ = 0;
-  uint16_t sig_ = 0, prev_sig_ = 0;
+  uint32_t seq_ = 0;
+  uint16_t sig_ = 0;
   CallInfo call_;
   int aborted_by_ = -1;    // a peer told us to stop
   int mismatch_peer_ = -1;  // we saw a peer in a different call

@@ -9,6 +9,15 @@ def parse_size(text: str) -> int:
     return int(float(text[:-1] if scale > 1 else text) * scale)
 
 
+def rate_bps(text: str) -> float:
+    """tc-style rates: '200mbit', '1gbit', '5000' (bit/s)."""
+    t = text.strip().lower()
+    for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)):
+        if t.endswith(unit):
+            return float(t[: -len(unit)]) * scale
+    return float(t)
+
+
 def size_range(lo: int, hi: int, factor: int) -> list[int]:
     sizes, s = [], lo
     while s <= hi:

@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 HERE = os.path.abspath(__file__)
+sys.path.insert(0, os.path.dirname(HERE))
+from _common import rate_bps  # noqa: E402
 
 
 def stream_rank(bs, start_at, seconds, chunk=1 << 20, depth=4):
@@ -53,14 +55,6 @@ def stream_rank(bs, start_at, seconds, chunk=1 << 20, depth=4):
     net = ep.stats()["peers"][peer]["net"]
     return {"bytes": done, "seconds": seconds, "late_s": late, "retransmits": net["retransmits"], "timeouts": net["timeouts"],
             "srtt_us": net["srtt_us"], "cwnd_pkts": [round(p["cwnd_bytes"] / 1472, 2) for p in net["paths"]]}
-
-
-def rate_bps(text: str) -> float:
-    t = text.strip().lower()
-    for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)):
-        if t.endswith(unit):
-            return float(t[: -len(unit)]) * scale
-    return float(t)
 
 
 def jain(xs) -> float:

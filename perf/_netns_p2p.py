@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import parse_size, plot_series, size_range  # noqa: E402
+from _common import parse_size, plot_series, rate_bps, size_range  # noqa: E402
 
 HERE = os.path.abspath(__file__)
 
@@ -116,14 +116,6 @@ def tcp_rank(bs, total, chunk, addr, port):
 
 
 # ---- the driver (root namespace) ---------------------------------------------
-
-def rate_bps(text: str) -> float:
-    t = text.strip().lower()
-    for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)):
-        if t.endswith(unit):
-            return float(t[: -len(unit)]) * scale
-    return float(t)
-
 
 def main(argv=None) -> None:
     from uccl import _netns

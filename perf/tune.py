@@ -1,8 +1,14 @@
 """Measures the collective algorithms against each other and writes the tuner's
-rules (uccl/collectives/tuning.json): for each world size, up to which message size
-recursive doubling beats the ring for all_reduce, and the ring's best chunk size.
+rules (uccl/collectives/tuning.json): per transport (shm, net), world size and
+collective, which algorithm is fastest up to which message size, and the best chunk
+size for large messages.
 
-    python perf/tune.py --worlds 2 3 4
+    python perf/tune.py --worlds 2 3 4 --transports shm net
+
+Candidates are measured in interleaved rounds (noise hits every one alike) and the
+fastest time of the rounds counts. all_to_all gets one rule for all sizes: ranks may
+pass different sizes, so its choice must not depend on them (the algorithm with the
+smallest summed slowdown across sizes wins).
 """
 
 from __future__ import annotations
@@ -19,20 +25,45 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import human  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "uccl", "collectives", "tuning.json")
-SIZES = [8 << i for i in range(0, 20, 2)]  # 8 B .. 2 MiB
+SIZES = [8 << i for i in range(0, 22, 2)]  # 8 B .. 8 MiB
 CHUNKS = [64 << 10, 128 << 10, 256 << 10, 512 << 10]
 BIG = 16 << 20
+ALL_SIZES = 2**64 - 1
+CANDIDATES = {
+    "all_reduce": ["ring", "recursive_doubling", "direct"],
+    "all_gather": ["ring", "direct"],
+    "reduce_scatter": ["ring", "direct"],
+    "all_to_all": ["pairwise", "direct"],
+    "broadcast": ["chain", "direct"],
+}
 
 
-def timed(comm, x, y, iters: int) -> float:
+def call(comm, collective: str, nbytes: int):
+    """A closure running `collective` on buffers whose tuner size is `nbytes`."""
+    W = comm.world_size
+    n = max(1, nbytes // 4 // W) * W  # float32 elements, a multiple of W
+    x, y = np.ones(n, np.float32), np.empty(n, np.float32)
+    if collective == "all_reduce":
+        return lambda: comm.all_reduce(x, y)
+    if collective == "all_gather":
+        return lambda: comm.all_gather(x[: n // W], y)
+    if collective == "reduce_scatter":
+        return lambda: comm.reduce_scatter(x, y[: n // W])
+    if collective == "all_to_all":
+        return lambda: comm.all_to_all(x, y)
+    return lambda: comm.broadcast(x, root=0)
+
+
+def timed(comm, fn, iters: int) -> float:
     comm.barrier()
     t = time.perf_counter()
     for _ in range(iters):
-        comm.all_reduce(x, y)
+        fn()
+    comm.barrier()
     return (time.perf_counter() - t) / iters
 
 
-def measure(ctx, rounds: int):
+def measure(ctx, rounds: int, collectives: list):
     from uccl.collectives import Communicator
     from uccl.config import Config
 
@@ -42,60 +73,78 @@ def measure(ctx, rounds: int):
             setattr(cfg, k, v)
         return Communicator(ctx.bootstrap.split(0), cfg)
 
-    algos = {a: comm(algo=a) for a in ("ring", "recursive_doubling")}
-    chunked = {c: comm(algo="ring", chunk_size=c) for c in CHUNKS}
+    comms = {a: comm(algo=a) for a in sorted({a for c in collectives for a in CANDIDATES[c]})}
     best: dict = {}
-    for _ in range(rounds):  # interleaved rounds: noise hits every candidate alike
-        for size in SIZES:
-            x, y = np.ones(size // 4, np.float32), np.empty(size // 4, np.float32)
-            iters = max(5, min(500, (64 << 20) // size))
-            for name, c in algos.items():
-                t = timed(c, x, y, iters)
-                best[(name, size)] = min(best.get((name, size), 1e9), t)
-        x, y = np.ones(BIG // 4, np.float32), np.empty(BIG // 4, np.float32)
-        for chunk, c in chunked.items():
-            t = timed(c, x, y, 5)
-            best[("chunk", chunk)] = min(best.get(("chunk", chunk), 1e9), t)
-    return {f"{k[0]}|{k[1]}": v for k, v in best.items()}
+    for _ in range(rounds):
+        for coll in collectives:
+            for size in SIZES:
+                iters = max(3, min(200, (32 << 20) // size))
+                for algo in CANDIDATES[coll]:
+                    t = timed(comms[algo], call(comms[algo], coll, size), iters)
+                    best[(coll, algo, size)] = min(best.get((coll, algo, size), 1e9), t)
+            for algo in CANDIDATES[coll]:
+                for chunk in CHUNKS:
+                    c = comm(algo=algo, chunk_size=chunk) if (coll, algo, chunk) not in comms else comms[(coll, algo, chunk)]
+                    comms[(coll, algo, chunk)] = c
+                    t = timed(c, call(c, coll, BIG), 3)
+                    best[(coll, algo, "chunk", chunk)] = min(best.get((coll, algo, "chunk", chunk), 1e9), t)
+    return {"|".join(map(str, k)): v for k, v in best.items()}
 
 
-def rules_for(world: int, best: dict) -> tuple[list, list]:
-    lines, crossover = [], 0
-    for size in SIZES:
-        ring, rd = best[f"ring|{size}"], best[f"recursive_doubling|{size}"]
-        lines.append(f"  {human(size):>8}  ring {ring * 1e6:9.1f} us  recursive_doubling {rd * 1e6:9.1f} us")
-        if rd < ring:
-            crossover = size
-    chunk = min(CHUNKS, key=lambda c: best[f"chunk|{c}"])
-    lines.append("  ring at 16 MiB by chunk: " + ", ".join(f"{human(c)} {best[f'chunk|{c}'] * 1e3:.2f} ms"
-                                                          for c in CHUNKS))
+def rules_for(coll: str, world: int, transport: str, best: dict) -> tuple[list, list]:
+    algos = CANDIDATES[coll]
+    t = {(a, s): best[f"{coll}|{a}|{s}"] for a in algos for s in SIZES}
+    lines = [f"  {coll} {human(s):>8}  " + "  ".join(f"{a} {t[(a, s)] * 1e6:9.1f} us" for a in algos)
+             for s in SIZES]
+    big_algo = min(algos, key=lambda a: best[f"{coll}|{a}|{BIG}"] if f"{coll}|{a}|{BIG}" in best else t[(a, SIZES[-1])])
+
+    def chunk_of(algo):
+        return min(CHUNKS, key=lambda c: best[f"{coll}|{algo}|chunk|{c}"])
+
+    base = {"collective": coll, "world": world, "transport": transport}
+    if coll == "all_to_all":
+        slowdown = {a: sum(t[(a, s)] / min(t[(b, s)] for b in algos) for s in SIZES) for a in algos}
+        algo = min(algos, key=slowdown.get)
+        lines.append(f"  {coll}: summed slowdown " + ", ".join(f"{a} {v:.2f}" for a, v in slowdown.items()))
+        return [dict(base, max_bytes=ALL_SIZES, algo=algo, chunk_bytes=chunk_of(algo))], lines
+    winners = [min(algos, key=lambda a: t[(a, s)]) for s in SIZES]
     rules = []
-    if crossover:
-        rules.append({"collective": "all_reduce", "world": world, "max_bytes": crossover,
-                      "algo": "recursive_doubling"})
-    rules.append({"collective": "all_reduce", "world": world, "max_bytes": 2**64 - 1, "algo": "ring",
-                  "chunk_bytes": chunk})
+    for i, (size, algo) in enumerate(zip(SIZES, winners)):
+        last = i + 1 == len(SIZES)
+        if last or winners[i + 1] != algo:
+            rule = dict(base, max_bytes=ALL_SIZES if last else size, algo=algo)
+            if last or size >= (1 << 20):
+                rule["chunk_bytes"] = chunk_of(algo)
+            rules.append(rule)
+    lines.append(f"  {coll} at {human(BIG)} by chunk: " + "; ".join(
+        f"{a}: " + ", ".join(f"{human(c)} {best[f'{coll}|{a}|chunk|{c}'] * 1e3:.2f} ms" for c in CHUNKS)
+        for a in algos))
     return rules, lines
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worlds", type=int, nargs="+", default=[2, 3, 4])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--transports", nargs="+", default=["shm", "net"], choices=["shm", "net"])
+    ap.add_argument("--collectives", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=OUT)
     args = ap.parse_args(argv)
     from uccl.testing import run_ranks
 
-    os.environ["UCCL_ALGO"] = "auto"
     rules = []
-    for world in args.worlds:
-        best = run_ranks(measure, world, (args.rounds,), timeout=1800)[0]
-        world_rules, lines = rules_for(world, best)
-        print(f"world {world}:")
-        print("\n".join(lines))
-        rules += world_rules
+    for transport in args.transports:
+        for world in args.worlds:
+            env = {"UCCL_TRANSPORT": transport, "UCCL_ALGO": "auto"}
+            best = run_ranks(measure, world, (args.rounds, args.collectives), env=env, timeout=3600)[0]
+            print(f"{transport}, world {world}:")
+            for coll in args.collectives:
+                found, lines = rules_for(coll, world, transport, best)
+                print("\n".join(lines))
+                rules += found
     with open(args.out, "w") as f:
-        json.dump({"generated_by": "perf/tune.py", "host_cpus": os.cpu_count(), "rules": rules}, f, indent=2)
+        json.dump({"generated_by": "perf/tune.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                   "host_cpus": os.cpu_count(), "load_before": os.getloadavg()[0], "rules": rules}, f, indent=2)
     print(f"wrote {len(rules)} rules to {os.path.normpath(args.out)}")
 
 

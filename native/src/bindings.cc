@@ -160,10 +160,12 @@ void bind_collectives(py::module_& m) {
       .value("avg", ReduceOp::Avg);
 
   py::class_<TuneRule>(m, "TuneRule")
-      .def(py::init([](std::string coll, int world, uint64_t max_bytes, std::string algo, uint64_t chunk) {
-             return TuneRule{std::move(coll), world, max_bytes, std::move(algo), chunk};
+      .def(py::init([](std::string coll, int world, uint64_t max_bytes, std::string algo, uint64_t chunk,
+                       std::string transport) {
+             return TuneRule{std::move(coll), world, max_bytes, std::move(algo), chunk, std::move(transport)};
            }),
-           py::arg("collective"), py::arg("world"), py::arg("max_bytes"), py::arg("algo"), py::arg("chunk_bytes") = 0);
+           py::arg("collective"), py::arg("world"), py::arg("max_bytes"), py::arg("algo"), py::arg("chunk_bytes") = 0,
+           py::arg("transport") = "");
 
   py::class_<CommConfig>(m, "CommConfig")
       .def(py::init<>())
@@ -184,7 +186,7 @@ void bind_collectives(py::module_& m) {
       .def("local_keys", [](const Communicator& c) { return py::bytes(c.local_keys()); })
       .def("connect", &Communicator::connect)
       .def("choice",
-           [](const Communicator& c, const std::string& coll, uint64_t bytes) {
+           [](Communicator& c, const std::string& coll, uint64_t bytes) {
              auto ch = c.choice(coll.c_str(), bytes);
              return py::make_tuple(ch.algo, ch.chunk_bytes);
            })

@@ -41,6 +41,13 @@ def disagree(ctx, case):
             send = [1] * W
             recv = [2 if (odd and q == 0) else 1 for q in range(W)]
             comm.all_to_all_v(np.ones(W, np.float32), send, np.zeros(sum(recv), np.float32), recv)
+        elif case == "all_to_all_v_eager_vs_window":
+            # rank 0 sends a few elements (one eager message); the last rank expects a
+            # large block (through its window): each would wait for the other's way
+            W = ctx.world_size
+            send = [3] * W
+            recv = [70000 if (odd and q == 0) else 3 for q in range(W)]
+            comm.all_to_all_v(np.ones(3 * W, np.float32), send, np.zeros(sum(recv), np.float32), recv)
         return ("no error", None)
     except MismatchError as exc:
         elapsed = time.monotonic() - start
@@ -69,8 +76,9 @@ def test_mismatched_calls_fail_on_every_rank(case, world):
         assert "cannot be used" in after or "aborted" in after or "rank" in after
 
 
-def test_all_to_all_v_count_disagreement():
-    results = run_ranks(disagree, 2, ("all_to_all_v",), env={"UCCL_TIMEOUT": TIMEOUT}, timeout=120)
+@pytest.mark.parametrize("case", ["all_to_all_v", "all_to_all_v_eager_vs_window"])
+def test_all_to_all_v_count_disagreement(case):
+    results = run_ranks(disagree, 2, (case,), env={"UCCL_TIMEOUT": TIMEOUT}, timeout=120)
     for rank, res in enumerate(results):
         assert res[0] == "MismatchError", f"rank {rank}: {res}"
     assert any("bytes" in res[1] for res in results)

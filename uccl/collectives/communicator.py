@@ -28,7 +28,8 @@ def load_rules(path: str = _TUNING) -> list:
         return []
     with open(path) as f:
         table = json.load(f)
-    return [_native.TuneRule(r["collective"], r.get("world", 0), r["max_bytes"], r["algo"], r.get("chunk_bytes", 0))
+    return [_native.TuneRule(r["collective"], r.get("world", 0), r["max_bytes"], r["algo"], r.get("chunk_bytes", 0),
+                             r.get("transport", ""))
             for r in table.get("rules", [])]
 
 

@@ -17,7 +17,7 @@ void all_gather_ring(CollContext& c, const LocalBuffer& in, const LocalBuffer& o
                      const std::vector<uint64_t>& counts, const std::vector<uint64_t>& displs);
 // reduce_scatter_ring.cc: partial sums travel the ring, each rank ends with its block.
 void reduce_scatter_ring(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
-                         const std::vector<uint64_t>& counts, char* workspace, uint64_t workspace_key);
+                         const std::vector<uint64_t>& counts, const Scratch& workspace);
 // alltoall_pairwise.cc: W-1 rounds, in round s send to rank+s and receive from rank-s.
 void all_to_all_pairwise(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
                          const std::vector<uint64_t>& send_counts, const std::vector<uint64_t>& send_displs,
@@ -27,6 +27,19 @@ void broadcast_chain(CollContext& c, const LocalBuffer& buf, uint64_t count, int
 void reduce_chain(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root);
 void gather_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root);
 void scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root);
+// *_direct.cc: one-sided access to peers' buffers opened for the call (windows.h):
+// each byte is copied once, straight to where it belongs. For shared memory.
+void all_reduce_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count,
+                       const Scratch& scratch);
+void reduce_scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
+                           const std::vector<uint64_t>& counts, const Scratch& scratch);
+void all_gather_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
+                       const std::vector<uint64_t>& counts, const std::vector<uint64_t>& displs);
+void all_to_all_direct(CollContext& c, const LocalBuffer& in, uint64_t in_bytes, const LocalBuffer& out,
+                       uint64_t out_bytes, const std::vector<uint64_t>& send_counts,
+                       const std::vector<uint64_t>& send_displs, const std::vector<uint64_t>& recv_counts,
+                       const std::vector<uint64_t>& recv_displs, const Scratch& staging);
+void broadcast_direct(CollContext& c, const LocalBuffer& buf, uint64_t count, int root);
 // barrier.cc: dissemination, log2(W) rounds of empty messages.
 void barrier_dissemination(CollContext& c);
 

@@ -96,8 +96,30 @@ Communicator::~Communicator() {
   }
 }
 
-Tuner::Choice Communicator::choice(const char* collective, uint64_t bytes) const {
-  return tuner_.choose(collective, world(), bytes, std::string(collective) == "all_reduce" ? "ring" : "default");
+const std::string& Communicator::transport() {
+  if (transport_.empty()) {
+    transport_ = "shm";
+    for (int p = 0; p < world(); ++p)
+      if (p != rank() && ep_->channel_kind(p) != "shm") transport_ = "net";
+  }
+  return transport_;
+}
+
+// With shared memory every peer's buffer is one copy away: the direct algorithms
+// move each byte once. Over the net, rings and chains keep every link busy.
+static const char* fallback_algo(const char* collective, const std::string& transport) {
+  const std::string name(collective);
+  if (name == "barrier") return "dissemination";
+  if (name == "gather" || name == "scatter") return "direct";
+  if (name == "reduce") return "chain";
+  if (transport == "shm") return "direct";
+  if (name == "all_to_all") return "pairwise";
+  if (name == "broadcast") return "chain";
+  return "ring";
+}
+
+Tuner::Choice Communicator::choice(const char* collective, uint64_t bytes) {
+  return tuner_.choose(collective, world(), transport(), bytes, fallback_algo(collective, transport()));
 }
 
 uint64_t Communicator::chunk_for(const Tuner::Choice& c, DataType t) const {
@@ -119,19 +141,24 @@ void Communicator::check_counts(const std::vector<uint64_t>& v, const char* name
           " ranks");
 }
 
-void Communicator::ensure_workspace(uint64_t bytes) {
-  if (workspace_.size() >= bytes && workspace_key_) return;
-  if (workspace_key_) ep_->deregister_region(workspace_key_);
-  workspace_.resize(bytes ? bytes : 1);
-  workspace_key_ = ep_->register_region(uint64_t(workspace_.data()), workspace_.size(), 0);
+Scratch Communicator::scratch(uint64_t bytes) {
+  if (workspace_.size() < bytes || !workspace_key_) {
+    if (workspace_key_) ep_->deregister_region(workspace_key_);
+    workspace_key_ = 0;
+    workspace_.resize(bytes ? bytes : 1);
+    workspace_key_ = ep_->register_region(uint64_t(workspace_.data()), workspace_.size(), 0);
+  }
+  return Scratch{workspace_.data(), workspace_key_};
 }
 
 template <typename Body>
-void Communicator::collective(const CallInfo& info, uint64_t sig_seed, uint64_t bytes, const char* fallback,
-                              Body&& body) {
-  Tuner::Choice ch = tuner_.choose(info.name, world(), bytes, fallback);
+void Communicator::collective(const CallInfo& info, uint64_t sig_seed, uint64_t bytes, Body&& body) {
+  Tuner::Choice ch = choice(info.name, bytes);
+  // The algorithm is part of the signature: ranks that chose differently (say,
+  // different UCCL_ALGO) are told so instead of waiting for each other.
   SigHash sig;
   sig.add(info.name, std::strlen(info.name)).add(sig_seed).add(info.dtype).add(info.op).add(info.root);
+  sig.add(ch.algo, std::strlen(ch.algo));
   links_.begin(++seq_, sig.fold(), info);
   CollContext c{*ep_, links_, rank(), world(), chunk_for(ch, info.dtype), info.dtype, info.op, dtype_size(info.dtype)};
   try {
@@ -151,17 +178,16 @@ void Communicator::collective(const CallInfo& info, uint64_t sig_seed, uint64_t 
 
 void Communicator::all_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op) {
   uint64_t bytes = count * dtype_size(t);
-  collective(call("all_reduce", count, t, op), SigHash().add(count).h, bytes, "ring", [&](CollContext& c, std::string_view algo) {
+  collective(call("all_reduce", count, t, op), SigHash().add(count).h, bytes, [&](CollContext& c, std::string_view algo) {
     LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes), out(regs_, reinterpret_cast<void*>(recv), bytes);
     if (c.world == 1) {
       if (send != recv) std::memmove(out.at(0), in.at(0), bytes);
     } else if (algo == "recursive_doubling") {
       all_reduce_recursive_doubling(c, in, out, count);
-    } else if (algo == "ring") {
-      all_reduce_ring(c, in, out, count);
+    } else if (algo == "direct") {
+      all_reduce_direct(c, in, out, count, scratch(c.chunk));
     } else {
-      raise(ErrorKind::Argument, "rank ", rank(), ": all_reduce: unknown algorithm '", algo,
-            "' (UCCL_ALGO: ring | recursive_doubling)");
+      all_reduce_ring(c, in, out, count);
     }
   });
 }
@@ -169,7 +195,7 @@ void Communicator::all_reduce(uint64_t send, uint64_t recv, uint64_t count, Data
 void Communicator::reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op, int root) {
   check_root(root, "reduce");
   uint64_t bytes = count * dtype_size(t);
-  collective(call("reduce", count, t, op, root), SigHash().add(count).h, bytes, "chain", [&](CollContext& c, std::string_view) {
+  collective(call("reduce", count, t, op, root), SigHash().add(count).h, bytes, [&](CollContext& c, std::string_view) {
     LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes);
     LocalBuffer out(regs_, reinterpret_cast<void*>(rank() == root ? recv : send), bytes);
     reduce_chain(c, in, out, count, root);
@@ -179,10 +205,14 @@ void Communicator::reduce(uint64_t send, uint64_t recv, uint64_t count, DataType
 void Communicator::broadcast(uint64_t buf, uint64_t count, DataType t, int root) {
   check_root(root, "broadcast");
   uint64_t bytes = count * dtype_size(t);
-  collective(rooted("broadcast", count, t, root), SigHash().add(count).h, bytes, "chain",
-             [&](CollContext& c, std::string_view) {
+  collective(rooted("broadcast", count, t, root), SigHash().add(count).h, bytes,
+             [&](CollContext& c, std::string_view algo) {
                LocalBuffer b(regs_, reinterpret_cast<void*>(buf), bytes);
-               broadcast_chain(c, b, count, root);
+               if (c.world == 1) return;
+               if (algo == "direct")
+                 broadcast_direct(c, b, count, root);
+               else
+                 broadcast_chain(c, b, count, root);
              });
 }
 
@@ -195,11 +225,14 @@ void Communicator::all_gather_v(uint64_t send, uint64_t recv, const std::vector<
     total += counts[size_t(j)];
     extent = std::max(extent, displs[size_t(j)] + counts[size_t(j)]);
   }
-  collective(call("all_gather", total, t), SigHash().add(counts).add(displs).h, total * es, "ring",
-             [&](CollContext& c, std::string_view) {
+  collective(call("all_gather", total, t), SigHash().add(counts).add(displs).h, total * es,
+             [&](CollContext& c, std::string_view algo) {
                LocalBuffer in(regs_, reinterpret_cast<void*>(send), counts[size_t(rank())] * es);
                LocalBuffer out(regs_, reinterpret_cast<void*>(recv), extent * es);
-               all_gather_ring(c, in, out, counts, displs);
+               if (algo == "direct" && c.world > 1)
+                 all_gather_direct(c, in, out, counts, displs);
+               else
+                 all_gather_ring(c, in, out, counts, displs);
              });
 }
 
@@ -211,12 +244,14 @@ void Communicator::reduce_scatter_v(uint64_t send, uint64_t recv, const std::vec
     total += n;
     max_block = std::max(max_block, n);
   }
-  collective(call("reduce_scatter", total, t, op), SigHash().add(counts).h, total * es, "ring",
-             [&](CollContext& c, std::string_view) {
-               ensure_workspace(2 * max_block * es);
+  collective(call("reduce_scatter", total, t, op), SigHash().add(counts).h, total * es,
+             [&](CollContext& c, std::string_view algo) {
                LocalBuffer in(regs_, reinterpret_cast<void*>(send), total * es);
                LocalBuffer out(regs_, reinterpret_cast<void*>(recv), counts[size_t(rank())] * es);
-               reduce_scatter_ring(c, in, out, counts, workspace_.data(), workspace_key_);
+               if (algo == "direct" && c.world > 1)
+                 reduce_scatter_direct(c, in, out, counts, scratch(c.chunk));
+               else
+                 reduce_scatter_ring(c, in, out, counts, scratch(2 * max_block * es));
              });
 }
 
@@ -232,17 +267,24 @@ void Communicator::all_to_all_v(uint64_t send, const std::vector<uint64_t>& send
     total += send_counts[size_t(j)];
   }
   // Per-rank sizes differ legitimately; each chunk's length is checked against what its receiver expects.
-  collective(call("all_to_all", total, t), 0, UINT64_MAX, "pairwise", [&](CollContext& c, std::string_view) {
+  collective(call("all_to_all", total, t), 0, UINT64_MAX, [&](CollContext& c, std::string_view algo) {
     LocalBuffer in(regs_, reinterpret_cast<void*>(send), in_extent * es);
     LocalBuffer out(regs_, reinterpret_cast<void*>(recv), out_extent * es);
-    all_to_all_pairwise(c, in, out, send_counts, send_displs, recv_counts, recv_displs);
+    if (algo == "direct" && c.world > 1) {
+      Scratch staging{nullptr, 0};
+      if (send < recv + out_extent * es && recv < send + in_extent * es) staging = scratch(in_extent * es);
+      all_to_all_direct(c, in, in_extent * es, out, out_extent * es, send_counts, send_displs, recv_counts,
+                        recv_displs, staging);
+    } else {
+      all_to_all_pairwise(c, in, out, send_counts, send_displs, recv_counts, recv_displs);
+    }
   });
 }
 
 void Communicator::gather(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root) {
   check_root(root, "gather");
   uint64_t es = dtype_size(t);
-  collective(rooted("gather", count, t, root), SigHash().add(count).h, count * es, "direct",
+  collective(rooted("gather", count, t, root), SigHash().add(count).h, count * es,
              [&](CollContext& c, std::string_view) {
                LocalBuffer in(regs_, reinterpret_cast<void*>(send), count * es);
                LocalBuffer out(regs_, reinterpret_cast<void*>(rank() == root ? recv : send),
@@ -254,7 +296,7 @@ void Communicator::gather(uint64_t send, uint64_t recv, uint64_t count, DataType
 void Communicator::scatter(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root) {
   check_root(root, "scatter");
   uint64_t es = dtype_size(t);
-  collective(rooted("scatter", count, t, root), SigHash().add(count).h, count * es, "direct",
+  collective(rooted("scatter", count, t, root), SigHash().add(count).h, count * es,
              [&](CollContext& c, std::string_view) {
                LocalBuffer in(regs_, reinterpret_cast<void*>(rank() == root ? send : recv),
                               rank() == root ? count * es * uint64_t(world()) : count * es);
@@ -264,7 +306,7 @@ void Communicator::scatter(uint64_t send, uint64_t recv, uint64_t count, DataTyp
 }
 
 void Communicator::barrier() {
-  collective(call("barrier", 0, DataType::Uint8), 0, 0, "dissemination",
+  collective(call("barrier", 0, DataType::Uint8), 0, 0,
              [&](CollContext& c, std::string_view) { barrier_dissemination(c); });
 }
 

@@ -15,6 +15,7 @@
 
 #include "coll/dtype.h"
 #include "coll/call_info.h"
+#include "coll/context.h"
 #include "coll/links.h"
 #include "coll/reg_cache.h"
 #include "coll/tuner.h"
@@ -71,7 +72,7 @@ class Communicator {
   void barrier();
 
   // What the tuner would pick for a call (for uccl.config() and tests).
-  Tuner::Choice choice(const char* collective, uint64_t bytes) const;
+  Tuner::Choice choice(const char* collective, uint64_t bytes);
 
   // Runs `op` on the worker thread after everything issued before it.
   std::shared_ptr<Work> submit(std::function<void()> op);
@@ -84,9 +85,11 @@ class Communicator {
   void check_root(int root, const char* what) const;
   void check_counts(const std::vector<uint64_t>& v, const char* name, const char* what) const;
   template <typename Body>
-  void collective(const CallInfo& call, uint64_t sig_seed, uint64_t bytes, const char* fallback, Body&& body);
+  void collective(const CallInfo& call, uint64_t sig_seed, uint64_t bytes, Body&& body);
   void worker_loop();
-  void ensure_workspace(uint64_t bytes);
+  Scratch scratch(uint64_t bytes);
+  // "shm" when every peer is reached through shared memory, else "net" (fixed once connected).
+  const std::string& transport();
 
   std::shared_ptr<Endpoint> ep_;
   CommConfig cfg_;
@@ -96,6 +99,7 @@ class Communicator {
   uint32_t seq_ = 0;
   std::vector<char> workspace_;
   uint64_t workspace_key_ = 0;
+  std::string transport_;
 
   std::mutex q_mu_;
   std::condition_variable q_cv_;

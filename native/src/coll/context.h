@@ -24,6 +24,12 @@ class LocalBuffer {
   uint64_t key_;
 };
 
+// Registered working memory of the communicator's (local access only).
+struct Scratch {
+  char* data;
+  uint64_t key;
+};
+
 struct CollContext {
   Endpoint& ep;
   Links& links;

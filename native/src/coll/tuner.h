@@ -1,4 +1,4 @@
-// Picks an algorithm and chunk size per call. Rules come from measurements
+// Picks an algorithm and chunk size per call (collective, world size, transport, size). Rules come from measurements
 // (perf/tune.py writes them; uccl/collectives/tuning.json ships them) and can be
 // overridden (UCCL_ALGO, UCCL_CHUNK_SIZE).
 #pragma once
@@ -14,6 +14,7 @@ struct TuneRule {
   uint64_t max_bytes = 0;  // rule applies to calls of at most this many bytes
   std::string algo;
   uint64_t chunk_bytes = 0;  // 0: the default chunk
+  std::string transport;     // "shm", "net", or "" for either
 };
 
 class Tuner {
@@ -26,8 +27,13 @@ class Tuner {
     const char* algo;  // points into the rules or the caller's literal: no copy per call
     uint64_t chunk_bytes;
   };
-  // `fallback` is the algorithm used when no rule matches.
-  Choice choose(const char* collective, int world, uint64_t bytes, const char* fallback) const;
+  // `transport` is "shm" when every peer is reached through shared memory, else
+  // "net"; `fallback` is the algorithm used when no rule matches.
+  Choice choose(const char* collective, int world, const std::string& transport, uint64_t bytes,
+                const char* fallback) const;
+
+  // Whether `collective` has an algorithm called `algo` (UCCL_ALGO applies only there).
+  static bool implements(const char* collective, const std::string& algo);
 
  private:
   std::vector<TuneRule> rules_;

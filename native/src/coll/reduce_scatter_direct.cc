@@ -1,0 +1,36 @@
+#include "coll/algorithms.h"
+#include "coll/one_sided.h"
+#include "coll/reduce_kernels.h"
+#include "coll/windows.h"
+
+namespace uccl {
+
+// Rank r reads block r of every peer's input, a cache-sized chunk at a time, and
+// folds it into its output. Nothing is written remotely, and no peer reads block r
+// of this rank's input, so `out` may be that block (in place).
+void reduce_scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
+                           const std::vector<uint64_t>& counts, const Scratch& scratch) {
+  const uint64_t es = c.esize;
+  auto off = prefix_offsets(counts);
+  std::vector<uint64_t> len_b(counts.size());
+  uint64_t total = 0;
+  for (size_t j = 0; j < counts.size(); ++j) len_b[j] = counts[j] * es, off[j] *= es, total += len_b[j];
+  CallWindows win(c, in.at(0), total, nullptr, 0);
+  win.open_all(block_grants(off, len_b, true, false));
+  const uint64_t base = off[size_t(c.rank)], mine = len_b[size_t(c.rank)];
+  for (int s = 1; s < c.world; ++s) win.expect(c.peer(s), mine, 0, "reduce_scatter");
+  OneSided ops(c);
+  for (uint64_t o = 0; o < mine; o += c.chunk) {
+    const uint64_t len = mine - o < c.chunk ? mine - o : c.chunk;
+    for (int s = 1; s < c.world; ++s) {
+      const Window& w = win.of(c.peer(s));
+      ops.read(c.peer(s), scratch.key, 0, len, w.in_key, w.in_off + o);
+      ops.wait_all();
+      reduce(out.at(o), s == 1 ? in.at(base + o) : out.at(o), scratch.data, len / es, c.dtype, c.op);
+    }
+    if (c.op == ReduceOp::Avg) scale_by_inverse(out.at(o), len / es, c.dtype, c.world);
+  }
+  win.close();
+}
+
+}  // namespace uccl

@@ -10,6 +10,7 @@ import pytest
 from uccl.testing import run_ranks
 
 TIMEOUT = "20"  # seconds: every failure below must come well before this
+ROOTED = ("root", "gather_root", "scatter_root")
 
 
 def disagree(ctx, case):
@@ -31,6 +32,12 @@ def disagree(ctx, case):
             comm.all_reduce(np.ones(10, np.float32), op="max" if odd else "sum")
         elif case == "root":
             comm.broadcast(np.ones(10, np.float32), root=1 if odd else 0)
+        elif case == "gather_root":
+            W = ctx.world_size
+            comm.gather(np.ones(10, np.float32), np.zeros(10 * W, np.float32), root=r if odd else 0)
+        elif case == "scatter_root":
+            W = ctx.world_size
+            comm.scatter(np.ones(10 * W, np.float32), np.zeros(10, np.float32), root=r if odd else 0)
         elif case == "collective":
             if odd:
                 comm.all_gather(np.ones(10, np.float32), np.zeros(10 * ctx.world_size, np.float32))
@@ -48,6 +55,10 @@ def disagree(ctx, case):
             send = [3] * W
             recv = [70000 if (odd and q == 0) else 3 for q in range(W)]
             comm.all_to_all_v(np.ones(3 * W, np.float32), send, np.zeros(sum(recv), np.float32), recv)
+        if case in ROOTED:
+            # A rank that heard only from the true root got what it expected and may
+            # return; the disagreement must stop its very next call.
+            comm.barrier()
         return ("no error", None)
     except MismatchError as exc:
         elapsed = time.monotonic() - start
@@ -65,7 +76,8 @@ def disagree(ctx, case):
 
 
 @pytest.mark.parametrize("world", [2, 3])
-@pytest.mark.parametrize("case", ["size", "big_size", "dtype", "op", "root", "collective"])
+@pytest.mark.parametrize("case", ["size", "big_size", "dtype", "op", "root", "gather_root", "scatter_root",
+                                  "collective"])
 def test_mismatched_calls_fail_on_every_rank(case, world):
     results = run_ranks(disagree, world, (case,), env={"UCCL_TIMEOUT": TIMEOUT}, timeout=120)
     for rank, res in enumerate(results):

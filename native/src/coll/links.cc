@@ -7,7 +7,7 @@
 namespace uccl {
 
 namespace {
-constexpr uint32_t kData = 0, kCredit = 1, kAbort = 2;
+constexpr uint32_t kData = 0, kCredit = 1, kAbort = 2, kWindow = 3;
 constexpr uint64_t kReasonBytes = 512;
 
 uint32_t make_imm(uint32_t kind, uint64_t slot, uint32_t seq, uint16_t sig) {
@@ -77,7 +77,8 @@ void Links::pump(const Completion& c) {
   Peer& p = peers_[size_t(c.peer)];
   uint32_t imm = c.imm;
   switch (imm_kind(imm)) {
-    case kData: {
+    case kData:
+    case kWindow: {
       uint64_t slot = imm_slot(imm);
       p.arrived[slot] = 1;
       p.arrived_imm[slot] = imm;
@@ -129,7 +130,7 @@ void Links::wait(const std::function<bool()>& ready, int peer) {
   if (aborted_by_ >= 0 || mismatch_peer_ >= 0) fail_from_peer();
 }
 
-void Links::send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes) {
+void Links::send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes, Carries what) {
   Peer& p = peers_[size_t(peer)];
   if (bytes > cfg_.slot_bytes) raise(ErrorKind::Argument, "links: chunk of ", bytes, " bytes exceeds a slot");
   if (p.credits == 0) wait([&] { return p.credits > 0; }, peer);
@@ -139,7 +140,7 @@ void Links::send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes) {
   Endpoint::Posted posted;
   try {
     posted = ep_.write(peer, lkey, loff, bytes, p.inbox_key, slot_offset(rank_, slot), true,
-                       make_imm(kData, slot, seq_, sig_));
+                       make_imm(what == Carries::Data ? kData : kWindow, slot, seq_, sig_));
   } catch (const Error&) {
     // A peer that aborted may already have torn its inbox down: report why it stopped.
     ep_.drain_remote_writes([this](const Completion& c) { pump(c); });
@@ -149,7 +150,7 @@ void Links::send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes) {
   if (!posted.done) ep_.wait(posted.wr_id, ep_.config().timeout_s);  // the source may be reused right after
 }
 
-char* Links::recv(int peer, uint64_t bytes) {
+char* Links::recv(int peer, uint64_t bytes, Carries what) {
   Peer& p = peers_[size_t(peer)];
   uint64_t slot = p.received % uint64_t(cfg_.slots);
   if (!p.arrived[slot]) wait([&] { return p.arrived[slot] != 0; }, peer);
@@ -158,6 +159,10 @@ char* Links::recv(int peer, uint64_t bytes) {
     abort(format_msg("rank ", peer, " sent data for a different collective or different arguments ",
                      "(ranks must call the same collectives in the same order with matching sizes, dtypes, ops ",
                      "and roots)"));
+  if (imm_kind(imm) != (what == Carries::Data ? kData : kWindow))
+    abort(format_msg("rank ", peer, " sent ", imm_kind(imm) == kData ? "data" : "a window", " where rank ", rank_,
+                     " expected ", what == Carries::Data ? "data" : "a window",
+                     " (the ranks disagree about sizes, so they took different paths)"));
   if (p.arrived_len[slot] != bytes)
     abort(format_msg("rank ", peer, " sent a chunk of ", p.arrived_len[slot], " bytes where rank ", rank_,
                      " expected ", bytes, " (sizes differ across ranks)"));

@@ -41,11 +41,14 @@ class Links {
   void drain(double timeout_s);
 
   uint64_t slot_bytes() const { return cfg_.slot_bytes; }
+  // What a chunk carries: user data, or a window descriptor / "done" note (windows.h).
+  // Receivers check the kind too, so a peer that took another path is caught.
+  enum class Carries { Data, Window };
   // Sends `bytes` (<= slot_bytes) from a registered local region.
-  void send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes);
-  // Waits for the next chunk from `peer`, checks it is `bytes` long and
-  // belongs to this collective; returns where it landed.
-  char* recv(int peer, uint64_t bytes);
+  void send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes, Carries what = Carries::Data);
+  // Waits for the next chunk from `peer`, checks it is `bytes` long, carries `what`
+  // and belongs to this collective; returns where it landed.
+  char* recv(int peer, uint64_t bytes, Carries what = Carries::Data);
   // The inbox region (to forward a received chunk without copying it).
   uint64_t inbox_key() const { return inbox_key_; }
   uint64_t inbox_offset_of(const char* p) const { return uint64_t(p - inbox_.data()); }

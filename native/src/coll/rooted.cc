@@ -1,6 +1,7 @@
 #include <cstring>
 
 #include "coll/algorithms.h"
+#include "coll/block_exchange.h"
 #include "coll/reduce_kernels.h"
 
 namespace uccl {
@@ -61,33 +62,33 @@ void reduce_chain(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
   if (is_root && c.op == ReduceOp::Avg) scale_by_inverse(out.at(0), count, c.dtype, c.world);
 }
 
+// The root receives one block from every rank (block_exchange.h): eager for small
+// blocks, written straight into place for large ones.
 void gather_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root) {
   const uint64_t bytes = count * c.esize;
-  if (c.rank != root) {
-    exchange(c, root, in.key(), 0, bytes, kNobody, 0, [](const char*, uint64_t, uint64_t) {});
-    return;
+  BlockPlan plan(c.world);
+  if (c.rank == root) {
+    for (int p = 0; p < c.world; ++p)
+      if (p != root) plan.recv(p, uint64_t(p) * bytes, bytes);
+    std::memmove(out.at(uint64_t(root) * bytes), in.at(0), bytes);
+  } else {
+    plan.send(root, 0, bytes);
   }
-  std::memmove(out.at(uint64_t(root) * bytes), in.at(0), bytes);
-  for (int s = 1; s < c.world; ++s) {
-    int from = c.peer(s);
-    exchange(c, kNobody, 0, 0, 0, from, bytes, [&](const char* data, uint64_t o, uint64_t len) {
-      std::memcpy(out.at(uint64_t(from) * bytes + o), data, len);
-    });
-  }
+  exchange_blocks(c, in.key(), out, c.rank == root ? bytes * uint64_t(c.world) : 0, plan, "gather");
 }
 
+// The root sends one block to every rank (block_exchange.h).
 void scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root) {
   const uint64_t bytes = count * c.esize;
-  if (c.rank != root) {
-    exchange(c, kNobody, 0, 0, 0, root, bytes,
-             [&](const char* data, uint64_t o, uint64_t len) { std::memcpy(out.at(o), data, len); });
-    return;
+  BlockPlan plan(c.world);
+  if (c.rank == root) {
+    for (int p = 0; p < c.world; ++p)
+      if (p != root) plan.send(p, uint64_t(p) * bytes, bytes);
+    std::memmove(out.at(0), in.at(uint64_t(root) * bytes), bytes);
+  } else {
+    plan.recv(root, 0, bytes);
   }
-  for (int s = 1; s < c.world; ++s) {
-    int to = c.peer(s);
-    exchange(c, to, in.key(), uint64_t(to) * bytes, bytes, kNobody, 0, [](const char*, uint64_t, uint64_t) {});
-  }
-  std::memmove(out.at(0), in.at(uint64_t(root) * bytes), bytes);
+  exchange_blocks(c, in.key(), out, bytes, plan, "scatter");
 }
 
 }  // namespace uccl

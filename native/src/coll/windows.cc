@@ -44,14 +44,14 @@ void CallWindows::grant(const std::vector<int>& to, const std::vector<Window>& g
     w.in_key = w.in_len ? in_key_ : 0;
     w.out_key = w.out_len ? out_key_ : 0;
     outbox_[size_t(p)] = w;
-    c_.links.send(p, outbox_key_, uint64_t(p) * sizeof(Window), sizeof(Window));
+    c_.links.send(p, outbox_key_, uint64_t(p) * sizeof(Window), sizeof(Window), Links::Carries::Window);
   }
 }
 
 void CallWindows::learn(const std::vector<int>& from) {
   from_.insert(from_.end(), from.begin(), from.end());
   for (int p : from) {
-    std::memcpy(&theirs_[size_t(p)], c_.links.recv(p, sizeof(Window)), sizeof(Window));
+    std::memcpy(&theirs_[size_t(p)], c_.links.recv(p, sizeof(Window), Links::Carries::Window), sizeof(Window));
     c_.links.release(p);
   }
 }
@@ -78,9 +78,9 @@ void CallWindows::expect(int peer, uint64_t in_len, uint64_t out_len, const char
 void CallWindows::close() { close(from_, to_); }
 
 void CallWindows::close(const std::vector<int>& used, const std::vector<int>& lent) {
-  for (int p : used) c_.links.send(p, outbox_key_, 0, 0);
+  for (int p : used) c_.links.send(p, outbox_key_, 0, 0, Links::Carries::Window);
   for (int p : lent) {
-    c_.links.recv(p, 0);
+    c_.links.recv(p, 0, Links::Carries::Window);
     c_.links.release(p);
   }
 }

@@ -60,7 +60,7 @@ def main() -> None:
     results = {name: best_us(fn, bar, args.iters, args.repeat) for name, (fn, bar) in cases.items()}
     worst = {name: mpi.allreduce(v, op=MPI.MAX) for name, v in results.items()}
     if comm.rank == 0:
-        algo, chunk = comm.algorithm("all_reduce", n * 4)
+        algo, chunk, _ = comm.algorithm("all_reduce", n * 4)
         print(f"# {n * 4}-byte all_reduce, {comm.world_size} ranks, algorithm {algo}; "
               f"best of {args.repeat} x {args.iters} calls, max over ranks")
         for name, us in worst.items():

@@ -49,7 +49,7 @@ class Config:
     # collectives
     algo: str = field(default="auto", metadata={"env": "UCCL_ALGO", "help": "collective algorithm override"})
     chunk_size: int = field(default=0, metadata={"env": "UCCL_CHUNK_SIZE", "help": "pipeline chunk (0 = tuner)"})
-    channels: int = field(default=0, metadata={"env": "UCCL_CHANNELS", "help": "channels (0 = tuner)"})
+    channels: int = field(default=0, metadata={"env": "UCCL_CHANNELS", "help": "threads per rank on a large shm call (0 = tuner)"})
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -71,6 +71,10 @@ class Config:
             raise ValueError(f"UCCL_CC must be swift or cubic, got {self.cc!r}")
         if self.timeout <= 0:
             raise ValueError(f"UCCL_TIMEOUT must be positive, got {self.timeout}")
+        if not 0 <= self.channels <= 64:
+            raise ValueError(f"UCCL_CHANNELS must be in [0, 64] (0 = the tuner's choice), got {self.channels}")
+        if self.chunk_size < 0:
+            raise ValueError(f"UCCL_CHUNK_SIZE must be >= 0 (0 = the tuner's choice), got {self.chunk_size}")
 
     def describe(self) -> str:
         lines = []

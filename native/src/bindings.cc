@@ -161,16 +161,17 @@ void bind_collectives(py::module_& m) {
 
   py::class_<TuneRule>(m, "TuneRule")
       .def(py::init([](std::string coll, int world, uint64_t max_bytes, std::string algo, uint64_t chunk,
-                       std::string transport) {
-             return TuneRule{std::move(coll), world, max_bytes, std::move(algo), chunk, std::move(transport)};
+                       std::string transport, int channels) {
+             return TuneRule{std::move(coll), world, max_bytes, std::move(algo), chunk, std::move(transport), channels};
            }),
            py::arg("collective"), py::arg("world"), py::arg("max_bytes"), py::arg("algo"), py::arg("chunk_bytes") = 0,
-           py::arg("transport") = "");
+           py::arg("transport") = "", py::arg("channels") = 0);
 
   py::class_<CommConfig>(m, "CommConfig")
       .def(py::init<>())
       .def_readwrite("algo", &CommConfig::algo)
       .def_readwrite("chunk_bytes", &CommConfig::chunk_bytes)
+      .def_readwrite("channels", &CommConfig::channels)
       .def_readwrite("slots", &CommConfig::slots)
       .def_readwrite("slot_bytes", &CommConfig::slot_bytes)
       .def_readwrite("rules", &CommConfig::rules);
@@ -188,7 +189,7 @@ void bind_collectives(py::module_& m) {
       .def("choice",
            [](Communicator& c, const std::string& coll, uint64_t bytes) {
              auto ch = c.choice(coll.c_str(), bytes);
-             return py::make_tuple(ch.algo, ch.chunk_bytes);
+             return py::make_tuple(ch.algo, ch.chunk_bytes, ch.channels);
            })
       // The *_buffers entry points take the Python objects themselves: buffers,
       // dtypes, sizes and the op are checked in one native call (the hot path).

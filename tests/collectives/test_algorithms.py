@@ -60,3 +60,11 @@ def forced(ctx, algo):
 def test_forced_algorithm(algo, transport):
     env = dict(transport_env(transport), UCCL_ALGO=algo)
     assert run_ranks(forced, 3, (algo,), env=env, timeout=800) == ["ok"] * 3
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_direct_with_several_channels(transport):
+    """Three threads per rank split each large call (UCCL_CHANNELS)."""
+    env = dict(transport_env(transport), UCCL_ALGO="direct", UCCL_CHANNELS="3", UCCL_CHUNK_SIZE="65536")
+    assert run_ranks(forced, 3, ("direct x3",), env=env, timeout=800) == ["ok"] * 3

@@ -29,7 +29,7 @@ def load_rules(path: str = _TUNING) -> list:
     with open(path) as f:
         table = json.load(f)
     return [_native.TuneRule(r["collective"], r.get("world", 0), r["max_bytes"], r["algo"], r.get("chunk_bytes", 0),
-                             r.get("transport", ""))
+                             r.get("transport", ""), r.get("channels", 0))
             for r in table.get("rules", [])]
 
 
@@ -75,6 +75,7 @@ class Communicator:
         ccfg = _native.CommConfig()
         ccfg.algo = self.config.algo
         ccfg.chunk_bytes = self.config.chunk_size
+        ccfg.channels = self.config.channels
         ccfg.rules = load_rules()
         self._native = _native.Communicator(self.endpoint._native, ccfg)
         self._native.connect(self.bootstrap.allgather(self._native.local_keys()))
@@ -263,5 +264,5 @@ class Communicator:
         return self.irecv(buf, peer, tag).wait().peer
 
     def algorithm(self, collective: str, nbytes: int) -> tuple:
-        """(algorithm, chunk bytes) the tuner picks for a call of `nbytes`."""
+        """(algorithm, chunk bytes, channels) the tuner picks for a call of `nbytes`."""
         return tuple(self._native.choice(collective, nbytes))

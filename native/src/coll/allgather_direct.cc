@@ -2,13 +2,15 @@
 
 #include "coll/algorithms.h"
 #include "coll/one_sided.h"
+#include "coll/stream_copy.h"
 #include "coll/windows.h"
 
 namespace uccl {
 
 // Each rank writes its block straight into its place in every peer's output:
 // one copy per byte, no staging. Peers only ever write block p of ours (p != r),
-// so `in` may be our own block of `out` (in place).
+// so `in` may be our own block of `out` (in place). Channel k copies part k of
+// the block to every peer and to our own output.
 void all_gather_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
                        const std::vector<uint64_t>& counts, const std::vector<uint64_t>& displs) {
   const uint64_t es = c.esize;
@@ -21,14 +23,20 @@ void all_gather_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer&
   }
   CallWindows win(c, nullptr, 0, out.at(0), extent);
   win.open_all(block_grants(off, len, false, true));
-  OneSided ops(c);
-  for (int s = 1; s < c.world; ++s) {
-    const int p = c.peer(s);
-    win.expect(p, 0, len[me], "all_gather");
-    ops.write(p, in.key(), 0, len[me], win.of(p).out_key, win.of(p).out_off);
-  }
-  if (in.at(0) != out.at(off[me])) std::memmove(out.at(off[me]), in.at(0), len[me]);
-  ops.wait_all();
+  for (int s = 1; s < c.world; ++s) win.expect(c.peer(s), 0, len[me], "all_gather");
+  const char *own = in.at(0), *dst = out.at(off[me]);
+  const bool disjoint = own + len[me] <= dst || dst + len[me] <= own;
+  if (!disjoint && own != dst) std::memmove(out.at(off[me]), own, len[me]);  // overlapping: one thread, memmove
+  for_each_channel(c, [&](int ch) {
+    auto [o, n] = part_of(len[me], ch, c.channels);
+    OneSided ops(c);
+    for (int s = 1; s < c.world; ++s) {
+      const Window& w = win.of(c.peer(s));
+      ops.write(c.peer(s), in.key(), o, n, w.out_key, w.out_off + o);
+    }
+    if (disjoint) copy_out(out.at(off[me] + o), own + o, n, extent);
+    ops.wait_all();
+  });
   win.close();
 }
 

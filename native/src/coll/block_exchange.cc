@@ -31,14 +31,22 @@ void exchange_blocks(CollContext& c, uint64_t src_key, const LocalBuffer& out, u
   for (int p : receivers)
     if (plan.send_len[size_t(p)] <= eager_max) c.links.send(p, src_key, plan.send_off[size_t(p)], plan.send_len[size_t(p)]);
   win.learn(receivers);
-  OneSided ops(c);
   for (int p : receivers) {
-    const uint64_t len = plan.send_len[size_t(p)];
-    win.expect(p, 0, len, what);
-    if (len <= eager_max) continue;
-    big_out.push_back(p);
-    ops.write(p, src_key, plan.send_off[size_t(p)], len, win.of(p).out_key, win.of(p).out_off);
+    win.expect(p, 0, plan.send_len[size_t(p)], what);
+    if (plan.send_len[size_t(p)] > eager_max) big_out.push_back(p);
   }
+  // Large blocks: channel k writes part k of each; small ones are taken afterwards.
+  OneSided ops(c);
+  auto write_parts = [&](int ch) {
+    OneSided mine(c);
+    OneSided& use = ch == 0 ? ops : mine;
+    for (int p : big_out) {
+      auto [o, n] = part_of(plan.send_len[size_t(p)], ch, c.channels);
+      use.write(p, src_key, plan.send_off[size_t(p)] + o, n, win.of(p).out_key, win.of(p).out_off + o);
+    }
+    if (ch != 0) mine.wait_all();  // channel 0's writes are waited for below, after the eager blocks
+  };
+  if (!big_out.empty()) for_each_channel(c, write_parts);
   for (int p : senders) {
     const uint64_t len = plan.recv_len[size_t(p)];
     if (len > eager_max) continue;

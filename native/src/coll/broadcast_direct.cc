@@ -6,8 +6,8 @@
 
 namespace uccl {
 
-// Every rank reads the root's buffer straight into its own: one copy per byte
-// and no chain. The root returns once every rank says it has read.
+// Every rank reads the root's buffer straight into its own (channel k: part k):
+// one copy per byte and no chain. The root returns once every rank says it has read.
 void broadcast_direct(CollContext& c, const LocalBuffer& buf, uint64_t count, int root) {
   const uint64_t bytes = count * c.esize;
   if (c.rank == root) {
@@ -20,9 +20,12 @@ void broadcast_direct(CollContext& c, const LocalBuffer& buf, uint64_t count, in
   CallWindows win(c, nullptr, 0, nullptr, 0);
   win.learn({root});
   win.expect(root, bytes, 0, "broadcast");
-  OneSided ops(c);
-  ops.read(root, buf.key(), 0, bytes, win.of(root).in_key, win.of(root).in_off);
-  ops.wait_all();
+  for_each_channel(c, [&](int ch) {
+    auto [o, n] = part_of(bytes, ch, c.channels);
+    OneSided ops(c);
+    ops.read(root, buf.key(), o, n, win.of(root).in_key, win.of(root).in_off + o);
+    ops.wait_all();
+  });
   win.close();
 }
 

@@ -78,7 +78,7 @@ Communicator::Communicator(std::shared_ptr<Endpoint> ep, const CommConfig& cfg)
       cfg_(cfg),
       links_(*ep_, LinkConfig{cfg.slots, cfg.slot_bytes}),
       regs_(*ep_),
-      tuner_(cfg.rules, cfg.algo, cfg.chunk_bytes, cfg.slot_bytes) {}
+      tuner_(cfg.rules, cfg.algo, cfg.chunk_bytes, cfg.channels, cfg.slot_bytes) {}
 
 Communicator::~Communicator() {
   {
@@ -160,7 +160,8 @@ void Communicator::collective(const CallInfo& info, uint64_t sig_seed, uint64_t 
   sig.add(info.name, std::strlen(info.name)).add(sig_seed).add(info.dtype).add(info.op).add(info.root);
   sig.add(ch.algo, std::strlen(ch.algo));
   links_.begin(++seq_, sig.fold(), info);
-  CollContext c{*ep_, links_, rank(), world(), chunk_for(ch, info.dtype), info.dtype, info.op, dtype_size(info.dtype)};
+  CollContext c{*ep_,     links_,  rank(), world(), chunk_for(ch, info.dtype), info.dtype, info.op,
+                dtype_size(info.dtype), ch.channels, &pool_};
   try {
     body(c, std::string_view(ch.algo));
     // Rooted calls and all_to_all: a rank's own result does not prove that its peers
@@ -185,7 +186,7 @@ void Communicator::all_reduce(uint64_t send, uint64_t recv, uint64_t count, Data
     } else if (algo == "recursive_doubling") {
       all_reduce_recursive_doubling(c, in, out, count);
     } else if (algo == "direct") {
-      all_reduce_direct(c, in, out, count, scratch(c.chunk));
+      all_reduce_direct(c, in, out, count, scratch(2 * c.chunk * uint64_t(c.channels)));
     } else {
       all_reduce_ring(c, in, out, count);
     }
@@ -249,7 +250,7 @@ void Communicator::reduce_scatter_v(uint64_t send, uint64_t recv, const std::vec
                LocalBuffer in(regs_, reinterpret_cast<void*>(send), total * es);
                LocalBuffer out(regs_, reinterpret_cast<void*>(recv), counts[size_t(rank())] * es);
                if (algo == "direct" && c.world > 1)
-                 reduce_scatter_direct(c, in, out, counts, scratch(c.chunk));
+                 reduce_scatter_direct(c, in, out, counts, scratch(2 * c.chunk * uint64_t(c.channels)));
                else
                  reduce_scatter_ring(c, in, out, counts, scratch(2 * max_block * es));
              });

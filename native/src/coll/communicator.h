@@ -26,6 +26,7 @@ namespace uccl {
 struct CommConfig {
   std::string algo = "auto";
   uint64_t chunk_bytes = 0;  // 0: the tuner's choice
+  int channels = 0;          // 0: the tuner's choice
   int slots = 4;
   uint64_t slot_bytes = 512 << 10;
   std::vector<TuneRule> rules;
@@ -96,6 +97,7 @@ class Communicator {
   Links links_;
   RegCache regs_;
   Tuner tuner_;
+  WorkerPool pool_;
   uint32_t seq_ = 0;
   std::vector<char> workspace_;
   uint64_t workspace_key_ = 0;

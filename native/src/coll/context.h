@@ -2,11 +2,14 @@
 // chunk is, and the call's buffers registered with the transport.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <utility>
 #include <vector>
 
 #include "coll/dtype.h"
 #include "coll/links.h"
 #include "coll/reg_cache.h"
+#include "coll/worker_pool.h"
 #include "transport/endpoint.h"
 
 namespace uccl {
@@ -38,6 +41,8 @@ struct CollContext {
   DataType dtype;
   ReduceOp op;
   size_t esize;
+  int channels;       // threads working on disjoint parts of a large call (direct algorithms)
+  WorkerPool* pool;   // runs them
 
   int peer(int offset) const { return ((rank + offset) % world + world) % world; }
   static uint64_t chunks(uint64_t bytes, uint64_t chunk) { return bytes == 0 ? 1 : (bytes + chunk - 1) / chunk; }
@@ -46,6 +51,21 @@ struct CollContext {
     return off >= bytes ? 0 : (bytes - off < chunk ? bytes - off : chunk);
   }
 };
+
+// Runs fn(channel) for each of the call's channels at once.
+template <typename Fn>
+void for_each_channel(CollContext& c, Fn&& fn) {
+  c.pool->run(c.channels, std::function<void(int)>(std::forward<Fn>(fn)));
+}
+
+// Part k of n of [0, len), split on page boundaries: {offset, length}.
+inline std::pair<uint64_t, uint64_t> part_of(uint64_t len, int k, int n) {
+  constexpr uint64_t kPage = 4096;
+  uint64_t pages = (len + kPage - 1) / kPage;
+  uint64_t lo = pages * uint64_t(k) / uint64_t(n) * kPage, hi = pages * uint64_t(k + 1) / uint64_t(n) * kPage;
+  lo = lo < len ? lo : len, hi = hi < len ? hi : len;
+  return {lo, hi - lo};
+}
 
 // Element offsets of W nearly equal parts of `count` (the ring's segments).
 inline std::vector<uint64_t> even_parts(uint64_t count, int world) {

@@ -1,13 +1,15 @@
 #include "coll/algorithms.h"
 #include "coll/one_sided.h"
 #include "coll/reduce_kernels.h"
+#include "coll/stream_copy.h"
 #include "coll/windows.h"
 
 namespace uccl {
 
-// Rank r reads block r of every peer's input, a cache-sized chunk at a time, and
-// folds it into its output. Nothing is written remotely, and no peer reads block r
-// of this rank's input, so `out` may be that block (in place).
+// Rank r reads block r of every peer's input, a cache-sized chunk at a time, folds
+// them in a cache-resident accumulator and streams the result to its output.
+// Nothing is written remotely, and no peer reads block r of this rank's input, so
+// `out` may be that block (in place). Channels take every channels-th chunk.
 void reduce_scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
                            const std::vector<uint64_t>& counts, const Scratch& scratch) {
   const uint64_t es = c.esize;
@@ -19,17 +21,22 @@ void reduce_scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuf
   win.open_all(block_grants(off, len_b, true, false));
   const uint64_t base = off[size_t(c.rank)], mine = len_b[size_t(c.rank)];
   for (int s = 1; s < c.world; ++s) win.expect(c.peer(s), mine, 0, "reduce_scatter");
-  OneSided ops(c);
-  for (uint64_t o = 0; o < mine; o += c.chunk) {
-    const uint64_t len = mine - o < c.chunk ? mine - o : c.chunk;
-    for (int s = 1; s < c.world; ++s) {
-      const Window& w = win.of(c.peer(s));
-      ops.read(c.peer(s), scratch.key, 0, len, w.in_key, w.in_off + o);
-      ops.wait_all();
-      reduce(out.at(o), s == 1 ? in.at(base + o) : out.at(o), scratch.data, len / es, c.dtype, c.op);
+  for_each_channel(c, [&](int ch) {
+    const uint64_t theirs = uint64_t(ch) * 2 * c.chunk, acc = theirs + c.chunk;  // offsets in scratch
+    OneSided ops(c);
+    for (uint64_t o = uint64_t(ch) * c.chunk; o < mine; o += uint64_t(c.channels) * c.chunk) {
+      const uint64_t len = mine - o < c.chunk ? mine - o : c.chunk;
+      for (int s = 1; s < c.world; ++s) {
+        const Window& w = win.of(c.peer(s));
+        ops.read(c.peer(s), scratch.key, theirs, len, w.in_key, w.in_off + o);
+        ops.wait_all();
+        reduce(scratch.data + acc, s == 1 ? in.at(base + o) : scratch.data + acc, scratch.data + theirs, len / es,
+               c.dtype, c.op);
+      }
+      if (c.op == ReduceOp::Avg) scale_by_inverse(scratch.data + acc, len / es, c.dtype, c.world);
+      copy_out(out.at(o), scratch.data + acc, len, mine);
     }
-    if (c.op == ReduceOp::Avg) scale_by_inverse(out.at(o), len / es, c.dtype, c.world);
-  }
+  });
   win.close();
 }
 

@@ -23,17 +23,19 @@ bool Tuner::implements(const char* collective, const std::string& algo) {
 
 Tuner::Choice Tuner::choose(const char* collective, int world, const std::string& transport, uint64_t bytes,
                             const char* fallback) const {
-  Choice c{fallback, default_chunk_};
+  Choice c{fallback, default_chunk_, 1};
   // Rules are ordered by max_bytes within a collective: the first that fits wins.
   for (const auto& r : rules_) {
     if (r.collective != collective || (r.world != 0 && r.world != world) || bytes > r.max_bytes) continue;
     if (!r.transport.empty() && r.transport != transport) continue;
     c.algo = r.algo.c_str();
     if (r.chunk_bytes) c.chunk_bytes = r.chunk_bytes;
+    if (r.channels > 0) c.channels = r.channels;
     break;
   }
   if (!forced_algo_.empty() && forced_algo_ != "auto" && implements(collective, forced_algo_)) c.algo = forced_algo_.c_str();
   if (forced_chunk_) c.chunk_bytes = forced_chunk_;
+  if (forced_channels_ > 0) c.channels = forced_channels_;
   if (c.chunk_bytes > default_chunk_) c.chunk_bytes = default_chunk_;  // never beyond a slot
   return c;
 }

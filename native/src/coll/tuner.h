@@ -15,17 +15,20 @@ struct TuneRule {
   std::string algo;
   uint64_t chunk_bytes = 0;  // 0: the default chunk
   std::string transport;     // "shm", "net", or "" for either
+  int channels = 0;          // 0: one
 };
 
 class Tuner {
  public:
-  Tuner(std::vector<TuneRule> rules, std::string forced_algo, uint64_t forced_chunk, uint64_t default_chunk)
+  Tuner(std::vector<TuneRule> rules, std::string forced_algo, uint64_t forced_chunk, int forced_channels,
+        uint64_t default_chunk)
       : rules_(std::move(rules)), forced_algo_(std::move(forced_algo)), forced_chunk_(forced_chunk),
-        default_chunk_(default_chunk) {}
+        forced_channels_(forced_channels), default_chunk_(default_chunk) {}
 
   struct Choice {
     const char* algo;  // points into the rules or the caller's literal: no copy per call
     uint64_t chunk_bytes;
+    int channels;
   };
   // `transport` is "shm" when every peer is reached through shared memory, else
   // "net"; `fallback` is the algorithm used when no rule matches.
@@ -39,6 +42,7 @@ class Tuner {
   std::vector<TuneRule> rules_;
   std::string forced_algo_;
   uint64_t forced_chunk_;
+  int forced_channels_;
   uint64_t default_chunk_;
 };
 

@@ -122,9 +122,11 @@ void ShmChannel::commit(RecordHeader* rec) {
 bool ShmChannel::write(uint64_t, const void* src, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm,
                        uint32_t imm, const WaitFn& wait) {
   Region r = check_remote(rkey, roff, len, kRemoteWrite, "write");
-  std::lock_guard<std::mutex> lock(send_mu_);
   bool inline_data = with_imm && len <= p_.inline_max;
+  // The copy needs no lock: several threads (a collective's channels) copy at once;
+  // only the ring record that announces a write is serialized.
   if (!inline_data) copy_to_peer(src, r.addr + roff, len);
+  std::lock_guard<std::mutex> lock(send_mu_);
   if (with_imm) {
     RecordHeader* rec = reserve(inline_data ? len : 0, wait);
     *rec = RecordHeader{kRecWriteImm, uint32_t(inline_data ? len : 0), rkey, roff, len, imm, inline_data ? 1u : 0u};
@@ -139,6 +141,7 @@ bool ShmChannel::write(uint64_t, const void* src, uint64_t len, uint64_t rkey, u
 bool ShmChannel::read(uint64_t, void* dst, uint64_t len, uint64_t rkey, uint64_t roff) {
   Region r = check_remote(rkey, roff, len, kRemoteRead, "read");
   copy_from_peer(dst, r.addr + roff, len);
+  std::lock_guard<std::mutex> lock(send_mu_);
   counters_.reads++;
   counters_.bytes_read += len;
   return true;

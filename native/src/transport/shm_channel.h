@@ -35,7 +35,10 @@ class ShmChannel final : public Channel {
   bool send(uint64_t wr_id, const void* data, uint64_t len, uint64_t tag, const WaitFn& wait) override;
   size_t poll(ChannelSink& sink) override;
   bool peer_alive() override;
-  PeerCounters counters() const override { return counters_; }
+  PeerCounters counters() const override {
+    std::lock_guard<std::mutex> lock(send_mu_);
+    return counters_;
+  }
 
  private:
   Region check_remote(uint64_t rkey, uint64_t roff, uint64_t len, uint32_t need, const char* op);
@@ -51,7 +54,7 @@ class ShmChannel final : public Channel {
   RegionTable* own_table_;
   SpscRing out_;            // our ring inside the peer's segment
   SpscRing in_;             // the peer's ring inside our segment
-  std::mutex send_mu_;
+  mutable std::mutex send_mu_;  // the outgoing ring and the counters
   int pidfd_ = -1;
   PeerCounters counters_;
 };

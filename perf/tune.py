@@ -1,7 +1,7 @@
 """Measures the collective algorithms against each other and writes the tuner's
 rules (uccl/collectives/tuning.json): per transport (shm, net), world size and
 collective, which algorithm is fastest up to which message size, and the best chunk
-size for large messages.
+size (and, for the direct algorithms, number of channels) for large messages.
 
     python perf/tune.py --worlds 2 3 4 --transports shm net
 
@@ -27,6 +27,7 @@ from _common import human  # noqa: E402
 OUT = os.path.join(os.path.dirname(__file__), "..", "uccl", "collectives", "tuning.json")
 SIZES = [8 << i for i in range(0, 22, 2)]  # 8 B .. 8 MiB
 CHUNKS = [64 << 10, 128 << 10, 256 << 10, 512 << 10]
+CHANNELS = [1, 2, 4]  # threads per rank, for the direct algorithms
 BIG = 16 << 20
 ALL_SIZES = 2**64 - 1
 CANDIDATES = {
@@ -84,10 +85,16 @@ def measure(ctx, rounds: int, collectives: list):
                     best[(coll, algo, size)] = min(best.get((coll, algo, size), 1e9), t)
             for algo in CANDIDATES[coll]:
                 for chunk in CHUNKS:
-                    c = comm(algo=algo, chunk_size=chunk) if (coll, algo, chunk) not in comms else comms[(coll, algo, chunk)]
-                    comms[(coll, algo, chunk)] = c
+                    c = comms.get((algo, chunk)) or comm(algo=algo, chunk_size=chunk)
+                    comms[(algo, chunk)] = c  # a communicator per setting, shared by the collectives
                     t = timed(c, call(c, coll, BIG), 3)
                     best[(coll, algo, "chunk", chunk)] = min(best.get((coll, algo, "chunk", chunk), 1e9), t)
+            if "direct" in CANDIDATES[coll]:
+                for ch in CHANNELS:
+                    c = comms.get(("channels", ch)) or comm(algo="direct", chunk_size=256 << 10, channels=ch)
+                    comms[("channels", ch)] = c
+                    key = (coll, "direct", "channels", ch)
+                    best[key] = min(best.get(key, 1e9), timed(c, call(c, coll, BIG), 3))
     return {"|".join(map(str, k)): v for k, v in best.items()}
 
 
@@ -101,24 +108,31 @@ def rules_for(coll: str, world: int, transport: str, best: dict) -> tuple[list, 
     def chunk_of(algo):
         return min(CHUNKS, key=lambda c: best[f"{coll}|{algo}|chunk|{c}"])
 
+    def tuned(rule):
+        rule["chunk_bytes"] = chunk_of(rule["algo"])
+        if rule["algo"] == "direct":
+            rule["channels"] = min(CHANNELS, key=lambda k: best[f"{coll}|direct|channels|{k}"])
+        return rule
+
     base = {"collective": coll, "world": world, "transport": transport}
     if coll == "all_to_all":
         slowdown = {a: sum(t[(a, s)] / min(t[(b, s)] for b in algos) for s in SIZES) for a in algos}
         algo = min(algos, key=slowdown.get)
         lines.append(f"  {coll}: summed slowdown " + ", ".join(f"{a} {v:.2f}" for a, v in slowdown.items()))
-        return [dict(base, max_bytes=ALL_SIZES, algo=algo, chunk_bytes=chunk_of(algo))], lines
+        return [tuned(dict(base, max_bytes=ALL_SIZES, algo=algo))], lines
     winners = [min(algos, key=lambda a: t[(a, s)]) for s in SIZES]
     rules = []
     for i, (size, algo) in enumerate(zip(SIZES, winners)):
         last = i + 1 == len(SIZES)
         if last or winners[i + 1] != algo:
             rule = dict(base, max_bytes=ALL_SIZES if last else size, algo=algo)
-            if last or size >= (1 << 20):
-                rule["chunk_bytes"] = chunk_of(algo)
-            rules.append(rule)
+            rules.append(tuned(rule) if last or size >= (1 << 20) else rule)
     lines.append(f"  {coll} at {human(BIG)} by chunk: " + "; ".join(
         f"{a}: " + ", ".join(f"{human(c)} {best[f'{coll}|{a}|chunk|{c}'] * 1e3:.2f} ms" for c in CHUNKS)
         for a in algos))
+    if "direct" in algos:
+        lines.append(f"  {coll} direct at {human(BIG)} by channels: " + ", ".join(
+            f"{k} {best[f'{coll}|direct|channels|{k}'] * 1e3:.2f} ms" for k in CHANNELS))
     return rules, lines
 
 

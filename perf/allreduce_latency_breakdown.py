@@ -40,7 +40,7 @@ def main() -> None:
     from mpi4py import MPI
 
     from uccl.collectives import Communicator
-    from uccl.collectives.dtypes import DT, OPS
+    from uccl import _native
 
     mpi = MPI.COMM_WORLD
     comm = Communicator.from_mpi()
@@ -50,13 +50,10 @@ def main() -> None:
     cases = {
         "Communicator.all_reduce(a, b)": (lambda: comm.all_reduce(a, b), comm.barrier),
         "native all_reduce, addresses pre-computed": (
-            lambda: nat.all_reduce(sa, ra, n, DT.float32, OPS["sum"], False), comm.barrier),
+            lambda: nat.all_reduce(sa, ra, n, _native.DataType.float32, _native.ReduceOp.sum, False), comm.barrier),
         "native barrier": (lambda: nat.barrier(False), comm.barrier),
         "MPI_Allreduce (mpi4py)": (lambda: mpi.Allreduce(a, b), mpi.Barrier),
     }
-    if hasattr(comm, "_pair"):  # the generic argument handling (buffer info, dtype) of the other collectives
-        cases["Communicator._pair(a, b) alone (no communication)"] = (lambda: comm._pair(a, b, "all_reduce"),
-                                                                      comm.barrier)
     results = {name: best_us(fn, bar, args.iters, args.repeat) for name, (fn, bar) in cases.items()}
     worst = {name: mpi.allreduce(v, op=MPI.MAX) for name, v in results.items()}
     if comm.rank == 0:

@@ -3,6 +3,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <optional>
+
 #include "coll/communicator.h"
 #include "common/errors.h"
 #include "transport/endpoint.h"
@@ -96,6 +99,9 @@ CallBuffer call_buffer(py::handle obj, bool writable, int rank, const char* op, 
     }
     b.addr = uint64_t(view.buf);
     b.dtype = dtype_from_format(view.format ? view.format : "B", view.itemsize, &ok);
+    if (!ok && view.itemsize == 2 && py::hasattr(obj, "dtype") &&
+        std::string(py::str(obj.attr("dtype"))) == "bfloat16")  // numpy arrays of ml_dtypes' bfloat16
+      b.dtype = DataType::BFloat16, ok = true;
     b.count = ok ? uint64_t(view.len) / dtype_size(b.dtype) : 0;
     std::string fmt = view.format ? view.format : "B";
     PyBuffer_Release(&view);
@@ -139,6 +145,40 @@ ReduceOp reduce_op(const std::string& name, DataType t, int rank, const char* op
       return o;
     }
   raise(ErrorKind::Argument, "rank ", rank, ": ", op, ": unsupported reduce op '", name, "' (sum, prod, min, max, avg)");
+}
+
+// Per-rank counts or displacements from Python: one entry per rank, none negative.
+Counts counts_arg(const std::vector<int64_t>& v, const Communicator& c, const char* op, const char* name) {
+  if (v.size() != size_t(c.world()))
+    raise(ErrorKind::Argument, "rank ", c.rank(), ": ", op, ": ", name, " has ", v.size(), " entries for ",
+          c.world(), " ranks");
+  Counts out(v.size());
+  for (size_t j = 0; j < v.size(); ++j) {
+    if (v[j] < 0) raise(ErrorKind::Argument, "rank ", c.rank(), ": ", op, ": ", name, "[", j, "] is negative");
+    out[j] = uint64_t(v[j]);
+  }
+  return out;
+}
+
+// Displacements given, or packed one after another.
+Counts displs_arg(const std::optional<std::vector<int64_t>>& given, const Counts& counts, const Communicator& c,
+                  const char* op, const char* name) {
+  if (given) return counts_arg(*given, c, op, name);
+  Counts out(counts.size(), 0);
+  for (size_t j = 1; j < counts.size(); ++j) out[j] = out[j - 1] + counts[j - 1];
+  return out;
+}
+
+// The largest displacement + count: how many elements a buffer must hold.
+uint64_t extent_of(const Counts& counts, const Counts& displs) {
+  uint64_t e = 0;
+  for (size_t j = 0; j < counts.size(); ++j) e = std::max(e, displs[j] + counts[j]);
+  return e;
+}
+
+void check_root(const Communicator& c, int root, const char* op) {
+  if (root < 0 || root >= c.world())
+    raise(ErrorKind::Argument, "rank ", c.rank(), ": ", op, ": root ", root, " is outside world of size ", c.world());
 }
 
 void bind_collectives(py::module_& m) {
@@ -245,38 +285,100 @@ void bind_collectives(py::module_& m) {
                c.all_to_all_v(in.addr, counts, displs, out.addr, counts, displs, in.dtype);
              });
            })
+      // Raw addresses, no argument checks: for perf/allreduce_latency_breakdown.py only.
       .def("all_reduce",
            [](Communicator& c, uint64_t s, uint64_t r, uint64_t n, DataType t, ReduceOp op, bool async_op) {
              return dispatch(c, async_op, [&c, s, r, n, t, op] { c.all_reduce(s, r, n, t, op); });
            })
-      .def("reduce",
-           [](Communicator& c, uint64_t s, uint64_t r, uint64_t n, DataType t, ReduceOp op, int root, bool async_op) {
-             return dispatch(c, async_op, [&c, s, r, n, t, op, root] { c.reduce(s, r, n, t, op, root); });
+      .def("reduce_buffers",
+           [](Communicator& c, py::handle send, py::handle recv, const std::string& op_name, int root, bool async_op) {
+             check_root(c, root, "reduce");
+             auto [in, out] = c.rank() == root ? call_pair(c, send, recv, "reduce")
+                                               : std::pair{call_buffer(send, false, c.rank(), "reduce", "input"),
+                                                           CallBuffer{}};
+             if (c.rank() == root && out.count != in.count)
+               raise(ErrorKind::Argument, "rank ", c.rank(), ": reduce: output has ", out.count, " elements, input ",
+                     in.count);
+             ReduceOp op = reduce_op(op_name, in.dtype, c.rank(), "reduce");
+             uint64_t dst = c.rank() == root ? out.addr : in.addr;
+             return dispatch(c, async_op, [&c, in = in, dst, op, root] { c.reduce(in.addr, dst, in.count, in.dtype, op, root); });
            })
-      .def("broadcast",
-           [](Communicator& c, uint64_t b, uint64_t n, DataType t, int root, bool async_op) {
-             return dispatch(c, async_op, [&c, b, n, t, root] { c.broadcast(b, n, t, root); });
+      .def("all_gather_v_buffers",
+           [](Communicator& c, py::handle send, py::handle recv, const std::vector<int64_t>& counts_in,
+              const std::optional<std::vector<int64_t>>& displs_in, bool async_op) {
+             Counts counts = counts_arg(counts_in, c, "all_gather_v", "counts");
+             Counts displs = displs_arg(displs_in, counts, c, "all_gather_v", "displs");
+             auto [in, out] = call_pair(c, send, recv, "all_gather_v");
+             if (in.count != counts[size_t(c.rank())])
+               raise(ErrorKind::Argument, "rank ", c.rank(), ": all_gather_v: input has ", in.count,
+                     " elements but counts[", c.rank(), "] = ", counts[size_t(c.rank())]);
+             if (extent_of(counts, displs) > out.count)
+               raise(ErrorKind::Argument, "rank ", c.rank(), ": all_gather_v: output of ", out.count,
+                     " elements is too small for counts and displacements reaching ", extent_of(counts, displs));
+             return dispatch(c, async_op, [&c, in = in, out = out, counts, displs] {
+               c.all_gather_v(in.addr, out.addr, counts, displs, in.dtype);
+             });
            })
-      .def("all_gather_v",
-           [](Communicator& c, uint64_t s, uint64_t r, Counts counts, Counts displs, DataType t, bool async_op) {
-             return dispatch(c, async_op, [&c, s, r, counts, displs, t] { c.all_gather_v(s, r, counts, displs, t); });
+      .def("reduce_scatter_v_buffers",
+           [](Communicator& c, py::handle send, py::handle recv, const std::vector<int64_t>& counts_in,
+              const std::string& op_name, bool async_op) {
+             Counts counts = counts_arg(counts_in, c, "reduce_scatter_v", "counts");
+             auto [in, out] = call_pair(c, send, recv, "reduce_scatter_v");
+             uint64_t total = 0;
+             for (auto n : counts) total += n;
+             if (in.count != total || out.count < counts[size_t(c.rank())])
+               raise(ErrorKind::Argument, "rank ", c.rank(), ": reduce_scatter_v: input has ", in.count,
+                     " elements (counts sum to ", total, "), output ", out.count, " (needs ", counts[size_t(c.rank())],
+                     ")");
+             ReduceOp op = reduce_op(op_name, in.dtype, c.rank(), "reduce_scatter_v");
+             return dispatch(c, async_op, [&c, in = in, out = out, counts, op] {
+               c.reduce_scatter_v(in.addr, out.addr, counts, in.dtype, op);
+             });
            })
-      .def("reduce_scatter_v",
-           [](Communicator& c, uint64_t s, uint64_t r, Counts counts, DataType t, ReduceOp op, bool async_op) {
-             return dispatch(c, async_op, [&c, s, r, counts, t, op] { c.reduce_scatter_v(s, r, counts, t, op); });
+      .def("all_to_all_v_buffers",
+           [](Communicator& c, py::handle send, const std::vector<int64_t>& sc_in, py::handle recv,
+              const std::vector<int64_t>& rc_in, const std::optional<std::vector<int64_t>>& sd_in,
+              const std::optional<std::vector<int64_t>>& rd_in, bool async_op) {
+             Counts sc = counts_arg(sc_in, c, "all_to_all_v", "send_counts");
+             Counts rc = counts_arg(rc_in, c, "all_to_all_v", "recv_counts");
+             Counts sd = displs_arg(sd_in, sc, c, "all_to_all_v", "send_displs");
+             Counts rd = displs_arg(rd_in, rc, c, "all_to_all_v", "recv_displs");
+             auto [in, out] = call_pair(c, send, recv, "all_to_all_v");
+             if (extent_of(sc, sd) > in.count)
+               raise(ErrorKind::Argument, "rank ", c.rank(), ": all_to_all_v: send counts reach element ",
+                     extent_of(sc, sd), " of an input of ", in.count);
+             if (extent_of(rc, rd) > out.count)
+               raise(ErrorKind::Argument, "rank ", c.rank(), ": all_to_all_v: recv counts reach element ",
+                     extent_of(rc, rd), " of an output of ", out.count);
+             return dispatch(c, async_op, [&c, in = in, out = out, sc, sd, rc, rd] {
+               c.all_to_all_v(in.addr, sc, sd, out.addr, rc, rd, in.dtype);
+             });
            })
-      .def("all_to_all_v",
-           [](Communicator& c, uint64_t s, Counts sc, Counts sd, uint64_t r, Counts rc, Counts rd, DataType t,
-              bool async_op) {
-             return dispatch(c, async_op, [&c, s, sc, sd, r, rc, rd, t] { c.all_to_all_v(s, sc, sd, r, rc, rd, t); });
+      .def("gather_buffers",
+           [](Communicator& c, py::handle send, py::object recv, int root, bool async_op) {
+             check_root(c, root, "gather");
+             CallBuffer in = call_buffer(send, false, c.rank(), "gather", "input"), out = in;
+             if (c.rank() == root) {
+               if (recv.is_none()) raise(ErrorKind::Argument, "rank ", c.rank(), ": gather: the root needs an output");
+               std::tie(in, out) = call_pair(c, send, recv, "gather");
+               if (out.count != in.count * uint64_t(c.world()))
+                 raise(ErrorKind::Argument, "rank ", c.rank(), ": gather: output must be ", c.world(), " x ", in.count,
+                       " elements, got ", out.count);
+             }
+             return dispatch(c, async_op, [&c, in, out, root] { c.gather(in.addr, out.addr, in.count, in.dtype, root); });
            })
-      .def("gather",
-           [](Communicator& c, uint64_t s, uint64_t r, uint64_t n, DataType t, int root, bool async_op) {
-             return dispatch(c, async_op, [&c, s, r, n, t, root] { c.gather(s, r, n, t, root); });
-           })
-      .def("scatter",
-           [](Communicator& c, uint64_t s, uint64_t r, uint64_t n, DataType t, int root, bool async_op) {
-             return dispatch(c, async_op, [&c, s, r, n, t, root] { c.scatter(s, r, n, t, root); });
+      .def("scatter_buffers",
+           [](Communicator& c, py::object send, py::handle recv, int root, bool async_op) {
+             check_root(c, root, "scatter");
+             CallBuffer out = call_buffer(recv, true, c.rank(), "scatter", "output"), in = out;
+             if (c.rank() == root) {
+               if (send.is_none()) raise(ErrorKind::Argument, "rank ", c.rank(), ": scatter: the root needs an input");
+               std::tie(in, out) = call_pair(c, send, recv, "scatter");
+               if (in.count != out.count * uint64_t(c.world()))
+                 raise(ErrorKind::Argument, "rank ", c.rank(), ": scatter: input must be ", c.world(), " x ", out.count,
+                       " elements, got ", in.count);
+             }
+             return dispatch(c, async_op, [&c, in, out, root] { c.scatter(in.addr, out.addr, out.count, out.dtype, root); });
            })
       .def("barrier", [](Communicator& c, bool async_op) { return dispatch(c, async_op, [&c] { c.barrier(); }); });
 }

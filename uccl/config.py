@@ -36,6 +36,8 @@ class Config:
     spin_us: float = field(default=50.0, metadata={"env": "UCCL_SPIN_US", "help": "spin before yielding (us)"})
     yield_us: float = field(default=1000.0, metadata={"env": "UCCL_YIELD_US", "help": "yield before sleeping (us)"})
     shm_ring_bytes: int = field(default=1 << 20, metadata={"env": "UCCL_SHM_RING_BYTES", "help": "per-peer ring"})
+    shm_arena_bytes: int = field(default=64 << 20, metadata={"env": "UCCL_SHM_ARENA_BYTES",
+                                                              "help": "shared memory peers copy into (inboxes)"})
     inline_max: int = field(default=8192, metadata={"env": "UCCL_INLINE_MAX", "help": "inline write limit (bytes)"})
     max_regions: int = field(default=4096, metadata={"env": "UCCL_MAX_REGIONS", "help": "registered regions"})
     # net channel

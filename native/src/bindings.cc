@@ -482,6 +482,7 @@ PYBIND11_MODULE(_native, m) {
       .def_readwrite("spin_us", &EndpointConfig::spin_us)
       .def_readwrite("yield_us", &EndpointConfig::yield_us)
       .def_readwrite("ring_bytes", &EndpointConfig::ring_bytes)
+      .def_readwrite("arena_bytes", &EndpointConfig::arena_bytes)
       .def_readwrite("inline_max", &EndpointConfig::inline_max)
       .def_readwrite("max_regions", &EndpointConfig::max_regions)
       .def_readwrite("net", &EndpointConfig::net);

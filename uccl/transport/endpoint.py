@@ -70,6 +70,7 @@ class Endpoint:
         ncfg.spin_us = self.config.spin_us
         ncfg.yield_us = self.config.yield_us
         ncfg.ring_bytes = self.config.shm_ring_bytes
+        ncfg.arena_bytes = self.config.shm_arena_bytes
         ncfg.inline_max = self.config.inline_max
         ncfg.max_regions = self.config.max_regions
         net = ncfg.net

@@ -8,8 +8,10 @@
 
 namespace uccl {
 
-// allreduce_ring.cc: pipelined reduce-scatter then all-gather around a ring.
-void all_reduce_ring(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count);
+// allreduce_ring.cc: pipelined reduce-scatter then all-gather around a ring
+// (`scratch`: one chunk).
+void all_reduce_ring(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count,
+                     const Scratch& scratch);
 // allreduce_recursive.cc: recursive doubling (folding extra ranks), for small messages.
 void all_reduce_recursive_doubling(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count);
 // allgather_ring.cc: blocks of (possibly) different sizes travel around the ring.

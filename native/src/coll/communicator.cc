@@ -188,7 +188,7 @@ void Communicator::all_reduce(uint64_t send, uint64_t recv, uint64_t count, Data
     } else if (algo == "direct") {
       all_reduce_direct(c, in, out, count, scratch(2 * c.chunk * uint64_t(c.channels)));
     } else {
-      all_reduce_ring(c, in, out, count);
+      all_reduce_ring(c, in, out, count, scratch(c.chunk));
     }
   });
 }

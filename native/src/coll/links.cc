@@ -26,9 +26,15 @@ struct Keys {
 Links::Links(Endpoint& ep, const LinkConfig& cfg) : ep_(ep), cfg_(cfg), rank_(ep.rank()), world_(ep.world()) {
   if (cfg_.slots < 2 || cfg_.slots > 64) raise(ErrorKind::Argument, "links: slots must be in [2, 64]");
   if (cfg_.slot_bytes < 64) raise(ErrorKind::Argument, "links: slot_bytes must be >= 64");
-  inbox_.resize(size_t(world_) * size_t(cfg_.slots) * cfg_.slot_bytes);
+  inbox_bytes_ = uint64_t(world_) * uint64_t(cfg_.slots) * cfg_.slot_bytes;
+  inbox_ = static_cast<char*>(ep_.alloc_shared(inbox_bytes_));
+  inbox_shared_ = inbox_ != nullptr;
+  if (!inbox_shared_) {
+    inbox_private_.resize(inbox_bytes_);
+    inbox_ = inbox_private_.data();
+  }
   mailbox_.resize(size_t(world_) * kReasonBytes);
-  inbox_key_ = ep_.register_region(uint64_t(inbox_.data()), inbox_.size(), kRemoteWrite);
+  inbox_key_ = ep_.register_region(uint64_t(inbox_), inbox_bytes_, kRemoteWrite);
   mailbox_key_ = ep_.register_region(uint64_t(mailbox_.data()), mailbox_.size(), kRemoteWrite);
   zero_key_ = ep_.register_region(uint64_t(&zero_byte_), 1, 0);
   peers_.resize(size_t(world_));
@@ -47,6 +53,7 @@ Links::~Links() {
     ep_.deregister_region(zero_key_);
   } catch (...) {
   }
+  if (inbox_shared_) ep_.free_shared(inbox_);
 }
 
 std::string Links::local_keys() const {

@@ -51,7 +51,7 @@ class Links {
   char* recv(int peer, uint64_t bytes, Carries what = Carries::Data);
   // The inbox region (to forward a received chunk without copying it).
   uint64_t inbox_key() const { return inbox_key_; }
-  uint64_t inbox_offset_of(const char* p) const { return uint64_t(p - inbox_.data()); }
+  uint64_t inbox_offset_of(const char* p) const { return uint64_t(p - inbox_); }
   // Returns the oldest consumed slot from `peer` to its sender.
   void release(int peer);
 
@@ -74,7 +74,7 @@ class Links {
   void pump(const Completion& c);
   void wait(const std::function<bool()>& ready, int peer);
   [[noreturn]] void fail_from_peer();
-  char* slot_ptr(int src, uint64_t slot) { return inbox_.data() + slot_offset(src, slot); }
+  char* slot_ptr(int src, uint64_t slot) { return inbox_ + slot_offset(src, slot); }
   uint64_t slot_offset(int src, uint64_t slot) const {
     return (uint64_t(src) * uint64_t(cfg_.slots) + slot) * cfg_.slot_bytes;
   }
@@ -82,7 +82,12 @@ class Links {
   Endpoint& ep_;
   LinkConfig cfg_;
   int rank_, world_;
-  std::vector<char> inbox_;    // world x slots x slot_bytes, written by peers
+  // world x slots x slot_bytes, written by peers: in the endpoint's shared arena
+  // (peers on this host copy straight into it), else in inbox_private_.
+  char* inbox_ = nullptr;
+  uint64_t inbox_bytes_ = 0;
+  bool inbox_shared_ = false;
+  std::vector<char> inbox_private_;
   std::vector<char> mailbox_;  // world x kReasonBytes: why a peer aborted
   uint64_t inbox_key_ = 0, mailbox_key_ = 0, zero_key_ = 0;
   char zero_byte_ = 0;

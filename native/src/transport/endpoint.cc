@@ -42,7 +42,7 @@ Endpoint::Endpoint(const EndpointConfig& cfg) : cfg_(cfg) {
   if (cfg_.ring_bytes < 4096 || (cfg_.ring_bytes & (cfg_.ring_bytes - 1)))
     raise(ErrorKind::Argument, "UCCL_SHM_RING_BYTES must be a power of two >= 4096, got ", cfg_.ring_bytes);
   if (cfg_.inline_max > cfg_.ring_bytes / 8) cfg_.inline_max = cfg_.ring_bytes / 8;
-  layout_ = SegmentLayout{cfg_.world, cfg_.max_regions, cfg_.ring_bytes};
+  layout_ = SegmentLayout{cfg_.world, cfg_.max_regions, cfg_.ring_bytes, cfg_.arena_bytes};
   own_ = ShmSegment::create(layout_.total(), "uccl-endpoint");
   hdr_ = new (own_.data()) SegmentHeader{};
   hdr_->magic = kSegmentMagic;
@@ -52,6 +52,10 @@ Endpoint::Endpoint(const EndpointConfig& cfg) : cfg_(cfg) {
   hdr_->pid = int32_t(getpid());
   hdr_->table_capacity = cfg_.max_regions;
   hdr_->ring_bytes = cfg_.ring_bytes;
+  hdr_->base_addr = uint64_t(own_.data());
+  hdr_->arena_offset = layout_.arena_offset();
+  hdr_->arena_bytes = layout_.total() - layout_.arena_offset();
+  arena_.init(static_cast<char*>(own_.data()) + hdr_->arena_offset, hdr_->arena_bytes);
   table_ = std::make_unique<RegionTable>(static_cast<char*>(own_.data()) + layout_.table_offset(), cfg_.max_regions,
                                          true);
   assembly_.resize(size_t(cfg_.world));

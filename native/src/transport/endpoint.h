@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "transport/arena.h"
 #include "transport/channel.h"
 #include "transport/completion.h"
 #include "transport/net_transport.h"
@@ -32,6 +33,7 @@ struct EndpointConfig {
   double yield_us = 1000.0;  // after spinning, yield the core this long before sleeping
   uint64_t ring_bytes = 1 << 20;
   uint64_t inline_max = 8192;
+  uint64_t arena_bytes = 64ull << 20;  // shared memory peers map (allocated as it is touched)
   uint32_t max_regions = 4096;
   NetConfig net;
 };
@@ -49,6 +51,12 @@ class Endpoint : private ChannelSink {
   std::string descriptor() const;
   void connect(const std::vector<std::string>& descriptors);
   std::string channel_kind(int peer) const;
+
+  // Memory in this endpoint's shared segment, which peers on this host write into
+  // with memcpy rather than a system call; nullptr when the arena is full (the caller
+  // falls back to its own memory). Register it like any other buffer.
+  void* alloc_shared(uint64_t bytes) { return arena_.alloc(bytes); }
+  void free_shared(void* p) { arena_.release(p); }
 
   uint64_t register_region(uint64_t addr, uint64_t len, uint32_t flags);
   void deregister_region(uint64_t key);
@@ -131,6 +139,7 @@ class Endpoint : private ChannelSink {
   ShmSegment own_;
   SegmentHeader* hdr_;
   std::unique_ptr<RegionTable> table_;
+  Arena arena_;
   std::unique_ptr<NetTransport> net_;  // null when UCCL_TRANSPORT=shm
   std::vector<ShmSegment> peer_segments_;
   std::vector<std::unique_ptr<Channel>> channels_;

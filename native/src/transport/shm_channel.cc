@@ -36,8 +36,16 @@ ShmChannel::ShmChannel(const ShmChannelParams& p, void* own_base, void* peer_bas
       peer_table_(static_cast<char*>(peer_base) + layout.table_offset(), layout.table_capacity, false),
       own_table_(own_table),
       out_(static_cast<char*>(peer_base) + layout.ring_offset(p.my_rank), layout.ring_bytes),
-      in_(static_cast<char*>(own_base) + layout.ring_offset(p.peer_rank), layout.ring_bytes) {
+      in_(static_cast<char*>(own_base) + layout.ring_offset(p.peer_rank), layout.ring_bytes),
+      peer_map_(static_cast<char*>(peer_base)),
+      peer_arena_lo_(peer_hdr_->base_addr + peer_hdr_->arena_offset),
+      peer_arena_hi_(peer_arena_lo_ + peer_hdr_->arena_bytes) {
   if (!self_) pidfd_ = open_pidfd(p.peer_pid);
+}
+
+char* ShmChannel::mapped(uint64_t peer_addr, uint64_t len) const {
+  if (peer_addr < peer_arena_lo_ || peer_addr > peer_arena_hi_ || len > peer_arena_hi_ - peer_addr) return nullptr;
+  return peer_map_ + (peer_addr - peer_hdr_->base_addr);
 }
 
 ShmChannel::~ShmChannel() {
@@ -72,6 +80,10 @@ void ShmChannel::copy_to_peer(const void* src, uint64_t dst_addr, uint64_t len) 
     std::memmove(reinterpret_cast<void*>(dst_addr), src, len);
     return;
   }
+  if (char* dst = mapped(dst_addr, len)) {  // the peer's arena: mapped here too
+    std::memcpy(dst, src, len);
+    return;
+  }
   uint64_t done = 0;
   while (done < len) {
     iovec local{const_cast<char*>(static_cast<const char*>(src)) + done, len - done};
@@ -92,6 +104,10 @@ void ShmChannel::copy_to_peer(const void* src, uint64_t dst_addr, uint64_t len) 
 void ShmChannel::copy_from_peer(void* dst, uint64_t src_addr, uint64_t len) {
   if (self_) {
     std::memmove(dst, reinterpret_cast<void*>(src_addr), len);
+    return;
+  }
+  if (const char* src = mapped(src_addr, len)) {
+    std::memcpy(dst, src, len);
     return;
   }
   uint64_t done = 0;

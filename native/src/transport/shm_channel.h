@@ -1,5 +1,6 @@
 // The shared-memory channel to a peer on this host. Bulk data moves with one
-// copy (cross-memory attach: process_vm_writev/readv straight into the peer's
+// copy: a memcpy when the peer's region lies in its shared arena (mapped here),
+// else cross-memory attach (process_vm_writev/readv straight into the peer's
 // registered region); small writes-with-immediate and messages travel inline
 // through an SPSC ring in the receiver's segment.
 #pragma once
@@ -46,6 +47,8 @@ class ShmChannel final : public Channel {
   void commit(RecordHeader* rec);
   void copy_to_peer(const void* src, uint64_t dst_addr, uint64_t len);
   void copy_from_peer(void* dst, uint64_t src_addr, uint64_t len);
+  // Where [peer_addr, peer_addr + len) of the peer's arena is mapped here, else nullptr.
+  char* mapped(uint64_t peer_addr, uint64_t len) const;
 
   ShmChannelParams p_;
   bool self_;
@@ -57,6 +60,8 @@ class ShmChannel final : public Channel {
   mutable std::mutex send_mu_;  // the outgoing ring and the counters
   int pidfd_ = -1;
   PeerCounters counters_;
+  char* peer_map_;                         // the peer's segment, mapped here
+  uint64_t peer_arena_lo_, peer_arena_hi_;  // its arena, as addresses in the peer's process
 };
 
 }  // namespace uccl

@@ -128,7 +128,7 @@ void Links::wait(const std::function<bool()>& ready, int peer) {
   if (!done()) {
     try {
       // The communicator adds which call this was to any error.
-      ep_.wait_until(done, ep_.config().timeout_s, OpDesc{Opcode::Write, peer, 0, "collective"});
+      ep_.wait_until(done, ep_.config().timeout_s, OpDesc{Opcode::Write, peer, 0, "collective", true});
     } catch (const Error& e) {
       broken_reason_ = e.what();
       throw;

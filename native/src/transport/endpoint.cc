@@ -309,10 +309,14 @@ void Endpoint::progress() {
 
 void Endpoint::raise_wait_failure(const OpDesc& op, double timeout_s) {
   int peer = op.peer;
-  if (peer == kAnySource) {
+  if (peer == kAnySource || op.any_peer) {
+    std::string dead;
+    int n = 0;
     for (int p = 0; p < cfg_.world; ++p)
-      if (!channels_[size_t(p)]->peer_alive())
-        raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": ", op.str(), ": rank ", p, " has died");
+      if (!channels_[size_t(p)]->peer_alive()) dead += (n++ ? ", " : "") + std::to_string(p);
+    if (n)
+      raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": ", op.str(), ": rank", n > 1 ? "s " : " ", dead,
+            n > 1 ? " have" : " has", " died");
   } else if (peer >= 0 && !channels_[size_t(peer)]->peer_alive()) {
     raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": ", op.str(), ": rank ", peer, " has died");
   }
@@ -354,7 +358,7 @@ void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, 
     bool dead = false;
     if (now >= next_liveness) {  // a dead peer fails the wait long before the timeout
       next_liveness = now + 5'000'000;
-      if (op.peer == kAnySource) {
+      if (op.peer == kAnySource || op.any_peer) {
         for (auto& ch : channels_) dead |= !ch->peer_alive();
       } else if (op.peer >= 0) {
         dead = !channels_[size_t(op.peer)]->peer_alive();

@@ -29,6 +29,24 @@ def inputs(op: str, rank: int, world: int, n: int) -> tuple[torch.Tensor, torch.
     return base * (rank + 1), base * (world * (world + 1) / 2)
 
 
+def net_stats(backend: str) -> dict:
+    """Rank's uccl net-channel counters per peer (packets, retransmits, timeouts, per path)."""
+    if backend != "uccl":
+        return {}
+    try:
+        view = dist.distributed_c10d._get_default_group()._get_backend(torch.device("cpu"))
+        stats = getattr(view, "_pg", view).communicator.endpoint.stats()
+    except Exception as exc:  # a diagnostic only
+        return {"error": repr(exc)}
+    out = {}
+    for peer, st in enumerate(stats.get("peers", [])):
+        net = st.get("net") if isinstance(st, dict) else None
+        if net:
+            out[peer] = {k: v for k, v in net.items() if k != "paths"}
+            out[peer]["paths_used"] = sum(1 for p in net.get("paths", []) if p.get("packets_sent"))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", required=True)
@@ -68,6 +86,7 @@ def main() -> None:
         bad = torch.tensor([wrong], dtype=torch.int64)
         dist.all_reduce(bad)
         report["ops"][op] = {"seconds": t.tolist(), "windows": windows, "wrong": int(bad.item())}
+    report["net"] = net_stats(args.backend)
     dist.barrier()
     if rank == 0:
         with open(args.out, "w") as f:

@@ -42,6 +42,7 @@ log = logging.getLogger("uccl.fabric")
 
 STATE_DIR = "/run/uccl-fabric"
 NAME_RE = re.compile(r"^uf\d+[0-9a-f]{3}$")
+NS_RE = re.compile(r"^(uf\d+[0-9a-f]{3})-[hls]\d+$")  # a fabric's namespaces: NAME-h0, NAME-l1, NAME-s0
 HOST_DEV = "eth0"
 
 
@@ -584,7 +585,7 @@ def stale_namespaces() -> list[str]:
     out = []
     for line in _run(["ip", "netns", "list"], check=False).stdout.splitlines():
         ns = line.split()[0] if line.split() else ""
-        m = re.match(r"^(uf\d+[0-9a-f]{3})-[hls]\d+$", ns)
+        m = NS_RE.match(ns)
         if not m:
             continue
         fab = m.group(1)

@@ -28,6 +28,11 @@ def plot(result: dict, path: str) -> None:
                 lo = [m - min(r["ops"][op]["seconds"]) / s for m, r, s in zip(med, rows, ideal)]
                 hi = [max(r["ops"][op]["seconds"]) / s - m for m, r, s in zip(med, rows, ideal)]
                 ax.errorbar(xs, med, yerr=[lo, hi], fmt=markers.get(v, "o"), capsize=3, label=v)
+            for c in result.get("control", []):
+                if c["loss"] == loss and op in c.get("ops", {}):
+                    style = ":" if c["variant"].startswith("uccl") else "-."
+                    ax.axhline(c["ops"][op]["vs_ideal"], color="tab:purple", lw=1, ls=style,
+                               label=f"{c['variant']}, 1 spine carrying the bisection")
             ax.axhline(1.0, color="k", lw=0.8)
             ax.axhline(1.2, color="grey", lw=0.8, ls="--")
             ax.set_ylim(bottom=0)

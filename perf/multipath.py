@@ -165,6 +165,8 @@ def main(argv=None) -> None:
     ap.add_argument("--loss", default="0,1", help="loss settings in percent, comma separated")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--no-control", dest="control", action="store_false",
+                    help="skip the control run on one spine carrying the whole bisection")
     ap.add_argument("--json", default=os.path.join(HERE, "results", "multipath.json"))
     args = ap.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",")]
@@ -174,7 +176,7 @@ def main(argv=None) -> None:
     fabmod.handle_signals()
     spec = FabricSpec(hosts=args.hosts, leaves=args.leaves, spines=args.spines, rate=args.rate, queue=args.queue)
     losses = [float(x) for x in args.loss.split(",")]
-    load = os.getloadavg()
+    load, described = os.getloadavg(), spec.describe()  # before the runs change its loss and seed
     runs = []
     try:
         with Fabric(spec) as fab, tempfile.TemporaryDirectory() as tmp:
@@ -187,10 +189,11 @@ def main(argv=None) -> None:
                 row.update(loss=loss, seed=1000 + seed, loss_drops=fab.loss_drops() if loss else {})
                 runs.append(row)
                 tqdm.write(summary_line(row))
+        control = run_control(spec, args, losses, variants) if args.control else []
     except FabricError as exc:
         sys.exit(f"multipath: {exc}")
-    result = {"benchmark": "multipath", "fabric": spec.describe(), "setting": vars(args),
-              "load_before": load, "load_after": os.getloadavg(), "runs": runs,
+    result = {"benchmark": "multipath", "fabric": described, "setting": vars(args),
+              "load_before": load, "load_after": os.getloadavg(), "runs": runs, "control": control,
               "summary": summarize(runs, losses, variants, args.ops.split(","))}
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
@@ -200,6 +203,26 @@ def main(argv=None) -> None:
 
     plot(result, args.json.replace(".json", ".png"))
     print(f"wrote {args.json} and {args.json.replace('.json', '.png')}")
+
+
+def run_control(spec, args, losses: list, variants: list) -> list:
+    """The same collectives on one spine whose uplinks carry the whole bisection (rate x
+    spines): no path choice at all. What a transport reaches here bounds what spraying can."""
+    from uccl.launch.fabric import Fabric, FabricSpec
+
+    fat = FabricSpec(hosts=spec.hosts, leaves=spec.leaves, spines=1, queue=spec.queue,
+                     rate=f"{int(sum(spec.uplink_rates()))}bit")
+    rows = []
+    with Fabric(fat) as fab, tempfile.TemporaryDirectory() as tmp:
+        for loss in losses:
+            fab.set_loss(loss) if loss else fab.clear_loss()
+            for variant in [v for v in variants if v != "uccl 1 path"]:
+                row = run_variant(fab, variant, args, tmp)
+                row.update(loss=loss, seed=None, fabric=fat.describe())
+                rows.append(row)
+                print("control (1 spine, " + fat.describe().split("uplinks ")[1].split(";")[0] + "): "
+                      + summary_line(row), flush=True)
+    return rows
 
 
 def summary_line(row: dict) -> str:
@@ -239,6 +262,8 @@ def summarize(runs: list, losses: list, variants: list, ops: list) -> dict:
 
 def print_summary(result: dict) -> None:
     print(f"\n{result['fabric']}; load {result['load_before'][0]:.1f} -> {result['load_after'][0]:.1f}")
+    for row in result["control"]:
+        print("control, one spine carrying the bisection: " + summary_line(row))
     print(f"{'setting':<44} {'min':>6} {'median':>7} {'max':>6}  (completion time / bisection ideal)")
     for key, s in result["summary"].items():
         if isinstance(s, dict):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -121,7 +120,7 @@ def run_variant(fab, name: str, args, tmp: str) -> dict:
     out = os.path.join(tmp, "result.json")
     if os.path.exists(out):
         os.unlink(out)
-    cmd = [shutil.which("uccl-run") or "uccl-run", "--fabric", fab.name, *flags, WORKER, "--backend", backend,
+    cmd = [sys.executable, "-m", "uccl.launch.run", "--fabric", fab.name, *flags, WORKER, "--backend", backend,
            "--bytes", str(args.bytes), "--iters", str(args.iters), "--warmup", str(args.warmup),
            "--ops", args.ops, "--out", out]
     with Sampler(fab) as sampler:

@@ -9,6 +9,7 @@ perf/_multipath_worker.py). Repeated over several ECMP hashings: every run gets 
 
     sudo python perf/multipath.py                                  # 4 hosts / 2 leaves / 2 spines, 100 Mbit/s
     sudo python perf/multipath.py --seeds 3 --loss 0 --bytes 1M    # quicker
+    sudo python perf/multipath.py --mtu 9000 --json perf/results/multipath_jumbo.json
 
 The ideal is the fabric's bisection bound: the payload bytes that must leave (or enter)
 a leaf, over the capacity of that leaf's uplinks, for the busiest leaf:
@@ -156,6 +157,7 @@ def main(argv=None) -> None:
     ap.add_argument("--spines", type=int, default=2)
     ap.add_argument("--rate", default="100mbit", help="uplink rate (tc style)")
     ap.add_argument("--queue", default="64kb", help="tbf queue per uplink direction")
+    ap.add_argument("--mtu", type=int, default=1500, help="link MTU (9000: jumbo frames; uccl fills it)")
     ap.add_argument("--bytes", type=parse_size, default=4 << 20, help="per rank (default 4M)")
     ap.add_argument("--ops", default="all_to_all,all_reduce")
     ap.add_argument("--iters", type=int, default=5)
@@ -173,7 +175,8 @@ def main(argv=None) -> None:
     if bad:
         ap.error(f"unknown variants {bad}; choose from {list(VARIANTS)}")
     fabmod.handle_signals()
-    spec = FabricSpec(hosts=args.hosts, leaves=args.leaves, spines=args.spines, rate=args.rate, queue=args.queue)
+    spec = FabricSpec(hosts=args.hosts, leaves=args.leaves, spines=args.spines, rate=args.rate, queue=args.queue,
+                      mtu=args.mtu)
     losses = [float(x) for x in args.loss.split(",")]
     load, described = os.getloadavg(), spec.describe()  # before the runs change its loss and seed
     runs = []
@@ -209,7 +212,7 @@ def run_control(spec, args, losses: list, variants: list) -> list:
     spines): no path choice at all. What a transport reaches here bounds what spraying can."""
     from uccl.launch.fabric import Fabric, FabricSpec
 
-    fat = FabricSpec(hosts=spec.hosts, leaves=spec.leaves, spines=1, queue=spec.queue,
+    fat = FabricSpec(hosts=spec.hosts, leaves=spec.leaves, spines=1, queue=spec.queue, mtu=spec.mtu,
                      rate=f"{int(sum(spec.uplink_rates()))}bit")
     rows = []
     with Fabric(fat) as fab, tempfile.TemporaryDirectory() as tmp:

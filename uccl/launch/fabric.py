@@ -175,7 +175,7 @@ class FabricSpec:
     def describe(self) -> str:
         rates = ", ".join("unlimited" if r is None else f"{r / 1e6:g} Mbit/s" for r in self.uplink_rates())
         extra = [f"host links {self.host_rate}" if self.host_rate else "host links unlimited",
-                 f"queue {self.queue}"]
+                 f"queue {self.queue}"] + ([f"MTU {self.mtu}"] if self.mtu != 1500 else [])
         if self.loss:
             extra.append(f"{self.loss:g}% loss")
         if self.hash_seed is not None:

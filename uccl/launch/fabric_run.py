@@ -47,7 +47,9 @@ def launch(fab: Fabric, argv: Sequence[str], nproc_per_host: int = 1, env: Optio
     if nproc_per_host < 1:
         raise ValueError("nproc_per_host must be at least 1")
     port = port or 20000 + random.randrange(20000)  # fresh namespaces: nothing else listens there
-    extra = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
+    extra = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+             # uccl's packets fill the link MTU (IPv4 + UDP headers: 28 B), jumbo frames too
+             "UCCL_MTU": os.environ.get("UCCL_MTU", str(fab.spec.mtu - 28)), **(env or {})}
     procs = []
     deadline = None if timeout is None else time.monotonic() + timeout
     try:

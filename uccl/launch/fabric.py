@@ -251,8 +251,11 @@ def _setns(fd: int) -> None:
 def read_netdev(ns: str) -> dict[str, dict[str, int]]:
     """/proc/net/dev of namespace `ns` without starting a process: this thread enters the
     namespace, reads its own view, and comes back."""
+    try:
+        target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    except FileNotFoundError:
+        raise FabricError(f"namespace {ns} is gone (removed behind this fabric's back?)") from None
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
     try:
         _setns(target)
         try:

@@ -16,6 +16,12 @@ its options, which reach the workers as UCCL_* environment variables:
 
 Workers call `torch.distributed.init_process_group(backend="uccl")` (no import of uccl
 needed). Under mpirun or srun no launcher is needed at all.
+
+On an emulated fabric (uccl-fabric, needs root), one rank per emulated host (or
+--nproc-per-node per host), each with its host's address and interface:
+
+    uccl-run --fabric hosts=4,leaves=2,spines=2,rate=100mbit train.py   # built for this run
+    uccl-run --fabric uf12345abc --paths 1 train.py                      # a fabric already up
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("uccl", "passed to every worker as UCCL_* environment variables")
     for flag, (env, kwargs) in UCCL_OPTIONS.items():
         group.add_argument(flag, dest=f"uccl_{flag[2:]}", default=None, **kwargs)
+    parser.add_argument("--fabric", metavar="SPEC", default=None,
+                        help="run one node per host of an emulated fabric: a running fabric's name "
+                             "(uccl-fabric up) or a spec such as hosts=4,leaves=2,spines=2,rate=100mbit")
     return parser
 
 
@@ -64,7 +73,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if "UCCL_NUM_PATHS" in env and int(env["UCCL_NUM_PATHS"]) < 1:
         parser.error("--paths must be at least 1")
     args.uccl_env = env
+    if args.fabric is not None:
+        if args.nnodes != "1:1" or args.node_rank != 0 or args.master_addr != "127.0.0.1" or args.rdzv_endpoint:
+            parser.error("--fabric places the nodes itself (one per emulated host): drop --nnodes, "
+                         "--node-rank, --master-addr and --rdzv-endpoint")
+        if not str(args.nproc_per_node).isdigit() or int(args.nproc_per_node) < 1:
+            parser.error("--fabric needs --nproc-per-node to be a positive number (ranks per host)")
     return args
+
+
+def run_on_fabric(args: argparse.Namespace) -> int:
+    """One torchrun-style node per emulated host; builds the fabric from a spec for this
+    run (and removes it after), or uses a running one by name."""
+    from uccl.launch import fabric as fabmod
+    from uccl.launch.fabric_run import command, launch
+
+    fabmod.handle_signals()
+    argv = command(args.training_script, args.training_script_args, module=args.module,
+                   no_python=args.no_python)
+    nproc = int(args.nproc_per_node)
+    port = int(args.master_port) if args.master_port else None
+    if fabmod.NAME_RE.match(args.fabric):
+        return launch(fabmod.Fabric.attach(args.fabric), argv, nproc, args.uccl_env, port=port)
+    with fabmod.Fabric(fabmod.FabricSpec.parse(args.fabric)) as fab:
+        return launch(fab, argv, nproc, args.uccl_env, port=port)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -79,6 +111,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from torch.distributed.elastic.multiprocessing.errors import record
 
     args = parse_args(argv)
+    if args.fabric is not None:
+        from uccl.launch.fabric import FabricError
+
+        try:
+            sys.exit(run_on_fabric(args))
+        except FabricError as exc:
+            sys.exit(f"uccl-run: error: {exc}")
     record(run)(args)
 
 

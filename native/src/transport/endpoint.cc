@@ -23,15 +23,20 @@ struct Descriptor {
   uint64_t secret;
   int32_t rank, world, pid, fd;
   uint64_t segment_bytes;
-  char host[128];  // boot id + pid namespace: equal means /proc/<pid>/fd and CMA reach the peer
+  char host[128];  // boot id + pid and net namespaces: equal means same host, /proc/<pid>/fd and CMA reach the peer
 };
 
 std::string host_identity() {
   std::string boot;
   std::ifstream("/proc/sys/kernel/random/boot_id") >> boot;
-  char ns[128] = {0};
-  ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof(ns) - 1);
-  return boot + "/" + std::string(ns, n > 0 ? size_t(n) : 0);
+  auto link = [](const char* path) {
+    char ns[64] = {0};
+    ssize_t n = readlink(path, ns, sizeof(ns) - 1);
+    return std::string(ns, n > 0 ? size_t(n) : 0);
+  };
+  // Ranks in different network namespaces are different hosts (an emulated fabric):
+  // they talk over the net channel even though shm could reach them.
+  return boot + "/" + link("/proc/self/ns/pid") + "/" + link("/proc/self/ns/net");
 }
 
 }  // namespace

@@ -44,6 +44,7 @@ struct FlowParams {
   uint32_t mtu = 1472;  // wire bytes per packet (uccl header included)
   double rto_ms = 5.0;
   int max_retries = 50;
+  uint64_t swift_target_ns = 1'500'000;
 };
 
 struct TxOp {
@@ -100,6 +101,7 @@ class Flow {
   void take_output(Output* out);
   void detach() { detached_.store(true); }
   const FlowParams& params() const { return p_; }
+  uint32_t rx_auth() const { return uint32_t(rx_auth_); }  // the tag the peer's packets carry
   FlowStats& stats() { return stats_; }
   std::vector<PathStats>& path_stats() { return path_stats_; }
   DropCounters& drops() { return drops_; }
@@ -203,11 +205,13 @@ class Flow {
   std::vector<TxPkt> ring_;
   std::deque<uint64_t> retx_;
   std::deque<SendRec> sendlog_;  // transmissions in time order (loss detection, RTO)
+  uint64_t queued_bytes_ = 0;  // payload in sendq_ not yet cut into packets
   uint64_t next_msg_ = 0, snd_una_ = 0, snd_nxt_ = 0;
   uint64_t unacked_pkts_ = 0;
   uint64_t rack_sent_ns_ = 0;  // send time of the most recently sent packet known delivered
   uint64_t srtt_ns_ = 0, rttvar_ns_ = 0;
   int backoff_ = 0, consecutive_rtos_ = 0;
+  uint64_t last_rto_ns_ = 0;  // when the retransmission timer last fired (0: not since progress)
   uint64_t peer_rejects_ = 0, errors_received_ = 0;
   bool held_ = false;
   std::vector<uint64_t> acked_scratch_;
@@ -217,6 +221,8 @@ class Flow {
   uint64_t rcv_cum_ = 0;
   std::vector<uint64_t> rcv_bits_;
   std::map<uint64_t, RxOp> rx_ops_;
+  RxOp* last_rx_op_ = nullptr;  // rx_ops_[last_rx_msg_] (map nodes stay put until erased)
+  uint64_t last_rx_msg_ = 0;
   uint64_t rcv_next_msg_ = 0;
   uint64_t rejects_ = 0;
   bool need_ack_ = false;

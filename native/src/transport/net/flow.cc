@@ -15,6 +15,12 @@ constexpr size_t kMaxBurst = 44;                // packets per path choice (one 
 // are routinely handled ~0.5 ms after later-sent ones of another; 50 us (and
 // srtt/2) made ~5 % of a lossless 16-path transfer spurious retransmissions.
 constexpr uint64_t kMinReorderNs = 250'000;
+// ...and more after a retransmission proves spurious (RACK's reo_wnd scaling):
+// on a loaded host an engine or a softirq queue is sometimes held up for
+// milliseconds, and the window doubles (up to 16x) each time that reorders
+// packets past it; it halves again after kReoDecayNs without one.
+constexpr int kMaxReoShift = 4;
+constexpr uint64_t kReoDecayNs = 50'000'000;
 constexpr uint64_t kMaxRtoNs = 100'000'000;     // backoff cap (give-up takes ~max_retries x this)
 constexpr uint64_t kProbeSilenceNs = 100'000'000;  // probe a peer silent this long
 }  // namespace
@@ -257,6 +263,7 @@ void Flow::ack_pkt(uint64_t seq, std::vector<uint64_t>* acked_by_path, uint64_t*
     --unacked_pkts_;
   }
   // kLost: a spurious loss verdict; the queued retransmission is skipped.
+  if (t.state == kLost) widen_reordering(now_ns());
   t.state = kAcked;
   TxOp* op = t.op;
   --op->unacked;
@@ -272,6 +279,7 @@ void Flow::on_ack(const AckHeader& a, uint64_t now) {
     return;
   }
   if (a.rejects > peer_rejects_) peer_rejects_ = a.rejects;
+  note_if_spurious(a.echo_seq, now);
   std::fill(acked_scratch_.begin(), acked_scratch_.end(), 0);
   std::fill(sample_sent_.begin(), sample_sent_.end(), 0);
   uint64_t newest_sent = 0;
@@ -330,9 +338,28 @@ void Flow::mark_lost(TxPkt& t, bool timeout) {
   if (timeout) bump(path.stats->timeouts, 1);
 }
 
+void Flow::note_if_spurious(uint64_t echo_seq, uint64_t now) {
+  // The ack names its newest arrival. If that packet was retransmitted and an
+  // earlier ack already covered it, the arrival was a duplicate: the original
+  // was only late, and the retransmission spurious (a DSACK, in TCP's terms).
+  if (echo_seq >= snd_nxt_) return;
+  const TxPkt& t = pkt(echo_seq);
+  if (t.seq == echo_seq && t.tx_count > 1 && (t.state == kAcked || echo_seq < snd_una_)) widen_reordering(now);
+}
+
+void Flow::widen_reordering(uint64_t now) {
+  if (now - last_spurious_ns_ < srtt_ns_) return;  // once per round trip
+  reo_shift_ = std::min(reo_shift_ + 1, kMaxReoShift);
+  last_spurious_ns_ = now;
+}
+
 void Flow::detect_losses(uint64_t now) {
+  if (reo_shift_ > 0 && now - last_spurious_ns_ > kReoDecayNs) {
+    --reo_shift_;
+    last_spurious_ns_ = now;
+  }
   // A packet is lost once one sent sufficiently later has been delivered.
-  const uint64_t reo = std::max<uint64_t>(kMinReorderNs, srtt_ns_);
+  const uint64_t reo = std::max<uint64_t>(kMinReorderNs, srtt_ns_) << reo_shift_;
   std::vector<bool> cut(paths_.size(), false);
   while (!sendlog_.empty()) {
     const SendRec& r = sendlog_.front();
@@ -472,7 +499,8 @@ void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const
   last_rx_atomic_.store(now, std::memory_order_relaxed);
   const uint64_t seq = widen32(h.seq32, rcv_cum_);
   const bool dup = seq < rcv_cum_ || (seq < rcv_cum_ + kWindow && rcv_has(seq));
-  // Answer on the path the packet came in on, echoing its timestamp.
+  // Answer on the path the packet came in on, naming the newest arrival (the
+  // sender takes RTT from its own send times).
   auto owe_ack = [&] {
     need_ack_ = true;
     ++unacked_rx_;

@@ -17,8 +17,9 @@ constexpr size_t kMaxBurst = 44;                // packets per path choice (one 
 constexpr uint64_t kMinReorderNs = 250'000;
 // ...and more after a retransmission proves spurious (RACK's reo_wnd scaling):
 // on a loaded host an engine or a softirq queue is sometimes held up for
-// milliseconds, and the window doubles (up to 16x) each time that reorders
-// packets past it; it halves again after kReoDecayNs without one.
+// milliseconds, and the window doubles (up to 16x, and below a quarter of the
+// minimum RTO) each time that reorders packets past it; it halves again after
+// kReoDecayNs without one.
 constexpr int kMaxReoShift = 4;
 constexpr uint64_t kReoDecayNs = 50'000'000;
 constexpr uint64_t kMaxRtoNs = 100'000'000;     // backoff cap (give-up takes ~max_retries x this)
@@ -358,8 +359,11 @@ void Flow::detect_losses(uint64_t now) {
     --reo_shift_;
     last_spurious_ns_ = now;
   }
-  // A packet is lost once one sent sufficiently later has been delivered.
-  const uint64_t reo = std::max<uint64_t>(kMinReorderNs, srtt_ns_) << reo_shift_;
+  // A packet is lost once one sent sufficiently later has been delivered. The
+  // widened window stays under a quarter of the minimum RTO: beyond it, real
+  // losses would wait for the timer instead of being repaired by acks.
+  const uint64_t base_reo = std::max<uint64_t>(kMinReorderNs, srtt_ns_);
+  const uint64_t reo = std::max(base_reo, std::min(base_reo << reo_shift_, uint64_t(p_.rto_ms * 1e6) / 4));
   std::vector<bool> cut(paths_.size(), false);
   while (!sendlog_.empty()) {
     const SendRec& r = sendlog_.front();

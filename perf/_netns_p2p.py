@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import sys
 import time
@@ -23,6 +24,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import parse_size, plot_series, rate_bps, size_range  # noqa: E402
 
 HERE = os.path.abspath(__file__)
+
+
+def cpu_s() -> float:
+    """CPU seconds (user + system, every thread) this process has used: goodput
+    per CPU second does not depend on what else the machine runs."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 # ---- run inside the namespaces (one process per host) -------------------------
@@ -56,6 +64,7 @@ def uccl_rank(bs, sizes, budget, lat_iters, depth):
         # goodput: rank 0 keeps `depth` writes in flight; rank 1 answers the last one
         inbox.buffer[:size] = 0
         bs.barrier()
+        c0 = cpu_s()
         t0 = time.perf_counter()
         if bs.rank == 0:
             pending = []
@@ -67,9 +76,11 @@ def uccl_rank(bs, sizes, budget, lat_iters, depth):
                 r.wait()
             ep.wait_remote_write(peer)
             row["seconds"] = time.perf_counter() - t0
+            row["cpu_s"] = cpu_s() - c0
             row["goodput_gbps"] = size * iters * 8 / row["seconds"] / 1e9
         else:
             ep.wait_remote_write(peer)
+            row["cpu_s"] = cpu_s() - c0
             row["correct"] = bool(np.array_equal(inbox.buffer[:size], src.buffer[:size]))
             ep.write(peer, src, rkey, length=0, imm=0).wait()
         rows.append(row)
@@ -81,7 +92,8 @@ def uccl_rank(bs, sizes, budget, lat_iters, depth):
 
 
 def tcp_rank(bs, total, chunk, addr, port):
-    """A plain TCP stream of `total` bytes, host 0 -> host 1, large buffers both ends."""
+    """A plain TCP stream of `total` bytes, host 0 -> host 1, sent from and received into
+    `chunk`-byte buffers (uccl moves messages of that size from and into buffers of that size)."""
     if bs.rank == 1:
         srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -90,19 +102,23 @@ def tcp_rank(bs, total, chunk, addr, port):
         bs.barrier()
         conn, _ = srv.accept()
         buf = memoryview(bytearray(chunk))
+        c0 = cpu_s()
         got = 0
-        while got < total:
-            n = conn.recv_into(buf, min(chunk, total - got))
+        while got < total:  # fill the buffer front to back, one message after another, as uccl's inbox is
+            off = got % chunk
+            n = conn.recv_into(buf[off:], min(chunk - off, total - got))
             if not n:
                 break
             got += n
         conn.sendall(b"k")
+        cpu = cpu_s() - c0
         conn.close()
         srv.close()
-        return {"received": got}
+        return {"received": got, "cpu_s": cpu}
     bs.barrier()
     sock = socket.create_connection((addr, port))
     data = memoryview(np.random.default_rng(1).integers(0, 256, chunk, dtype=np.uint8).tobytes())
+    c0 = cpu_s()
     t0 = time.perf_counter()
     sent = 0
     while sent < total:
@@ -111,8 +127,9 @@ def tcp_rank(bs, total, chunk, addr, port):
         sent += n
     sock.recv(1)
     seconds = time.perf_counter() - t0
+    cpu = cpu_s() - c0
     sock.close()
-    return {"seconds": seconds, "goodput_gbps": total * 8 / seconds / 1e9}
+    return {"seconds": seconds, "goodput_gbps": total * 8 / seconds / 1e9, "cpu_s": cpu, "bytes": total}
 
 
 # ---- the driver (root namespace) ---------------------------------------------
@@ -135,6 +152,9 @@ def main(argv=None) -> None:
     ap.add_argument("--depth", type=int, default=4, help="writes kept in flight")
     ap.add_argument("--segment-in-kernel", action="store_true",
                     help="cut GSO trains on the veth so loss applies per packet (set by default with --loss)")
+    ap.add_argument("--tcp-chunk", type=parse_size, default=None,
+                    help="bytes per TCP send/recv call, from/into a buffer that size (default: the largest "
+                         "message size, so both transports stream from and into buffers of the same size)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     import signal
@@ -163,27 +183,34 @@ def main(argv=None) -> None:
             tcp_total = int(min(tcp_total, 64 << 20))
         if args.rate:  # keep the run short on a slow link
             tcp_total = int(min(tcp_total, rate_bps(args.rate) / 8 * 5))
-        tcp = _netns.run_pair(pair, f"{HERE}:tcp_rank", {"total": tcp_total, "chunk": 4 << 20,
-                                                          "addr": pair.addrs[1], "port": 5201}, timeout=600)[0]
+        tcp_chunk = args.tcp_chunk or max(sizes)
+        tcp_res = _netns.run_pair(pair, f"{HERE}:tcp_rank", {"total": tcp_total, "chunk": tcp_chunk,
+                                                              "addr": pair.addrs[1], "port": 5201}, timeout=600)
+        tcp = tcp_res[0]
+        tcp["cpu_s_per_gb"] = (tcp["cpu_s"] + tcp_res[1]["cpu_s"]) / (tcp["bytes"] / 1e9)
         budget = args.budget if not args.rate else int(min(args.budget, rate_bps(args.rate) / 8 * 5))
         res = _netns.run_pair(pair, f"{HERE}:uccl_rank", {"sizes": sizes, "budget": budget, "lat_iters": 500,
                                                           "depth": args.depth}, env=env, timeout=1200)
     rows = res[0]["rows"]
     for r, r1 in zip(rows, res[1]["rows"]):
         r["correct"] = r1["correct"]
+        r["cpu_s_per_gb"] = (r["cpu_s"] + r1["cpu_s"]) / (r["size"] * r["iters"] / 1e9)  # both hosts
         r["vs_tcp"] = r["goodput_gbps"] / tcp["goodput_gbps"]
         if args.rate:
             r["of_link"] = r["goodput_gbps"] * 1e9 / rate_bps(args.rate)
     setting = (f"paths={args.paths or 'default'} cc={args.cc or 'default'} loss={args.loss}% "
                f"rate={args.rate or 'none'} link-mtu={args.link_mtu}")
     print(f"uccl net channel between two namespaces ({setting})")
-    print(f"TCP stream, same hosts, same run: {tcp['goodput_gbps']:.3f} Gbit/s")
-    print(f"{'size':>12} {'one-way us':>11} {'Gbit/s':>9} {'vs TCP':>7} {'of link':>8} {'correct':>8}")
+    print(f"TCP stream, same hosts, same run: {tcp['goodput_gbps']:.3f} Gbit/s, "
+          f"{tcp['cpu_s_per_gb']:.3f} CPU s/GB (both hosts)")
+    print(f"{'size':>12} {'one-way us':>11} {'Gbit/s':>9} {'vs TCP':>7} {'of link':>8} {'correct':>8} "
+          f"{'CPU s/GB':>9} {'vs TCP':>7}")
     for r in rows:
         lat = f"{r['latency_us']:.1f}" if "latency_us" in r else "-"
         link = f"{r['of_link']:.0%}" if "of_link" in r else "-"
         print(f"{r['size']:>12} {lat:>11} {r['goodput_gbps']:>9.3f} {r['vs_tcp']:>7.2f} {link:>8} "
-              f"{'yes' if r['correct'] else 'NO':>8}")
+              f"{'yes' if r['correct'] else 'NO':>8} {r['cpu_s_per_gb']:>9.3f} "
+              f"{r['cpu_s_per_gb'] / tcp['cpu_s_per_gb']:>7.2f}")
     net = res[0]["net"]
     print(f"sender: {net.get('packets_sent')} packets, {net.get('retransmits')} retransmits, "
           f"{net.get('timeouts')} timeouts, srtt {net.get('srtt_us', 0):.0f} us; receiver drops "

@@ -48,6 +48,8 @@ class Config:
     mtu: int = field(default=1472, metadata={"env": "UCCL_MTU", "help": "UDP payload per packet (net)"})
     rto_ms: float = field(default=5.0, metadata={"env": "UCCL_RTO_MS", "help": "initial RTO (net)"})
     max_retries: int = field(default=50, metadata={"env": "UCCL_MAX_RETRIES", "help": "RTOs before failing"})
+    swift_target_us: float = field(default=1500.0, metadata={"env": "UCCL_SWIFT_TARGET_US",
+                                                             "help": "swift's delay target (net)"})
     # collectives
     algo: str = field(default="auto", metadata={"env": "UCCL_ALGO", "help": "collective algorithm override"})
     chunk_size: int = field(default=0, metadata={"env": "UCCL_CHUNK_SIZE", "help": "pipeline chunk (0 = tuner)"})
@@ -71,6 +73,8 @@ class Config:
             raise ValueError(f"UCCL_NUM_PATHS must be >= 1, got {self.num_paths}")
         if self.cc not in ("swift", "cubic"):
             raise ValueError(f"UCCL_CC must be swift or cubic, got {self.cc!r}")
+        if self.swift_target_us <= 0:
+            raise ValueError(f"UCCL_SWIFT_TARGET_US must be positive, got {self.swift_target_us}")
         if self.timeout <= 0:
             raise ValueError(f"UCCL_TIMEOUT must be positive, got {self.timeout}")
         if not 0 <= self.channels <= 64:

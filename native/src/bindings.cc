@@ -470,6 +470,7 @@ PYBIND11_MODULE(_native, m) {
       .def_readwrite("cc", &NetConfig::cc)
       .def_readwrite("mtu", &NetConfig::mtu)
       .def_readwrite("rto_ms", &NetConfig::rto_ms)
+      .def_readwrite("swift_target_us", &NetConfig::swift_target_us)
       .def_readwrite("max_retries", &NetConfig::max_retries);
 
   py::class_<EndpointConfig>(m, "EndpointConfig")

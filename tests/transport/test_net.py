@@ -160,6 +160,22 @@ def test_stats_per_path_and_config(paths, cc):
     assert net["srtt_us"] > 0 and all(k in net["paths"][0] for k in ("cwnd_bytes", "srtt_us", "retransmits"))
 
 
+def test_swift_target_is_a_setting():
+    import sys
+
+    from uccl.config import Config
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    net, _ = run_ranks(stats_and_paths, 2, ([1 << 20],), env={**NET, "UCCL_SWIFT_TARGET_US": "300"})
+    assert net["packets_sent"] >= (1 << 20) // 1500
+    os.environ["UCCL_SWIFT_TARGET_US"] = "0"
+    try:
+        with pytest.raises(ValueError, match="UCCL_SWIFT_TARGET_US"):
+            Config.from_env()
+    finally:
+        del os.environ["UCCL_SWIFT_TARGET_US"]
+
+
 # ---- between network namespaces ---------------------------------------------------
 
 @pytest.fixture

@@ -77,6 +77,7 @@ class Endpoint:
         net.ifname, net.addr, net.num_paths = self.config.ifname, self.config.addr, self.config.num_paths
         net.cc, net.mtu = self.config.cc, self.config.mtu
         net.rto_ms, net.max_retries = self.config.rto_ms, self.config.max_retries
+        net.swift_target_us = self.config.swift_target_us
         ncfg.net = net
         self._native = _native.Endpoint(ncfg)
         self._native.connect(bootstrap.allgather(self._native.descriptor()))

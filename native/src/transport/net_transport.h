@@ -20,6 +20,7 @@ struct NetConfig {
   int mtu = 1472;           // UCCL_MTU: UDP payload bytes per packet (incl. uccl header)
   double rto_ms = 5.0;      // UCCL_RTO_MS: initial retransmission timeout
   int max_retries = 50;     // UCCL_MAX_RETRIES: consecutive RTOs before a peer is failed
+  double swift_target_us = 1500;  // UCCL_SWIFT_TARGET_US: swift's delay target before flow scaling
 };
 
 class NetTransport {

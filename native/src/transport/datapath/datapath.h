@@ -41,7 +41,10 @@ struct RxPacket {
 
 struct DatapathStats {
   uint64_t tx_packets = 0, tx_bytes = 0, tx_calls = 0, tx_errors = 0;
+  uint64_t tx_msgs = 0;  // datagrams handed to the kernel (a GSO train counts once)
   uint64_t rx_packets = 0, rx_bytes = 0, rx_calls = 0;
+  uint64_t rx_msgs = 0;   // datagrams read (a GRO train counts once)
+  uint64_t rx_polls = 0;  // readiness checks (epoll)
   bool gso = false, gro = false;
 };
 

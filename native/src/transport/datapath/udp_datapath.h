@@ -50,6 +50,8 @@ class UdpDatapath final : public Datapath {
   std::vector<int> ready_;       // queues known readable
   std::vector<char> ready_flag_;
   size_t ready_pos_ = 0;
+  static constexpr int kPollEvery = 4;  // recv calls between readiness refreshes while queues stay ready
+  int calls_since_poll_ = 0;
   // Receive slots: each holds one datagram or one GRO-coalesced train.
   static constexpr size_t kRxSlots = 16;
   static constexpr size_t kRxSlotBytes = 65536;

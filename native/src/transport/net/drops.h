@@ -30,11 +30,17 @@ inline const char* drop_name(int d) {
   return names[d];
 }
 
-// Counted by one thread, read (and reported once) by others.
+// Adds to a counter that only the engine thread writes (others only read): a
+// plain load and store, not a locked read-modify-write, on the per-packet path.
+inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+// Counted by the engine thread, read (and reported once) by others.
 struct DropCounters {
   std::array<std::atomic<uint64_t>, kNumDrops> total{};
   std::array<std::atomic<uint64_t>, kNumDrops> reported{};
-  void add(Drop d, uint64_t n = 1) { total[d].fetch_add(n, std::memory_order_relaxed); }
+  void add(Drop d, uint64_t n = 1) { bump(total[d], n); }
   // How many of reason d have not been reported yet (and marks them reported).
   uint64_t take_new(int d) {
     uint64_t t = total[size_t(d)].load(std::memory_order_relaxed);

@@ -55,6 +55,7 @@ class Engine {
   // engine thread only
   std::vector<std::shared_ptr<Flow>> flows_;
   std::unordered_map<int, Flow*> by_rank_;
+  Flow* last_flow_ = nullptr;  // the flow the last packet went to
   TimingWheel wheel_;
   DropCounters drops_;
 };

@@ -2,11 +2,13 @@
 //
 // Sender: application operations (writes, sends, read requests) are cut into
 // packets with per-flow sequence numbers, sprayed over the paths (PathPicker)
-// within each path's congestion window, and kept until acknowledged. Acks
-// carry a cumulative ack, a SACK bitmap over the receive window and an echoed
-// timestamp (RTT). Holes are retransmitted when a packet sent later has been
-// acknowledged (time-based, RACK-like) and on timeout (RTO with backoff); after
-// max_retries consecutive timeouts the flow fails every pending operation.
+// within each path's congestion window (in trains of up to kMaxBurst packets,
+// one GSO send each), and kept until acknowledged. Acks carry a cumulative ack,
+// a SACK bitmap over the receive window and the newest arrival; RTT samples come
+// from the sender's own send times of first transmissions (Karn). Holes are
+// retransmitted when a packet sent later has been acknowledged (time-based,
+// RACK-like) and on timeout (RTO with backoff, at most one per RTO period);
+// after max_retries consecutive timeouts the flow fails every pending operation.
 //
 // Receiver: duplicates are suppressed by sequence number; write payload is
 // placed straight into the registered region (checked against the region
@@ -44,6 +46,7 @@ struct FlowParams {
   uint32_t mtu = 1472;  // wire bytes per packet (uccl header included)
   double rto_ms = 5.0;
   int max_retries = 50;
+  uint64_t swift_target_ns = 1'500'000;
 };
 
 struct TxOp {
@@ -100,6 +103,7 @@ class Flow {
   void take_output(Output* out);
   void detach() { detached_.store(true); }
   const FlowParams& params() const { return p_; }
+  uint32_t rx_auth() const { return uint32_t(rx_auth_); }  // the tag the peer's packets carry
   FlowStats& stats() { return stats_; }
   std::vector<PathStats>& path_stats() { return path_stats_; }
   DropCounters& drops() { return drops_; }
@@ -160,6 +164,8 @@ class Flow {
   void emit(TxPkt& t, int path, uint64_t now, TxBatch* b);
   void ack_pkt(uint64_t seq, std::vector<uint64_t>* acked_by_path, uint64_t* newest_sent);
   void mark_lost(TxPkt& t, bool timeout);
+  void note_if_spurious(uint64_t echo_seq, uint64_t now);
+  void widen_reordering(uint64_t now);
   void detect_losses(uint64_t now);
   void try_complete(TxOp* op);
   void finish(TxOp* op);
@@ -203,11 +209,15 @@ class Flow {
   std::vector<TxPkt> ring_;
   std::deque<uint64_t> retx_;
   std::deque<SendRec> sendlog_;  // transmissions in time order (loss detection, RTO)
+  uint64_t queued_bytes_ = 0;  // payload in sendq_ not yet cut into packets
   uint64_t next_msg_ = 0, snd_una_ = 0, snd_nxt_ = 0;
   uint64_t unacked_pkts_ = 0;
   uint64_t rack_sent_ns_ = 0;  // send time of the most recently sent packet known delivered
+  int reo_shift_ = 0;          // reordering window = max(250 us, srtt) << reo_shift_
+  uint64_t last_spurious_ns_ = 0;
   uint64_t srtt_ns_ = 0, rttvar_ns_ = 0;
   int backoff_ = 0, consecutive_rtos_ = 0;
+  uint64_t last_rto_ns_ = 0;  // when the retransmission timer last fired (0: not since progress)
   uint64_t peer_rejects_ = 0, errors_received_ = 0;
   bool held_ = false;
   std::vector<uint64_t> acked_scratch_;
@@ -217,6 +227,8 @@ class Flow {
   uint64_t rcv_cum_ = 0;
   std::vector<uint64_t> rcv_bits_;
   std::map<uint64_t, RxOp> rx_ops_;
+  RxOp* last_rx_op_ = nullptr;  // rx_ops_[last_rx_msg_] (map nodes stay put until erased)
+  uint64_t last_rx_msg_ = 0;
   uint64_t rcv_next_msg_ = 0;
   uint64_t rejects_ = 0;
   bool need_ack_ = false;

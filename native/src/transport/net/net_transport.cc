@@ -25,6 +25,8 @@ class UdpNetTransport final : public NetTransport {
     if (cfg.mtu < int(sizeof(net::DataWire)) + 64 || cfg.mtu > 65000)
       raise(ErrorKind::Argument, "UCCL_MTU must be within ", sizeof(net::DataWire) + 64, "..65000, got ", cfg.mtu);
     if (cfg.max_retries < 1) raise(ErrorKind::Argument, "UCCL_MAX_RETRIES must be >= 1, got ", cfg.max_retries);
+    if (!(cfg.swift_target_us > 0))
+      raise(ErrorKind::Argument, "UCCL_SWIFT_TARGET_US must be positive, got ", cfg.swift_target_us);
     net::make_cc(cfg.cc, net::CcParams{uint32_t(cfg.mtu), 1e6});  // reject an unknown UCCL_CC now
     UdpDatapathConfig dc{cfg.ifname, cfg.addr, cfg.num_paths, uint32_t(cfg.mtu)};
     auto dp = std::make_unique<UdpDatapath>(dc);
@@ -58,6 +60,7 @@ class UdpNetTransport final : public NetTransport {
     p.mtu = uint32_t(cfg_.mtu);
     p.rto_ms = cfg_.rto_ms;
     p.max_retries = cfg_.max_retries;
+    p.swift_target_ns = uint64_t(cfg_.swift_target_us * 1e3);
     auto flow = std::make_shared<net::Flow>(p, table_, engine_->wheel(), uint32_t(peer) << 8);
     engine_->add_flow(flow);
     return std::make_unique<net::NetChannel>(flow, engine_.get());

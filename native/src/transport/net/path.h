@@ -2,6 +2,7 @@
 // its RTT estimate and pacing state; plus the power-of-two-choices picker that
 // sprays packets over the paths of a flow.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -35,24 +36,31 @@ struct Path {
     }
   }
   double pace_rate() const { return cc->rate(srtt_ns); }
-  // Paced paths send when their time comes; the rest when the window has room.
-  bool eligible(uint64_t now) const { return pace_rate() > 0 ? now >= next_tx_ns : inflight < cc->window(); }
+  // Paced paths send when their time comes; the rest when the window has room,
+  // and room for a train of `want` bytes (up to half the window) if asked: the
+  // kernel's cost is per train, and a window spread over many paths otherwise
+  // goes out in the few packets each ack frees per path.
+  bool eligible(uint64_t now, double want) const {
+    if (pace_rate() > 0) return now >= next_tx_ns;
+    const double w = cc->window();
+    return inflight < w && w - inflight >= std::min(want, w / 2);
+  }
   double room() const { return cc->window() - inflight; }
 };
 
 // Picks a path for the next burst: two random candidates, the one with more
 // window room (lower RTT when the rooms are close); a full scan only when
-// neither may send. Returns -1 when no path may send now.
+// neither may send. `want`: see Path::eligible. Returns -1 when no path may send now.
 class PathPicker {
  public:
   explicit PathPicker(uint64_t seed) : s_(seed | 1) {}
-  int pick(const std::vector<Path>& paths, uint64_t now, double mss) {
+  int pick(const std::vector<Path>& paths, uint64_t now, double mss, double want) {
     const int n = int(paths.size());
-    if (n == 1) return paths[0].eligible(now) ? 0 : -1;
+    if (n == 1) return paths[0].eligible(now, want) ? 0 : -1;
     int a = int(next() % uint64_t(n));
     int b = int(next() % uint64_t(n - 1));
     if (b >= a) ++b;
-    bool ea = paths[size_t(a)].eligible(now), eb = paths[size_t(b)].eligible(now);
+    bool ea = paths[size_t(a)].eligible(now, want), eb = paths[size_t(b)].eligible(now, want);
     if (ea && eb) {
       const Path &pa = paths[size_t(a)], &pb = paths[size_t(b)];
       double ra = pa.room(), rb = pb.room();
@@ -65,7 +73,7 @@ class PathPicker {
     int start = int(next() % uint64_t(n));
     for (int k = 0; k < n; ++k) {
       int p = (start + k) % n;
-      if (paths[size_t(p)].eligible(now)) return p;
+      if (paths[size_t(p)].eligible(now, want)) return p;
     }
     return -1;
   }

@@ -12,6 +12,7 @@ struct CcParams {
   uint32_t mss;          // payload bytes per full packet
   double max_window;     // bytes; the flow's receive window bounds every path
   double init_window = 0;  // bytes; 0 = the algorithm's own default
+  uint64_t target_ns = 1'500'000;  // delay-based algorithms: the queueing delay aimed at (UCCL_SWIFT_TARGET_US)
 };
 
 class CongestionControl {

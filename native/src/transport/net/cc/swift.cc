@@ -9,11 +9,11 @@ namespace {
 constexpr double kAdditive = 1.0;     // packets per RTT below target
 constexpr double kBeta = 0.8;         // multiplicative decrease per unit of relative excess delay
 constexpr double kMaxMdf = 0.5;       // never cut more than half at once
-// Target = a fixed base + half of it as slack + flow scaling. The base must cover a scheduling hiccup of the
-// sending engine (~1 ms on a shared two-core host): a bottleneck queue kept
-// shallower than that runs dry whenever the sender is descheduled (measured
-// through a 200 Mbit/s tbf: 200 us left the link idle ~10 % of the time).
-constexpr uint64_t kBaseTargetNs = 1'000'000;
+// Target = CcParams::target_ns (UCCL_SWIFT_TARGET_US, 1.5 ms by default) + flow
+// scaling. It must cover a scheduling hiccup of the sending engine (~1 ms on a
+// shared two-core host): a bottleneck queue kept shallower than that runs dry
+// whenever the sender is descheduled (measured through a 200 Mbit/s tbf: a
+// 200 us target left the link idle ~10 % of the time).
 // Flow scaling (as in Swift): a smaller window gets a higher target, up to
 // kFsRangeNs more at kFsMinPkts, nothing from kFsMaxPkts up. Without it, two
 // flows whose targets differ slightly settle with one holding the queue at its
@@ -35,7 +35,7 @@ uint64_t Swift::target_ns() const {
   static const double beta = alpha / std::sqrt(kFsMaxPkts);
   const double pkts = std::max(cwnd_ / p_.mss, kFsMinPkts);
   const double fs = std::clamp(alpha / std::sqrt(pkts) - beta, 0.0, kFsRangeNs);
-  return kBaseTargetNs + kBaseTargetNs / 2 + uint64_t(fs);
+  return p_.target_ns + uint64_t(fs);
 }
 
 void Swift::on_ack(uint64_t now_ns, uint64_t acked, uint64_t rtt_ns, uint64_t srtt_ns) {

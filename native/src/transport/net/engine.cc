@@ -114,9 +114,10 @@ void Engine::dispatch(const RxPacket& p, uint64_t now) {
       return;
     }
     f->on_data(h, p.data + sizeof(w), len, p, now);
-  } else if (c.type == kAck && p.len >= sizeof(AckHeader)) {
-    AckHeader a;
-    std::memcpy(&a, p.data, sizeof(a));
+  } else if (c.type == kAck && ack_length_ok(p.len)) {
+    AckHeader a;  // the SACK words the sender left off are all zero
+    std::memset(&a, 0, sizeof(a));
+    std::memcpy(&a, p.data, p.len);
     f->on_ack(a, now);
   } else {
     drops_.add(kDropMalformed);
@@ -128,7 +129,7 @@ void Engine::send_ack(Flow* f, bool urgent_only) {
   int q;
   uint32_t ip;
   uint16_t port;
-  if (f->take_ack(&a, &q, &ip, &port, urgent_only)) dp_->reply(q, ip, port, &a, sizeof(a));
+  if (f->take_ack(&a, &q, &ip, &port, urgent_only)) dp_->reply(q, ip, port, &a, ack_length(a));
 }
 
 void Engine::sleep_until(uint64_t deadline_ns, uint64_t now) {

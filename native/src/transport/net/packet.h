@@ -131,6 +131,17 @@ struct AckHeader {
 };
 static_assert(sizeof(AckHeader) == 24 + 24 + 8 * kSackWords, "wire layout");
 
+// An ack goes out without its trailing all-zero SACK words: with nothing missing
+// it is 48 bytes, not 560 (acks share the reverse path with data in an all_to_all).
+inline size_t ack_length(const AckHeader& a) {
+  size_t words = kSackWords;
+  while (words && a.sack[words - 1] == 0) --words;
+  return offsetof(AckHeader, sack) + 8 * words;
+}
+inline bool ack_length_ok(size_t len) {
+  return len >= offsetof(AckHeader, sack) && len <= sizeof(AckHeader) && (len - offsetof(AckHeader, sack)) % 8 == 0;
+}
+
 // Widens a 32-bit counter sent by the peer against `ref`, a nearby 64-bit value
 // we hold (the result lies within 2^31 of it; never below zero).
 inline uint64_t widen32(uint32_t v, uint64_t ref) {

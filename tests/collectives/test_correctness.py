@@ -51,6 +51,10 @@ def movements(comm, W, r, dtype, n, label):
     comm.all_to_all(make(dtype, blocks[r]), out)
     check(out, np.concatenate([blocks[q][r * n:(r + 1) * n] for q in range(W)]), dtype, "sum",
           f"all_to_all {label}")
+    buf = make(dtype, blocks[r])
+    comm.all_to_all(buf, buf)
+    check(buf, np.concatenate([blocks[q][r * n:(r + 1) * n] for q in range(W)]), dtype, "sum",
+          f"all_to_all in place {label}")
     gathered = zeros(dtype, n * W) if r == root else None
     comm.gather(make(dtype, ins[r]), gathered, root=root)
     if r == root:

@@ -21,9 +21,11 @@ void all_gather_ring(CollContext& c, const LocalBuffer& in, const LocalBuffer& o
 void reduce_scatter_ring(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
                          const std::vector<uint64_t>& counts, const Scratch& workspace);
 // alltoall_pairwise.cc: W-1 rounds, in round s send to rank+s and receive from rank-s.
-void all_to_all_pairwise(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
+// `staging` (in place, more than two ranks): room for the input, which is copied aside first.
+void all_to_all_pairwise(CollContext& c, const LocalBuffer& in, uint64_t in_bytes, const LocalBuffer& out,
                          const std::vector<uint64_t>& send_counts, const std::vector<uint64_t>& send_displs,
-                         const std::vector<uint64_t>& recv_counts, const std::vector<uint64_t>& recv_displs);
+                         const std::vector<uint64_t>& recv_counts, const std::vector<uint64_t>& recv_displs,
+                         const Scratch& staging);
 // rooted.cc: pipelined chains from / to the root, and direct gather / scatter.
 void broadcast_chain(CollContext& c, const LocalBuffer& buf, uint64_t count, int root);
 void reduce_chain(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root);

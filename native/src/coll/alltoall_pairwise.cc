@@ -22,16 +22,25 @@ struct SlicedCopy {
 };
 }  // namespace
 
-void all_to_all_pairwise(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
+// In place with more than two ranks, a block arriving in round s would overwrite one
+// still to be sent in a later round: the input is copied aside first (`staging`).
+void all_to_all_pairwise(CollContext& c, const LocalBuffer& in, uint64_t in_bytes, const LocalBuffer& out,
                          const std::vector<uint64_t>& send_counts, const std::vector<uint64_t>& send_displs,
-                         const std::vector<uint64_t>& recv_counts, const std::vector<uint64_t>& recv_displs) {
+                         const std::vector<uint64_t>& recv_counts, const std::vector<uint64_t>& recv_displs,
+                         const Scratch& staging) {
   const size_t es = c.esize;
   const size_t me = size_t(c.rank);
-  SlicedCopy own{out.at(recv_displs[me] * es), in.at(send_displs[me] * es), send_counts[me] * es, c.chunk};
+  const char* src = in.at(0);
+  uint64_t src_key = in.key();
+  if (staging.data) {
+    std::memcpy(staging.data, src, in_bytes);
+    src = staging.data, src_key = staging.key;
+  }
+  SlicedCopy own{out.at(recv_displs[me] * es), src + send_displs[me] * es, send_counts[me] * es, c.chunk};
   if (own.dst == own.src) own.bytes = 0;  // in place: already there
   for (int s = 1; s < c.world; ++s) {
     size_t to = size_t(c.peer(s)), from = size_t(c.peer(-s));
-    exchange(c, int(to), in.key(), send_displs[to] * es, send_counts[to] * es, int(from), recv_counts[from] * es,
+    exchange(c, int(to), src_key, send_displs[to] * es, send_counts[to] * es, int(from), recv_counts[from] * es,
              [&](const char* data, uint64_t o, uint64_t len) {
                std::memcpy(out.at(recv_displs[from] * es + o), data, len);
                if (s == 1) own.step();

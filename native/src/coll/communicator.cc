@@ -152,8 +152,10 @@ Scratch Communicator::scratch(uint64_t bytes) {
 }
 
 template <typename Body>
-void Communicator::collective(const CallInfo& info, uint64_t sig_seed, uint64_t bytes, Body&& body) {
+void Communicator::collective(const CallInfo& info, uint64_t sig_seed, uint64_t bytes, Body&& body,
+                              const char* prefer) {
   Tuner::Choice ch = choice(info.name, bytes);
+  if (prefer && !tuner_.forced(info.name)) ch.algo = prefer;
   // The algorithm is part of the signature: ranks that chose differently (say,
   // different UCCL_ALGO) are told so instead of waiting for each other.
   SigHash sig;
@@ -268,18 +270,21 @@ void Communicator::all_to_all_v(uint64_t send, const std::vector<uint64_t>& send
     total += send_counts[size_t(j)];
   }
   // Per-rank sizes differ legitimately; each chunk's length is checked against what its receiver expects.
+  // In place (MPI too asks every rank to be in place, or none), both algorithms copy the input
+  // aside first, except the pairwise exchange between two ranks: that is used then.
+  const bool in_place = send < recv + out_extent * es && recv < send + in_extent * es;
   collective(call("all_to_all", total, t), 0, UINT64_MAX, [&](CollContext& c, std::string_view algo) {
     LocalBuffer in(regs_, reinterpret_cast<void*>(send), in_extent * es);
     LocalBuffer out(regs_, reinterpret_cast<void*>(recv), out_extent * es);
-    if (algo == "direct" && c.world > 1) {
-      Scratch staging{nullptr, 0};
-      if (send < recv + out_extent * es && recv < send + in_extent * es) staging = scratch(in_extent * es);
+    const bool direct = algo == "direct" && c.world > 1;
+    Scratch staging{nullptr, 0};
+    if (in_place && (direct || c.world > 2)) staging = scratch(in_extent * es);
+    if (direct)
       all_to_all_direct(c, in, in_extent * es, out, out_extent * es, send_counts, send_displs, recv_counts,
                         recv_displs, staging);
-    } else {
-      all_to_all_pairwise(c, in, out, send_counts, send_displs, recv_counts, recv_displs);
-    }
-  });
+    else
+      all_to_all_pairwise(c, in, in_extent * es, out, send_counts, send_displs, recv_counts, recv_displs, staging);
+  }, in_place && world() == 2 ? "pairwise" : nullptr);
 }
 
 void Communicator::gather(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root) {

@@ -86,7 +86,9 @@ class Communicator {
   void check_root(int root, const char* what) const;
   void check_counts(const std::vector<uint64_t>& v, const char* name, const char* what) const;
   template <typename Body>
-  void collective(const CallInfo& call, uint64_t sig_seed, uint64_t bytes, Body&& body);
+  // `prefer`: the algorithm to use unless UCCL_ALGO names one for this collective.
+  void collective(const CallInfo& call, uint64_t sig_seed, uint64_t bytes, Body&& body,
+                  const char* prefer = nullptr);
   void worker_loop();
   Scratch scratch(uint64_t bytes);
   // "shm" when every peer is reached through shared memory, else "net" (fixed once connected).

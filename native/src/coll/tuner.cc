@@ -33,7 +33,7 @@ Tuner::Choice Tuner::choose(const char* collective, int world, const std::string
     if (r.channels > 0) c.channels = r.channels;
     break;
   }
-  if (!forced_algo_.empty() && forced_algo_ != "auto" && implements(collective, forced_algo_)) c.algo = forced_algo_.c_str();
+  if (forced(collective)) c.algo = forced_algo_.c_str();
   if (forced_chunk_) c.chunk_bytes = forced_chunk_;
   if (forced_channels_ > 0) c.channels = forced_channels_;
   if (c.chunk_bytes > default_chunk_) c.chunk_bytes = default_chunk_;  // never beyond a slot

@@ -37,6 +37,10 @@ class Tuner {
 
   // Whether `collective` has an algorithm called `algo` (UCCL_ALGO applies only there).
   static bool implements(const char* collective, const std::string& algo);
+  // Whether UCCL_ALGO decides for `collective`.
+  bool forced(const char* collective) const {
+    return !forced_algo_.empty() && forced_algo_ != "auto" && implements(collective, forced_algo_);
+  }
 
  private:
   std::vector<TuneRule> rules_;

@@ -1,8 +1,6 @@
 #include "coll/algorithms.h"
-#include "coll/one_sided.h"
-#include "coll/reduce_kernels.h"
+#include "coll/fold_peers.h"
 #include "coll/stream_copy.h"
-#include "coll/windows.h"
 
 namespace uccl {
 
@@ -22,26 +20,14 @@ void all_reduce_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer&
   win.open_all(block_grants(off, seg, true, true));
   const uint64_t base = off[size_t(c.rank)], mine = seg[size_t(c.rank)];
   for (int s = 1; s < c.world; ++s) win.expect(c.peer(s), mine, mine, "all_reduce");
-  for_each_channel(c, [&](int ch) {
-    const uint64_t theirs = uint64_t(ch) * 2 * c.chunk, acc = theirs + c.chunk;  // offsets in scratch
-    OneSided ops(c);
-    for (uint64_t o = uint64_t(ch) * c.chunk; o < mine; o += uint64_t(c.channels) * c.chunk) {
-      const uint64_t len = mine - o < c.chunk ? mine - o : c.chunk;
-      for (int s = 1; s < c.world; ++s) {
-        const Window& w = win.of(c.peer(s));
-        ops.read(c.peer(s), scratch.key, theirs, len, w.in_key, w.in_off + o);
-        ops.wait_all();
-        reduce(scratch.data + acc, s == 1 ? in.at(base + o) : scratch.data + acc, scratch.data + theirs, len / es,
-               c.dtype, c.op);
-      }
-      if (c.op == ReduceOp::Avg) scale_by_inverse(scratch.data + acc, len / es, c.dtype, c.world);
-      for (int s = 1; s < c.world; ++s) {
-        const Window& w = win.of(c.peer(s));
-        ops.write(c.peer(s), scratch.key, acc, len, w.out_key, w.out_off + o);
-      }
-      copy_out(out.at(base + o), scratch.data + acc, len, bytes);
-      ops.wait_all();
+  for_each_owned_chunk(c, mine, [&](OneSided& ops, uint64_t theirs, uint64_t acc, uint64_t o, uint64_t len) {
+    fold_peers(c, win, ops, in.at(base + o), scratch, theirs, acc, o, len);
+    for (int s = 1; s < c.world; ++s) {
+      const Window& w = win.of(c.peer(s));
+      ops.write(c.peer(s), scratch.key, acc, len, w.out_key, w.out_off + o);
     }
+    copy_out(out.at(base + o), scratch.data + acc, len, bytes);
+    ops.wait_all();
   });
   win.close();
 }

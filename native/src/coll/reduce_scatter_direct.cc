@@ -1,8 +1,6 @@
 #include "coll/algorithms.h"
-#include "coll/one_sided.h"
-#include "coll/reduce_kernels.h"
+#include "coll/fold_peers.h"
 #include "coll/stream_copy.h"
-#include "coll/windows.h"
 
 namespace uccl {
 
@@ -21,21 +19,9 @@ void reduce_scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuf
   win.open_all(block_grants(off, len_b, true, false));
   const uint64_t base = off[size_t(c.rank)], mine = len_b[size_t(c.rank)];
   for (int s = 1; s < c.world; ++s) win.expect(c.peer(s), mine, 0, "reduce_scatter");
-  for_each_channel(c, [&](int ch) {
-    const uint64_t theirs = uint64_t(ch) * 2 * c.chunk, acc = theirs + c.chunk;  // offsets in scratch
-    OneSided ops(c);
-    for (uint64_t o = uint64_t(ch) * c.chunk; o < mine; o += uint64_t(c.channels) * c.chunk) {
-      const uint64_t len = mine - o < c.chunk ? mine - o : c.chunk;
-      for (int s = 1; s < c.world; ++s) {
-        const Window& w = win.of(c.peer(s));
-        ops.read(c.peer(s), scratch.key, theirs, len, w.in_key, w.in_off + o);
-        ops.wait_all();
-        reduce(scratch.data + acc, s == 1 ? in.at(base + o) : scratch.data + acc, scratch.data + theirs, len / es,
-               c.dtype, c.op);
-      }
-      if (c.op == ReduceOp::Avg) scale_by_inverse(scratch.data + acc, len / es, c.dtype, c.world);
-      copy_out(out.at(o), scratch.data + acc, len, mine);
-    }
+  for_each_owned_chunk(c, mine, [&](OneSided& ops, uint64_t theirs, uint64_t acc, uint64_t o, uint64_t len) {
+    fold_peers(c, win, ops, in.at(base + o), scratch, theirs, acc, o, len);
+    copy_out(out.at(o), scratch.data + acc, len, mine);
   });
   win.close();
 }

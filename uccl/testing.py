@@ -75,6 +75,11 @@ def run_ranks(fn: Callable[..., Any], world_size: int, args: tuple = (), env: Op
         if missing:
             failures.append(f"ranks {missing} did not report (exit codes "
                             f"{[procs[r].exitcode for r in missing]}; limit {timeout:.0f} s)")
+        for r, p in enumerate(procs):  # a crash at interpreter exit, after reporting, fails too
+            if r in out and r not in may_die:
+                p.join(timeout=30)
+                if p.exitcode not in (0, None):
+                    failures.append(f"rank {r}: reported, then exited with code {p.exitcode}")
         if failures:
             raise RankFailure("\n".join(failures))
         return [out[r][1] if r in out else None for r in range(world_size)]

@@ -1,9 +1,11 @@
 // The only file that knows Python: exposes the native core as uccl._native.
-// Every call that may block releases the GIL.
+// Every call that may block releases the GIL (GilRelease).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <optional>
 
 #include "coll/communicator.h"
@@ -15,6 +17,33 @@ namespace py = pybind11;
 using namespace uccl;
 
 namespace {
+
+// Releases the GIL around a blocking call. A daemon thread still blocked here when the
+// interpreter shuts down must not take the GIL back: CPython would end it with
+// pthread_exit, whose unwinding through this destructor aborts the whole process
+// ("terminate called without an active exception"). It parks instead, as CPython 3.14
+// parks daemon threads itself; the process is exiting anyway.
+class GilRelease {
+ public:
+  GilRelease() : state_(PyEval_SaveThread()) {}
+  ~GilRelease() {
+    while (finalizing()) std::this_thread::sleep_for(std::chrono::hours(1));
+    PyEval_RestoreThread(state_);
+  }
+  GilRelease(const GilRelease&) = delete;
+  GilRelease& operator=(const GilRelease&) = delete;
+
+ private:
+  static bool finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
+  }
+  PyThreadState* state_;
+};
+using gil_free = py::call_guard<GilRelease>;
 
 // Native errors become the classes defined in uccl/errors.py.
 void translate(const Error& e) {
@@ -32,7 +61,7 @@ void translate(const Error& e) {
 template <typename Fn>
 std::shared_ptr<Work> dispatch(Communicator& c, bool async_op, Fn&& fn) {
   if (async_op) return c.submit(std::forward<Fn>(fn));
-  py::gil_scoped_release nogil;
+  GilRelease nogil;
   c.run_in_order(fn);
   return nullptr;
 }
@@ -217,7 +246,7 @@ void bind_collectives(py::module_& m) {
       .def_readwrite("rules", &CommConfig::rules);
 
   py::class_<Work, std::shared_ptr<Work>>(m, "Work")
-      .def("wait", &Work::wait, py::arg("timeout_s"), py::call_guard<py::gil_scoped_release>())
+      .def("wait", &Work::wait, py::arg("timeout_s"), gil_free())
       .def("test", &Work::test);
 
   py::class_<Communicator>(m, "Communicator")
@@ -522,7 +551,6 @@ PYBIND11_MODULE(_native, m) {
                           ", tag=", c.tag, ")");
       });
 
-  using gil_free = py::call_guard<py::gil_scoped_release>;
   py::class_<Endpoint, std::shared_ptr<Endpoint>>(m, "Endpoint")
       .def(py::init<const EndpointConfig&>())
       .def_property_readonly("rank", &Endpoint::rank)
@@ -530,7 +558,7 @@ PYBIND11_MODULE(_native, m) {
       .def("descriptor", [](const Endpoint& e) { return py::bytes(e.descriptor()); })
       .def("connect",
            [](Endpoint& e, const std::vector<std::string>& d) {
-             py::gil_scoped_release nogil;
+             GilRelease nogil;
              e.connect(d);
            })
       .def("channel_kind", &Endpoint::channel_kind)
@@ -560,5 +588,5 @@ PYBIND11_MODULE(_native, m) {
 
   m.def("pingpong_one_way_us", &pingpong_one_way_us, py::arg("endpoint"), py::arg("peer"), py::arg("initiator"),
         py::arg("lkey"), py::arg("rkey"), py::arg("size"), py::arg("iters"), py::arg("warmup") = 100,
-        py::call_guard<py::gil_scoped_release>());
+        gil_free());
 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.collectives.reference import make, values, zeros, check
+from tests.collectives.reference import check, make, reduce_ref, values, zeros
 from tests.collectives.test_correctness import movements, reductions, variable_sizes
 from tests.collectives.transports import TRANSPORTS, transport_env
 from uccl.testing import run_ranks
@@ -68,3 +68,34 @@ def test_direct_with_several_channels(transport):
     """Three threads per rank split each large call (UCCL_CHANNELS)."""
     env = dict(transport_env(transport), UCCL_ALGO="direct", UCCL_CHANNELS="3", UCCL_CHUNK_SIZE="65536")
     assert run_ranks(forced, 3, ("direct x3",), env=env, timeout=800) == ["ok"] * 3
+
+
+def _ranks_differ(ctx):
+    """Rank 1 has no room in its shared arena, so it writes its block into its peers'
+    outputs while ranks 0 and 2 publish theirs for the others to copy out; each rank
+    cuts its block into other chunks with other channels (the direct all_reduce lets
+    them differ: only what lands where is agreed)."""
+    import os
+
+    os.environ.update({0: {"UCCL_CHANNELS": "2", "UCCL_CHUNK_SIZE": "65536"},
+                       1: {"UCCL_SHM_ARENA_BYTES": str(1 << 20), "UCCL_CHANNELS": "3", "UCCL_CHUNK_SIZE": "131072"},
+                       2: {"UCCL_CHANNELS": "1", "UCCL_CHUNK_SIZE": "262144"}}[ctx.rank])
+    from uccl.collectives import Communicator
+
+    comm = Communicator(ctx.bootstrap)
+    W, r = comm.world_size, comm.rank
+    for n in (1001, (1 << 20) // 4 + 7, 3 << 20):
+        for dtype, op in (("float32", "sum"), ("float16", "avg"), ("int32", "max")):
+            ins = [values(q, n, dtype, op) for q in range(W)]
+            for inplace in (False, True):
+                buf = make(dtype, ins[r])
+                out = buf if inplace else zeros(dtype, n)
+                comm.all_reduce(buf, None if inplace else out, op=op)
+                check(out, reduce_ref(ins, op, dtype), dtype, op, f"all_reduce {dtype} {op} n={n} inplace={inplace}")
+    return "ok"
+
+
+@pytest.mark.timeout(600)
+def test_direct_all_reduce_published_and_written_blocks_mix():
+    env = dict(transport_env("shm"), UCCL_ALGO="direct")
+    assert run_ranks(_ranks_differ, 3, env=env, timeout=500) == ["ok"] * 3

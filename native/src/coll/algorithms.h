@@ -33,8 +33,10 @@ void gather_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out
 void scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root);
 // *_direct.cc: one-sided access to peers' buffers opened for the call (windows.h):
 // each byte is copied once, straight to where it belongs. For shared memory.
+// all_reduce: `published` (data nullptr: none) is room in the shared arena for this
+// rank's block and its progress lines (published.h), when every peer is on this host.
 void all_reduce_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count,
-                       const Scratch& scratch);
+                       const Scratch& scratch, const Scratch& published);
 void reduce_scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
                            const std::vector<uint64_t>& counts, const Scratch& scratch);
 void all_gather_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,

@@ -2,6 +2,7 @@
 
 #include "coll/algorithms.h"
 #include "coll/block_exchange.h"
+#include "coll/stream_copy.h"
 
 namespace uccl {
 
@@ -20,7 +21,7 @@ void all_to_all_direct(CollContext& c, const LocalBuffer& in, uint64_t in_bytes,
   const char *src = in.at(0), *dst = out.at(0);
   uint64_t src_key = in.key();
   if (in_bytes && out_bytes && src < dst + out_bytes && dst < src + in_bytes) {
-    std::memcpy(staging.data, src, in_bytes);
+    copy_out(staging.data, src, in_bytes, in_bytes);
     src = staging.data, src_key = staging.key;
   }
   BlockPlan plan(c.world);
@@ -29,8 +30,9 @@ void all_to_all_direct(CollContext& c, const LocalBuffer& in, uint64_t in_bytes,
     plan.send(p, send_displs[size_t(p)] * es, send_counts[size_t(p)] * es);
     plan.recv(p, recv_displs[size_t(p)] * es, recv_counts[size_t(p)] * es);
   }
-  std::memmove(out.at(recv_displs[me] * es), src + send_displs[me] * es, recv_counts[me] * es);
-  exchange_blocks(c, src_key, out, out_bytes, plan, "all_to_all");
+  exchange_blocks(c, src_key, out, out_bytes, plan, "all_to_all", [&] {
+    copy_out(out.at(recv_displs[me] * es), src + send_displs[me] * es, recv_counts[me] * es, out_bytes);
+  });
 }
 
 }  // namespace uccl

@@ -13,7 +13,7 @@ constexpr uint64_t kEagerMax = 32 << 10;
 }  // namespace
 
 void exchange_blocks(CollContext& c, uint64_t src_key, const LocalBuffer& out, uint64_t out_bytes,
-                     const BlockPlan& plan, const char* what) {
+                     const BlockPlan& plan, const char* what, const std::function<void()>& own_block) {
   const uint64_t eager_max = kEagerMax < c.chunk ? kEagerMax : c.chunk;
   std::vector<int> senders, receivers, big_in, big_out;
   std::vector<Window> grants(size_t(c.world));
@@ -30,6 +30,7 @@ void exchange_blocks(CollContext& c, uint64_t src_key, const LocalBuffer& out, u
   win.grant(senders, grants);
   for (int p : receivers)
     if (plan.send_len[size_t(p)] <= eager_max) c.links.send(p, src_key, plan.send_off[size_t(p)], plan.send_len[size_t(p)]);
+  if (own_block) own_block();
   win.learn(receivers);
   for (int p : receivers) {
     win.expect(p, 0, plan.send_len[size_t(p)], what);

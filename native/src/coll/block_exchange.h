@@ -10,6 +10,7 @@
 // left waiting for each other.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "coll/context.h"
@@ -28,8 +29,9 @@ struct BlockPlan {
 };
 
 // Blocks are sent from the region `src_key` (offsets within it) and land in `out`
-// (`out_bytes` long). The rank's own block is the caller's business.
+// (`out_bytes` long). The rank's own block is the caller's business: `own_block`
+// copies it while the peers' windows are on their way.
 void exchange_blocks(CollContext& c, uint64_t src_key, const LocalBuffer& out, uint64_t out_bytes,
-                     const BlockPlan& plan, const char* what);
+                     const BlockPlan& plan, const char* what, const std::function<void()>& own_block = {});
 
 }  // namespace uccl

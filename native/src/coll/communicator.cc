@@ -6,6 +6,8 @@
 #include <string_view>
 
 #include "coll/algorithms.h"
+#include "coll/published.h"
+#include "coll/stream_copy.h"
 #include "common/errors.h"
 
 namespace uccl {
@@ -94,6 +96,7 @@ Communicator::~Communicator() {
     } catch (...) {
     }
   }
+  release_published();
 }
 
 const std::string& Communicator::transport() {
@@ -141,6 +144,28 @@ void Communicator::check_counts(const std::vector<uint64_t>& v, const char* name
           " ranks");
 }
 
+Scratch Communicator::published(uint64_t bytes) {
+  if (transport() != "shm") return Scratch{nullptr, 0};
+  if (published_bytes_ < bytes) {
+    release_published();
+    published_ = static_cast<char*>(ep_->alloc_shared(bytes));
+    if (!published_) return Scratch{nullptr, 0};  // the arena is full: peers get writes instead
+    published_bytes_ = bytes;
+    published_key_ = ep_->register_region(uint64_t(published_), bytes, kRemoteRead | kRemoteWrite);
+  }
+  return Scratch{published_, published_key_};
+}
+
+void Communicator::release_published() {
+  if (!published_) return;
+  try {
+    ep_->deregister_region(published_key_);
+  } catch (...) {
+  }
+  ep_->free_shared(published_);
+  published_ = nullptr, published_bytes_ = 0, published_key_ = 0;
+}
+
 Scratch Communicator::scratch(uint64_t bytes) {
   if (workspace_.size() < bytes || !workspace_key_) {
     if (workspace_key_) ep_->deregister_region(workspace_key_);
@@ -184,11 +209,12 @@ void Communicator::all_reduce(uint64_t send, uint64_t recv, uint64_t count, Data
   collective(call("all_reduce", count, t, op), SigHash().add(count).h, bytes, [&](CollContext& c, std::string_view algo) {
     LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes), out(regs_, reinterpret_cast<void*>(recv), bytes);
     if (c.world == 1) {
-      if (send != recv) std::memmove(out.at(0), in.at(0), bytes);
+      if (send != recv) move_out(out.at(0), in.at(0), bytes, bytes);
     } else if (algo == "recursive_doubling") {
       all_reduce_recursive_doubling(c, in, out, count);
     } else if (algo == "direct") {
-      all_reduce_direct(c, in, out, count, scratch(2 * c.chunk * uint64_t(c.channels)));
+      all_reduce_direct(c, in, out, count, scratch(2 * c.chunk * uint64_t(c.channels)),
+                        published(PublishedShape{c.chunk, c.channels, c.world, kPublishedSlots}.bytes()));
     } else {
       all_reduce_ring(c, in, out, count, scratch(c.chunk));
     }

@@ -91,6 +91,10 @@ class Communicator {
                   const char* prefer = nullptr);
   void worker_loop();
   Scratch scratch(uint64_t bytes);
+  // Room in the shared arena that peers on this host read (published.h), kept
+  // between calls; data nullptr when a peer is elsewhere or the arena is full.
+  Scratch published(uint64_t bytes);
+  void release_published();
   // "shm" when every peer is reached through shared memory, else "net" (fixed once connected).
   const std::string& transport();
 
@@ -103,6 +107,8 @@ class Communicator {
   uint32_t seq_ = 0;
   std::vector<char> workspace_;
   uint64_t workspace_key_ = 0;
+  char* published_ = nullptr;
+  uint64_t published_bytes_ = 0, published_key_ = 0;
   std::string transport_;
 
   std::mutex q_mu_;

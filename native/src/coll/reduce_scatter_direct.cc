@@ -19,9 +19,9 @@ void reduce_scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuf
   win.open_all(block_grants(off, len_b, true, false));
   const uint64_t base = off[size_t(c.rank)], mine = len_b[size_t(c.rank)];
   for (int s = 1; s < c.world; ++s) win.expect(c.peer(s), mine, 0, "reduce_scatter");
-  for_each_owned_chunk(c, mine, [&](OneSided& ops, uint64_t theirs, uint64_t acc, uint64_t o, uint64_t len) {
-    fold_peers(c, win, ops, in.at(base + o), scratch, theirs, acc, o, len);
-    copy_out(out.at(o), scratch.data + acc, len, mine);
+  for_each_owned_chunk(c, mine, [&](OneSided& ops, const OwnedChunk& k) {
+    fold_peers(c, win, ops, in.at(base + k.o), scratch, k.theirs, scratch.data + k.acc, k.o, k.len);
+    copy_out(out.at(k.o), scratch.data + k.acc, k.len, mine);
   });
   win.close();
 }

@@ -3,6 +3,7 @@
 #include "coll/algorithms.h"
 #include "coll/block_exchange.h"
 #include "coll/reduce_kernels.h"
+#include "coll/stream_copy.h"
 
 namespace uccl {
 
@@ -38,7 +39,7 @@ void reduce_chain(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
   const uint64_t bytes = count * c.esize;
   const int pos = (c.rank - root - 1 + 2 * c.world) % c.world;  // the root is last
   if (c.world == 1) {
-    std::memmove(out.at(0), in.at(0), bytes);
+    move_out(out.at(0), in.at(0), bytes, bytes);
     return;
   }
   const int next = c.peer(1);
@@ -70,11 +71,13 @@ void gather_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out
   if (c.rank == root) {
     for (int p = 0; p < c.world; ++p)
       if (p != root) plan.recv(p, uint64_t(p) * bytes, bytes);
-    std::memmove(out.at(uint64_t(root) * bytes), in.at(0), bytes);
   } else {
     plan.send(root, 0, bytes);
   }
-  exchange_blocks(c, in.key(), out, c.rank == root ? bytes * uint64_t(c.world) : 0, plan, "gather");
+  const uint64_t out_bytes = c.rank == root ? bytes * uint64_t(c.world) : 0;
+  exchange_blocks(c, in.key(), out, out_bytes, plan, "gather", [&] {
+    if (c.rank == root) move_out(out.at(uint64_t(root) * bytes), in.at(0), bytes, out_bytes);
+  });
 }
 
 // The root sends one block to every rank (block_exchange.h).
@@ -84,11 +87,12 @@ void scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& ou
   if (c.rank == root) {
     for (int p = 0; p < c.world; ++p)
       if (p != root) plan.send(p, uint64_t(p) * bytes, bytes);
-    std::memmove(out.at(0), in.at(uint64_t(root) * bytes), bytes);
   } else {
     plan.recv(root, 0, bytes);
   }
-  exchange_blocks(c, in.key(), out, bytes, plan, "scatter");
+  exchange_blocks(c, in.key(), out, bytes, plan, "scatter", [&] {
+    if (c.rank == root) move_out(out.at(0), in.at(uint64_t(root) * bytes), bytes, bytes);
+  });
 }
 
 }  // namespace uccl

@@ -16,6 +16,15 @@ void copy_out(void* dst, const void* src, size_t bytes, size_t call_output_bytes
     std::memcpy(dst, src, bytes);
 }
 
+void move_out(void* dst, const void* src, size_t bytes, size_t call_output_bytes) {
+  auto* d = static_cast<char*>(dst);
+  auto* s = static_cast<const char*>(src);
+  if (d < s + bytes && s < d + bytes)
+    std::memmove(dst, src, bytes);
+  else
+    copy_out(dst, src, bytes, call_output_bytes);
+}
+
 void stream_copy(void* dst, const void* src, size_t bytes) {
 #if defined(__x86_64__)
   auto* d = static_cast<char*>(dst);

@@ -15,5 +15,7 @@ constexpr size_t kStreamOutputMin = 1 << 20;
 
 // stream_copy when the call's whole output is that large, else memcpy.
 void copy_out(void* dst, const void* src, size_t bytes, size_t call_output_bytes);
+// copy_out, but the ranges may overlap (a rank's own block in place): memmove then.
+void move_out(void* dst, const void* src, size_t bytes, size_t call_output_bytes);
 
 }  // namespace uccl

@@ -14,10 +14,13 @@
 namespace uccl {
 
 // What one rank lets a peer touch: [in_off, in_off + in_len) of its input for
-// reading, [out_off, out_off + out_len) of its output for writing.
+// reading, [out_off, out_off + out_len) of its output for writing, and the res_len
+// bytes of results it publishes (published.h: in res_chunk chunks by res_channels
+// channels through res_slots slots each; res_key 0: none) for the peer to copy out.
 struct Window {
   uint64_t in_key = 0, in_off = 0, in_len = 0;
   uint64_t out_key = 0, out_off = 0, out_len = 0;
+  uint64_t res_key = 0, res_len = 0, res_chunk = 0, res_channels = 0, res_slots = 0;
 };
 
 class CallWindows {

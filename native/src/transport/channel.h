@@ -72,6 +72,12 @@ class Channel {
   virtual size_t poll(ChannelSink& sink) = 0;
   virtual bool peer_alive() = 0;
   virtual PeerCounters counters() const = 0;
+  // Where [roff, roff + len) of the peer's region `rkey` (remote read and write
+  // granted) is mapped into this process, or nullptr (the net channel; memory outside
+  // the peer's shared arena). Loads and stores through it are the peer's as they happen.
+  virtual char* map_remote(uint64_t /*rkey*/, uint64_t /*roff*/, uint64_t /*len*/) { return nullptr; }
+  // Wakes the peer if it sleeps in a wait (it re-checks what it waits for).
+  virtual void wake() {}
 };
 
 }  // namespace uccl

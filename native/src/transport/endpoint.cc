@@ -196,6 +196,16 @@ Endpoint::Posted Endpoint::read(int peer, uint64_t lkey, uint64_t loff, uint64_t
   });
 }
 
+char* Endpoint::map_remote(int peer, uint64_t rkey, uint64_t roff, uint64_t len) {
+  check_peer(peer, "map");
+  return channels_[size_t(peer)]->map_remote(rkey, roff, len);
+}
+
+void Endpoint::wake(int peer) {
+  check_peer(peer, "wake");
+  channels_[size_t(peer)]->wake();
+}
+
 Endpoint::Posted Endpoint::send(int peer, const void* data, uint64_t len, uint64_t tag) {
   check_peer(peer, "send");
   OpDesc op{Opcode::Send, peer, tag, nullptr};

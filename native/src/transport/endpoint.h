@@ -72,6 +72,9 @@ class Endpoint : private ChannelSink {
                uint32_t imm);
   Posted read(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff);
   Posted send(int peer, const void* data, uint64_t len, uint64_t tag);
+  // Loads straight from a peer's region, where the channel maps it (Channel::map_remote).
+  char* map_remote(int peer, uint64_t rkey, uint64_t roff, uint64_t len);
+  void wake(int peer);
   uint64_t post_recv(int src, void* buf, uint64_t cap, uint64_t tag);
 
   Completion wait(uint64_t wr_id, double timeout_s);

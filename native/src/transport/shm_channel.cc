@@ -48,6 +48,12 @@ char* ShmChannel::mapped(uint64_t peer_addr, uint64_t len) const {
   return peer_map_ + (peer_addr - peer_hdr_->base_addr);
 }
 
+char* ShmChannel::map_remote(uint64_t rkey, uint64_t roff, uint64_t len) {
+  Region r = check_remote(rkey, roff, len, kRemoteRead | kRemoteWrite, "map");
+  if (self_) return reinterpret_cast<char*>(r.addr + roff);
+  return mapped(r.addr + roff, len);
+}
+
 ShmChannel::~ShmChannel() {
   if (pidfd_ >= 0) close(pidfd_);
 }

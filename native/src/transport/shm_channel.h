@@ -36,6 +36,8 @@ class ShmChannel final : public Channel {
   bool send(uint64_t wr_id, const void* data, uint64_t len, uint64_t tag, const WaitFn& wait) override;
   size_t poll(ChannelSink& sink) override;
   bool peer_alive() override;
+  char* map_remote(uint64_t rkey, uint64_t roff, uint64_t len) override;
+  void wake() override { peer_hdr_->bell.ring(); }
   PeerCounters counters() const override {
     std::lock_guard<std::mutex> lock(send_mu_);
     return counters_;

@@ -9,6 +9,7 @@
 
 #include "common/clock.h"
 #include "common/errors.h"
+#include "common/stream_copy.h"
 
 namespace uccl::net {
 
@@ -173,6 +174,7 @@ void Engine::run() {
       last_rx = now;
       now = now_ns();
       for (size_t i = 0; i < n; ++i) dispatch(rx[i], now);
+      stream_fence();  // payload placed with streaming stores is visible before any ack or completion
       for (auto& f : flows_) send_ack(f.get(), false);  // acks leave before the app hears of the data
     }
     // Timers: retransmission timeouts and the pacing wheel.

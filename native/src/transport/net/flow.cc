@@ -28,10 +28,11 @@ constexpr uint64_t kProbeSilenceNs = 100'000'000;  // probe a peer silent this l
 // Delayed acks: while packets arrive in order, the receiver acks once per
 // kAckEvery packets or kAckDelayNs after the oldest unacknowledged one (every
 // ack costs a syscall and a trip through both kernels; on a slow link it also
-// takes reverse-path bandwidth from data). Duplicates and completed operations
-// are acked at once (spurious-retransmission detection and completions do not
-// wait); holes are not: with sprayed paths most batches arrive out of order, and
-// the sender's RACK waits a reordering window (>= 250 us) before it retransmits.
+// takes reverse-path bandwidth from data). Duplicates, completed operations and
+// holes (data held above a missing packet at the end of a receive batch) are
+// acked at once, so spurious-retransmission detection, completions and loss
+// recovery do not wait; at high rates a batch rarely ends with a hole, and at
+// 1 % loss on the 100 Mbit/s fabric delaying those acks too measured worse.
 constexpr uint32_t kAckEvery = 128;
 constexpr uint64_t kAckDelayNs = 200'000;
 }  // namespace
@@ -558,6 +559,7 @@ void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const
     ++rcv_cum_;
   }
   owe_ack();
+  rcv_high_ = std::max(rcv_high_, seq);
   const uint64_t msg_id = widen32(h.msg32, rcv_next_msg_);
   if (msg_id < rcv_next_msg_) {
     drops_.add(kDropMalformed);  // belongs to an operation already complete
@@ -744,7 +746,8 @@ void Flow::deliver_in_order() {
 
 bool Flow::take_ack(AckHeader* a, int* queue, uint32_t* ip, uint16_t* port, uint64_t now) {
   if (!need_ack_) return false;
-  if (!ack_now_ && unacked_rx_ < kAckEvery && now < first_unacked_ns_ + kAckDelayNs) return false;  // delayed
+  const bool hole = rcv_high_ >= rcv_cum_;  // data buffered above a missing packet
+  if (!ack_now_ && !hole && unacked_rx_ < kAckEvery && now < first_unacked_ns_ + kAckDelayNs) return false;  // delayed
   need_ack_ = false;
   ack_now_ = false;
   unacked_rx_ = 0;

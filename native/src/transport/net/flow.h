@@ -233,6 +233,7 @@ class Flow {
   uint64_t rejects_ = 0;
   bool need_ack_ = false;
   bool ack_now_ = false;           // owed at once, not delayed
+  uint64_t rcv_high_ = 0;          // highest sequence number received
   uint64_t first_unacked_ns_ = 0;  // arrival of the oldest packet not yet acked
   uint32_t unacked_rx_ = 0;
   uint64_t echo_seq_ = 0;

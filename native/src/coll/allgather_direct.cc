@@ -2,7 +2,7 @@
 
 #include "coll/algorithms.h"
 #include "coll/one_sided.h"
-#include "coll/stream_copy.h"
+#include "common/stream_copy.h"
 #include "coll/windows.h"
 
 namespace uccl {

@@ -3,8 +3,8 @@
 #include "coll/algorithms.h"
 #include "coll/fold_peers.h"
 #include "coll/published.h"
-#include "coll/stream_copy.h"
 #include "common/errors.h"
+#include "common/stream_copy.h"
 
 namespace uccl {
 

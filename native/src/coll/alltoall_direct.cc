@@ -2,7 +2,7 @@
 
 #include "coll/algorithms.h"
 #include "coll/block_exchange.h"
-#include "coll/stream_copy.h"
+#include "common/stream_copy.h"
 
 namespace uccl {
 

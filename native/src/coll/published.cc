@@ -1,6 +1,6 @@
 #include "coll/published.h"
 
-#include "coll/stream_copy.h"
+#include "common/stream_copy.h"
 
 namespace uccl {
 

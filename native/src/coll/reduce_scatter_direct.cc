@@ -1,6 +1,6 @@
 #include "coll/algorithms.h"
 #include "coll/fold_peers.h"
-#include "coll/stream_copy.h"
+#include "common/stream_copy.h"
 
 namespace uccl {
 

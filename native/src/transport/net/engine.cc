@@ -9,6 +9,7 @@
 
 #include "common/clock.h"
 #include "common/errors.h"
+#include "common/stream_copy.h"
 
 namespace uccl::net {
 
@@ -124,12 +125,12 @@ void Engine::dispatch(const RxPacket& p, uint64_t now) {
   }
 }
 
-void Engine::send_ack(Flow* f, bool urgent_only) {
+void Engine::send_ack(Flow* f, uint64_t now) {
   AckHeader a;
   int q;
   uint32_t ip;
   uint16_t port;
-  if (f->take_ack(&a, &q, &ip, &port, urgent_only)) dp_->reply(q, ip, port, &a, ack_length(a));
+  if (f->take_ack(&a, &q, &ip, &port, now)) dp_->reply(q, ip, port, &a, ack_length(a));
 }
 
 void Engine::sleep_until(uint64_t deadline_ns, uint64_t now) {
@@ -173,8 +174,9 @@ void Engine::run() {
       last_rx = now;
       now = now_ns();
       for (size_t i = 0; i < n; ++i) dispatch(rx[i], now);
-      for (auto& f : flows_) send_ack(f.get(), false);  // acks leave before the app hears of the data
+      stream_fence();  // payload placed with streaming stores is visible before any ack or completion
     }
+    for (auto& f : flows_) send_ack(f.get(), now);  // owed or delayed ones now due; before the app hears of the data
     // Timers: retransmission timeouts and the pacing wheel.
     wheel_.advance(now, [](uint32_t) {});  // a due path becomes eligible again in pump()
     if (n == 0 || ++timer_deferrals >= kMaxTimerDeferrals) {

@@ -38,7 +38,7 @@ class Engine {
   void run();
   void adopt_new_flows();
   void dispatch(const RxPacket& p, uint64_t now);
-  void send_ack(Flow* f, bool urgent_only);
+  void send_ack(Flow* f, uint64_t now);
   void sleep_until(uint64_t deadline_ns, uint64_t now);
 
   std::unique_ptr<Datapath> dp_;

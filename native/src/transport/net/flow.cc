@@ -5,6 +5,7 @@
 
 #include "common/clock.h"
 #include "common/errors.h"
+#include "common/stream_copy.h"
 
 namespace uccl::net {
 
@@ -24,6 +25,16 @@ constexpr int kMaxReoShift = 4;
 constexpr uint64_t kReoDecayNs = 50'000'000;
 constexpr uint64_t kMaxRtoNs = 100'000'000;     // backoff cap (give-up takes ~max_retries x this)
 constexpr uint64_t kProbeSilenceNs = 100'000'000;  // probe a peer silent this long
+// Delayed acks: while packets arrive in order, the receiver acks once per
+// kAckEvery packets or kAckDelayNs after the oldest unacknowledged one (every
+// ack costs a syscall and a trip through both kernels; on a slow link it also
+// takes reverse-path bandwidth from data). Duplicates, completed operations and
+// holes (data held above a missing packet at the end of a receive batch) are
+// acked at once, so spurious-retransmission detection, completions and loss
+// recovery do not wait; at high rates a batch rarely ends with a hole, and at
+// 1 % loss on the 100 Mbit/s fabric delaying those acks too measured worse.
+constexpr uint32_t kAckEvery = 128;
+constexpr uint64_t kAckDelayNs = 200'000;
 }  // namespace
 
 Flow::Flow(const FlowParams& p, RegionTable* own_table, TimingWheel* wheel, uint32_t wheel_base)
@@ -390,12 +401,13 @@ uint64_t Flow::rto_ns() const {
 }
 
 uint64_t Flow::next_deadline() const {
+  const uint64_t ack = need_ack_ ? first_unacked_ns_ + kAckDelayNs : ~0ull;
   for (const SendRec& r : sendlog_) {
     const TxPkt& t = ring_[r.seq % kWindow];
     if (t.seq == r.seq && t.state == kInFlight && t.tx_count == r.tx_count)
-      return std::max(r.sent_ns, last_rto_ns_) + rto_ns();
+      return std::min(ack, std::max(r.sent_ns, last_rto_ns_) + rto_ns());
   }
-  return ~0ull;
+  return ack;
 }
 
 void Flow::on_timer(uint64_t now) {
@@ -511,6 +523,7 @@ void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const
   // Answer on the path the packet came in on, naming the newest arrival (the
   // sender takes RTT from its own send times).
   auto owe_ack = [&] {
+    if (!need_ack_) first_unacked_ns_ = now;
     need_ack_ = true;
     ++unacked_rx_;
     echo_seq_ = seq;
@@ -522,6 +535,7 @@ void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const
   if (dup) {
     drops_.add(kDropDuplicate);
     owe_ack();  // the ack that covered it may have been lost
+    ack_now_ = true;
     return;
   }
   if (closing_) {
@@ -545,6 +559,7 @@ void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const
     ++rcv_cum_;
   }
   owe_ack();
+  rcv_high_ = std::max(rcv_high_, seq);
   const uint64_t msg_id = widen32(h.msg32, rcv_next_msg_);
   if (msg_id < rcv_next_msg_) {
     drops_.add(kDropMalformed);  // belongs to an operation already complete
@@ -570,7 +585,10 @@ void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const
   }
   place(h, msg_id, op, payload, len);
   op.received += len;
-  if (op.complete()) deliver_in_order();  // only a completed operation can release events
+  if (op.complete()) {
+    ack_now_ = true;  // the sender completes the operation on this ack
+    deliver_in_order();  // only a completed operation can release events
+  }
 }
 
 void Flow::refuse(RxOp& op, uint64_t msg_id, uint64_t code, uint64_t region_len) {
@@ -606,7 +624,15 @@ void Flow::place(const DataHeader& h, uint64_t msg_id, RxOp& op, const char* pay
         refuse(op, msg_id, code, r ? r->len : 0);
         return;
       }
-      if (len) std::memcpy(reinterpret_cast<char*>(r->addr + op.b + h.frag_off), payload, len);
+      char* dst = reinterpret_cast<char*>(r->addr + op.b + h.frag_off);
+      // A large write is not read again before the application looks at it:
+      // streaming stores skip reading each destination line first (measured
+      // about 3x cheaper into a cold 16 MiB region). The engine fences after
+      // each receive batch, before acks or completions leave.
+      if (op.total >= kStreamOutputMin)
+        stream_store(dst, payload, len);
+      else if (len)
+        std::memcpy(dst, payload, len);
       return;
     }
     case kOpSend:
@@ -718,9 +744,12 @@ void Flow::deliver_in_order() {
   }
 }
 
-bool Flow::take_ack(AckHeader* a, int* queue, uint32_t* ip, uint16_t* port, bool urgent_only) {
-  if (!need_ack_ || urgent_only) return false;
+bool Flow::take_ack(AckHeader* a, int* queue, uint32_t* ip, uint16_t* port, uint64_t now) {
+  if (!need_ack_) return false;
+  const bool hole = rcv_high_ >= rcv_cum_;  // data buffered above a missing packet
+  if (!ack_now_ && !hole && unacked_rx_ < kAckEvery && now < first_unacked_ns_ + kAckDelayNs) return false;  // delayed
   need_ack_ = false;
+  ack_now_ = false;
   unacked_rx_ = 0;
   a->common = tx_common_;
   a->common.type = kAck;

@@ -118,11 +118,11 @@ class Flow {
   void take_submissions(uint64_t now);
   void on_data(const DataHeader& h, const char* payload, uint32_t len, const RxPacket& from, uint64_t now);
   void on_ack(const AckHeader& a, uint64_t now);
-  // Fills an ack if one is owed; `urgent_only` asks whether one is owed mid-batch.
-  bool take_ack(AckHeader* a, int* queue, uint32_t* ip, uint16_t* port, bool urgent_only);
+  // Fills an ack if one is owed and due now (acks of in-order arrivals are delayed a little).
+  bool take_ack(AckHeader* a, int* queue, uint32_t* ip, uint16_t* port, uint64_t now);
   void pump(uint64_t now, TxBatch* batch);
   void on_timer(uint64_t now);
-  uint64_t next_deadline() const;  // ~0 when no timer is armed
+  uint64_t next_deadline() const;  // ~0 when no timer (RTO, delayed ack) is armed
   bool publish();                  // hands staged output to the app side; true if any
   bool has_tx_work() const;
   bool quiescent() const { return unacked_pkts_ == 0 && sendq_.empty() && retx_.empty(); }
@@ -232,6 +232,9 @@ class Flow {
   uint64_t rcv_next_msg_ = 0;
   uint64_t rejects_ = 0;
   bool need_ack_ = false;
+  bool ack_now_ = false;           // owed at once, not delayed
+  uint64_t rcv_high_ = 0;          // highest sequence number received
+  uint64_t first_unacked_ns_ = 0;  // arrival of the oldest packet not yet acked
   uint32_t unacked_rx_ = 0;
   uint64_t echo_seq_ = 0;
   uint16_t echo_path_ = 0;

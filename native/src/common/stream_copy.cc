@@ -1,4 +1,4 @@
-#include "coll/stream_copy.h"
+#include "common/stream_copy.h"
 
 #include <cstdint>
 #include <cstring>
@@ -26,6 +26,17 @@ void move_out(void* dst, const void* src, size_t bytes, size_t call_output_bytes
 }
 
 void stream_copy(void* dst, const void* src, size_t bytes) {
+  stream_store(dst, src, bytes);
+  stream_fence();
+}
+
+void stream_fence() {
+#if defined(__x86_64__)
+  _mm_sfence();  // streamed stores are weakly ordered: publish them before returning
+#endif
+}
+
+void stream_store(void* dst, const void* src, size_t bytes) {
 #if defined(__x86_64__)
   auto* d = static_cast<char*>(dst);
   auto* s = static_cast<const char*>(src);
@@ -44,7 +55,6 @@ void stream_copy(void* dst, const void* src, size_t bytes) {
     _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 32), c);
     _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 48), e);
   }
-  _mm_sfence();  // streamed stores are weakly ordered: publish them before returning
   std::memcpy(d + i, s + i, bytes - i);
 #else
   std::memcpy(dst, src, bytes);

@@ -10,6 +10,12 @@ namespace uccl {
 // Like memcpy (no overlap).
 void stream_copy(void* dst, const void* src, size_t bytes);
 
+// stream_copy without the closing fence, for many small copies in a row (the
+// net channel places each packet's payload this way): the caller issues
+// stream_fence() once before anyone may look at the bytes.
+void stream_store(void* dst, const void* src, size_t bytes);
+void stream_fence();
+
 // A call whose output is larger than this will not find it in cache afterwards.
 constexpr size_t kStreamOutputMin = 1 << 20;
 

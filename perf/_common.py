@@ -61,3 +61,17 @@ def plot_series(path: str, title: str, series: dict, ylabel: str, xlabel: str = 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def send_writes(ep, peer: int, src, rkey: int, size: int, iters: int, depth: int) -> None:
+    """The sending side of a timed write stream: `iters` writes of `size` bytes with up to
+    `depth` in flight, the last one carrying an immediate; returns once the receiver has
+    answered it (with a zero-length write of its own)."""
+    pending = []
+    for i in range(iters):
+        pending.append(ep.write(peer, src, rkey, length=size, imm=1 if i == iters - 1 else None))
+        if len(pending) >= depth:
+            pending.pop(0).wait()
+    for r in pending:
+        r.wait()
+    ep.wait_remote_write(peer)

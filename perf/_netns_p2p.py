@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import parse_size, plot_series, rate_bps, size_range  # noqa: E402
+from _common import parse_size, plot_series, rate_bps, send_writes, size_range  # noqa: E402
 
 HERE = os.path.abspath(__file__)
 
@@ -67,14 +67,7 @@ def uccl_rank(bs, sizes, budget, lat_iters, depth):
         c0 = cpu_s()
         t0 = time.perf_counter()
         if bs.rank == 0:
-            pending = []
-            for i in range(iters):
-                pending.append(ep.write(peer, src, rkey, length=size, imm=1 if i == iters - 1 else None))
-                if len(pending) >= depth:
-                    pending.pop(0).wait()
-            for r in pending:
-                r.wait()
-            ep.wait_remote_write(peer)
+            send_writes(ep, peer, src, rkey, size, iters, depth)
             row["seconds"] = time.perf_counter() - t0
             row["cpu_s"] = cpu_s() - c0
             row["goodput_gbps"] = size * iters * 8 / row["seconds"] / 1e9

@@ -49,6 +49,9 @@ def thread_cpu():
 def rank(bs, size, total, depth):
     from uccl.transport import Endpoint
 
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import send_writes
+
     ep = Endpoint(bs)
     peer = 1 - bs.rank
     src = ep.register(np.random.default_rng(7).integers(0, 256, size, dtype=np.uint8), "")
@@ -61,14 +64,7 @@ def rank(bs, size, total, depth):
     e0, o0 = thread_cpu()
     t0 = time.perf_counter()
     if bs.rank == 0:
-        pending = []
-        for i in range(iters):
-            pending.append(ep.write(peer, src, rkey, length=size, imm=1 if i == iters - 1 else None))
-            if len(pending) >= depth:
-                pending.pop(0).wait()
-        for r in pending:
-            r.wait()
-        ep.wait_remote_write(peer)
+        send_writes(ep, peer, src, rkey, size, iters, depth)
     else:
         ep.wait_remote_write(peer)
         ep.write(peer, src, rkey, length=0, imm=0).wait()

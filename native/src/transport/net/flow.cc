@@ -33,8 +33,12 @@ constexpr uint64_t kProbeSilenceNs = 100'000'000;  // probe a peer silent this l
 // acked at once, so spurious-retransmission detection, completions and loss
 // recovery do not wait; at high rates a batch rarely ends with a hole, and at
 // 1 % loss on the 100 Mbit/s fabric delaying those acks too measured worse.
+// The delay is short: at veth speed 30 us still gathers ~50 packets per ack, while
+// on a 100 Mbit/s path (one packet per ~110 us) an ack that waits 200 us holds the
+// sender's window back (sprayed all_to_all on the fabric: 1.29-1.34x the ideal with
+// 200 us, 1.26-1.29x with 30 us, in the same minutes).
 constexpr uint32_t kAckEvery = 128;
-constexpr uint64_t kAckDelayNs = 200'000;
+constexpr uint64_t kAckDelayNs = 30'000;
 }  // namespace
 
 Flow::Flow(const FlowParams& p, RegionTable* own_table, TimingWheel* wheel, uint32_t wheel_base)

@@ -1,5 +1,3 @@
-#include <memory>
-
 #include "coll/algorithms.h"
 #include "coll/fold_peers.h"
 #include "coll/published.h"
@@ -60,12 +58,13 @@ void all_reduce_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer&
   win.open_all(grants);
   for (int s = 1; s < c.world; ++s) win.expect(c.peer(s), mine, mine, "all_reduce");
   const std::vector<PeerBlock> blocks = published_blocks(c, win, off, seg, out);
-  std::vector<std::unique_ptr<PeerPulls>> pulls;
-  for (int ch = 0; ch < c.channels; ++ch) pulls.push_back(std::make_unique<PeerPulls>(c, blocks, ch, bytes));
+  std::vector<PeerPulls> pulls;  // one per channel
+  pulls.reserve(size_t(c.channels));
+  for (int ch = 0; ch < c.channels; ++ch) pulls.emplace_back(c, blocks, ch, bytes);
   for_each_owned_chunk(
       c, mine,
       [&](OneSided& ops, const OwnedChunk& k) {
-        PeerPulls& mine_to_copy = *pulls[size_t(k.ch)];
+        PeerPulls& mine_to_copy = pulls[size_t(k.ch)];
         char* sum = scratch.data + k.acc;
         if (publishing) {
           mine_to_copy.wait_until([&] { return pub.slot_free(k.ch, k.n); }, "all_reduce");
@@ -86,7 +85,7 @@ void all_reduce_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer&
         mine_to_copy.take_ready();
       },
       [&](OneSided&, int ch) {
-        PeerPulls& p = *pulls[size_t(ch)];
+        PeerPulls& p = pulls[size_t(ch)];
         p.wait_until([&] { return p.finished(); }, "all_reduce");
       });
   win.close();

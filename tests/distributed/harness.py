@@ -61,3 +61,17 @@ def rand(shape, dtype: torch.dtype, seed: int, small: bool = False) -> torch.Ten
         return (torch.rand(shape, generator=g) + 0.5).to(dtype) if small else torch.randn(shape, generator=g).to(dtype)
     lo, hi = (0, 4) if dtype == torch.uint8 else ((-2, 3) if small else (-100, 100))
     return torch.randint(lo, hi, shape, generator=g).to(dtype)
+
+
+def all_to_all_list(outs, ins, group, gloo) -> None:
+    """dist.all_to_all, except on the gloo group: gloo in some torch releases (2.11) has no
+    list all_to_all, so its reference goes through all_to_all_single (equal blocks)."""
+    import torch.distributed as dist
+
+    if group is not gloo:
+        dist.all_to_all(outs, ins, group=group)
+        return
+    flat_out = torch.empty(sum(o.numel() for o in outs), dtype=outs[0].dtype, device=outs[0].device)
+    dist.all_to_all_single(flat_out, torch.cat([t.reshape(-1) for t in ins]), group=group)
+    for o, piece in zip(outs, flat_out.split([o.numel() for o in outs])):
+        o.copy_(piece.view(o.shape))

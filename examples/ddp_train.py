@@ -6,6 +6,7 @@ uccl from the same seeds, and prints both loss curves side by side):
 
     python examples/ddp_train.py                   # 2 ranks, shared memory
     python examples/ddp_train.py --world 3 --transport net
+    python examples/ddp_train.py --device cuda     # CUDA tensors (ranks share the GPUs)
 
 or under a launcher, where it trains over the backend given (uccl by default):
 
@@ -49,15 +50,29 @@ def make_data(steps: int, world: int, batch: int) -> tuple[torch.Tensor, torch.T
     return x, (x @ teacher).argmax(-1)
 
 
+def pick_device(kind: str, rank: int) -> torch.device:
+    """cpu, or one of this host's GPUs (ranks beyond the GPU count share them)."""
+    if kind == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    index = rank % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
 def train(rank: int, world: int, backend: str, steps: int, batch: int, init_method: str = "env://",
-          timeout: float = 120.0) -> dict:
+          timeout: float = 120.0, device: str = "cpu") -> dict:
     torch.set_num_threads(1)
     kwargs = {} if init_method == "env://" else dict(init_method=init_method, rank=rank, world_size=world)
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout), **kwargs)
     rank, world = dist.get_rank(), dist.get_world_size()
-    model = nn.parallel.DistributedDataParallel(make_model())
+    dev = pick_device(device, int(os.environ.get("LOCAL_RANK", rank)))
+    model = nn.parallel.DistributedDataParallel(make_model().to(dev),
+                                                device_ids=[dev.index] if dev.type == "cuda" else None)
     opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
     x, y = make_data(steps, world, batch)
+    x, y = x.to(dev), y.to(dev)
     losses = []
     start = time.perf_counter()
     for step in range(steps):
@@ -73,23 +88,24 @@ def train(rank: int, world: int, backend: str, steps: int, batch: int, init_meth
     dist.broadcast(check, src=0)
     in_sync = bool(torch.equal(check, params))
     dist.destroy_process_group()
-    return {"losses": losses, "params": params, "in_sync": in_sync, "seconds": elapsed,
-            "backend": backend, "world": world}
+    return {"losses": losses, "params": params.cpu(), "in_sync": in_sync, "seconds": elapsed,
+            "backend": backend, "world": world,
+            "device": dev.type}
 
 
-def _spawned(rank, world, backend, steps, batch, url, env, out_dir):
+def _spawned(rank, world, backend, steps, batch, url, env, out_dir, device):
     os.environ.update(env)
-    result = train(rank, world, backend, steps, batch, init_method=url)
+    result = train(rank, world, backend, steps, batch, init_method=url, device=device)
     torch.save(result, os.path.join(out_dir, f"{backend}-{rank}.pt"))
 
 
-def run_local(backend: str, world: int, steps: int, batch: int, env: dict) -> list:
+def run_local(backend: str, world: int, steps: int, batch: int, env: dict, device: str = "cpu") -> list:
     """Starts `world` ranks on this host; returns every rank's result."""
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory() as out_dir:
         url = "file://" + os.path.join(out_dir, f"init-{uuid.uuid4().hex}")
-        mp.start_processes(_spawned, args=(world, backend, steps, batch, url, env, out_dir), nprocs=world,
+        mp.start_processes(_spawned, args=(world, backend, steps, batch, url, env, out_dir, device), nprocs=world,
                            join=True, start_method="spawn")
         return [torch.load(os.path.join(out_dir, f"{backend}-{r}.pt")) for r in range(world)]
 
@@ -113,13 +129,15 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--transport", default=None, help="UCCL_TRANSPORT for the uccl run (shm, net)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model and data live")
     args = p.parse_args(argv)
 
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # under uccl-run / torchrun
         backend = args.backend or "uccl"
         if args.transport:
             os.environ["UCCL_TRANSPORT"] = args.transport
-        res = train(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), backend, args.steps, args.batch)
+        res = train(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), backend, args.steps, args.batch,
+                    device=args.device)
         if int(os.environ["RANK"]) == 0:
             for i, loss in enumerate(res["losses"]):
                 print(f"step {i:3d}  loss {loss:.6f}")
@@ -129,10 +147,10 @@ def main(argv=None) -> int:
 
     backends = ["gloo", "uccl"] if args.backend in (None, "both") else [args.backend]
     env = {"UCCL_TRANSPORT": args.transport} if args.transport else {}
-    results = {b: run_local(b, args.world, args.steps, args.batch, env) for b in backends}
+    results = {b: run_local(b, args.world, args.steps, args.batch, env, args.device) for b in backends}
     transport = args.transport or os.environ.get("UCCL_TRANSPORT", "auto")
-    print(f"DDP, {args.world} ranks on this host, {args.steps} steps, batch {args.batch} per rank "
-          f"(uccl transport: {transport})")
+    print(f"DDP, {args.world} ranks on this host ({args.device}), {args.steps} steps, batch {args.batch} per "
+          f"rank (uccl transport: {transport})")
     print("step  " + "  ".join(f"{b + ' loss':>14}" for b in backends))
     for i in range(args.steps):
         print(f"{i:4d}  " + "  ".join(f"{results[b][0]['losses'][i]:14.8f}" for b in backends))

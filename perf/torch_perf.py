@@ -8,6 +8,7 @@ figure is the best of R blocks of per-call time, the slowest rank's (as nccl-tes
     python perf/torch_perf.py                          # 8 B .. 16 MiB, shm
     python perf/torch_perf.py -b 8 -e 64M -f 4 --transport net
     python perf/torch_perf.py --json perf/results/torch_perf.json --plot perf/results/torch_perf.png
+    python perf/torch_perf.py --device cuda            # CUDA tensors (staged through host memory)
 
 Targets (issue 5): all_reduce and all_to_all_single at 16 MiB >= 4x gloo; 8 B all_reduce
 <= 50 us through torch.
@@ -40,9 +41,12 @@ def _iters(nbytes: int, budget: float) -> int:
     return max(3, min(2000, int(budget / max(1e-6, nbytes / 1e9 + 20e-6))))
 
 
-def _bench(rank, world, sizes, repeat, budget, url, env, out_path):
+def _bench(rank, world, sizes, repeat, budget, url, env, out_path, device):
     os.environ.update(env)
     torch.set_num_threads(1)
+    cuda = device == "cuda"
+    if cuda:
+        torch.cuda.set_device(rank % torch.cuda.device_count())
     dist.init_process_group("uccl", init_method=url, rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=300))
     groups = {"gloo": dist.new_group(backend="gloo"), "uccl": dist.group.WORLD}
@@ -50,8 +54,8 @@ def _bench(rank, world, sizes, repeat, budget, url, env, out_path):
     for op in OPS:
         for nbytes in sizes:
             n = max(world, nbytes // 4 // world * world)  # float32 elements, divisible by world
-            x = torch.ones(n)
-            out = torch.empty(n)
+            x = torch.ones(n, device=device)
+            out = torch.empty(n, device=device)
             iters = _iters(n * 4, budget)
             best = {"gloo": float("inf"), "uccl": float("inf")}
 
@@ -69,6 +73,8 @@ def _bench(rank, world, sizes, repeat, budget, url, env, out_path):
                     t0 = time.perf_counter()
                     for _ in range(iters):
                         call(g)
+                    if cuda:  # the copies back to the GPU are part of the operation
+                        torch.cuda.synchronize()
                     dt = torch.tensor([(time.perf_counter() - t0) / iters], dtype=torch.float64)
                     dist.all_reduce(dt, op=dist.ReduceOp.MAX, group=groups["gloo"])  # the slowest rank's
                     best[name] = min(best[name], dt.item())
@@ -92,6 +98,7 @@ def main(argv=None) -> int:
     p.add_argument("-R", "--repeat", type=int, default=5, help="timed blocks per size and backend (best is kept)")
     p.add_argument("--budget", type=float, default=0.05, help="seconds per timed block (roughly)")
     p.add_argument("--transport", default="shm", help="UCCL_TRANSPORT (shm, net, auto)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the tensors live")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--plot", default=None, help="write a plot here (png)")
     args = p.parse_args(argv)
@@ -102,14 +109,14 @@ def main(argv=None) -> int:
     import torch.multiprocessing as mp
 
     print(f"# torch {torch.__version__}, {world} ranks on one host ({os.cpu_count()} cpus), uccl transport "
-          f"{args.transport}; best of {args.repeat} blocks, slowest rank, float32")
+          f"{args.transport}, {args.device} tensors; best of {args.repeat} blocks, slowest rank, float32")
     print(f"{'op':>18} {'size':>8} {'gloo (us)':>12} {'uccl (us)':>12} {'speedup':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         url = "file://" + os.path.join(tmp, f"init-{uuid.uuid4().hex}")
         out_path = os.path.join(tmp, "results.json")
         env = {"UCCL_TRANSPORT": args.transport, "OMP_NUM_THREADS": "1"}
-        mp.start_processes(_bench, args=(world, sizes, args.repeat, args.budget, url, env, out_path), nprocs=world,
-                           join=True, start_method="spawn")
+        mp.start_processes(_bench, args=(world, sizes, args.repeat, args.budget, url, env, out_path, args.device),
+                           nprocs=world, join=True, start_method="spawn")
         with open(out_path) as f:
             results = json.load(f)
     by = {(r["op"], r["bytes"]): r for r in results}
@@ -129,7 +136,7 @@ def main(argv=None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"benchmark": "torch_perf", "torch": torch.__version__, "world": world,
-                       "transport": args.transport, "host": platform.node(), "cpus": os.cpu_count(),
+                       "transport": args.transport, "device": args.device, "host": platform.node(), "cpus": os.cpu_count(),
                        "when": datetime.datetime.now().isoformat(timespec="seconds"), "summary": summary,
                        "results": results}, f, indent=1)
     if args.plot:
@@ -137,7 +144,7 @@ def main(argv=None) -> int:
         for op in OPS:
             for b in ("gloo", "uccl"):
                 series[f"{op} {b}"] = [(r["bytes"], r[f"{b}_us"]) for r in results if r["op"] == op]
-        plot_series(args.plot, f"torch.distributed, {world} ranks on one host: uccl vs gloo", series,
+        plot_series(args.plot, f"torch.distributed, {world} ranks on one host, {args.device} tensors: uccl vs gloo", series,
                     "time per call (us)")
     return 0
 

@@ -209,9 +209,10 @@ class ProcessGroupUCCL(ProcessGroup):
         # CUDA (or CPU behind queued CUDA work): issued from the group's thread.
         stage.stage_in()
         issued = threading.Event()
-        devices = [stage.device] if stage.device is not None else None
+        cuda = stage.device is not None
+        devices = [stage.device] if cuda else None
         work = UcclWork(what, result, (), stage.stage_out, timeout, self._completer, issued, devices,
-                        stage.sync_consumer if stage.device is not None else None)
+                        stage.sync_consumer if cuda else None, stage.on_copy_stream if cuda else None)
 
         def run() -> None:
             try:
@@ -223,7 +224,7 @@ class ProcessGroupUCCL(ProcessGroup):
                 issued.set()
 
         self._enqueue(run)
-        if stage.device is not None:
+        if cuda:
             self._completer.submit(work)  # copies back as soon as it is done, waited on or not
         return work
 

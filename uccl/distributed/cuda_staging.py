@@ -9,12 +9,14 @@ need from the tensors torch passes in.
   blocking; `wait_in` (on the issuing thread, just before uccl reads host memory) waits for
   that copy only; `stage_out` enqueues the host-to-device copies on the side stream and
   records an event; `sync_consumer` makes the waiter's current stream wait on that event
-  (the host never waits for the copies back).
+  (the host never waits for the copies back); `on_copy_stream` is where a CUDA Future is
+  completed, so the events it records (and its waiters wait on) follow those copies.
 - Lists (gather / scatter / all_to_all lists, ...) are packed into one flat host buffer.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional, Sequence
 
 import torch
@@ -124,3 +126,10 @@ class Stage:
         """The waiter's current stream waits for the copies back (the host does not)."""
         if self._ev_out is not None:
             torch.cuda.current_stream(self.device).wait_event(self._ev_out)
+
+    def on_copy_stream(self):
+        """A context in which the copy-back stream is current (a Future completed inside it
+        records its CUDA events after the copies)."""
+        if self.device is None:
+            return contextlib.nullcontext()
+        return torch.cuda.stream(self._stream or _side_stream(self.device))

@@ -21,12 +21,13 @@ class UcclWork(Work):
     def __init__(self, what: str, result: Any, handles: Sequence[Any] = (), finish: Optional[Callable] = None,
                  timeout: float = 300.0, completer: Optional["Completer"] = None,
                  issued: Optional[threading.Event] = None, devices: Optional[list] = None,
-                 after_wait: Optional[Callable] = None) -> None:
+                 after_wait: Optional[Callable] = None, settle_context: Optional[Callable] = None) -> None:
         super().__init__()
         self._what, self._result, self._handles = what, result, list(handles)
         self._finish, self._timeout, self._completer = finish, timeout, completer
         self._issued = issued  # None: issued already; else set once the handles exist
         self._devices, self._after_wait = devices, after_wait
+        self._settle_context = settle_context  # CUDA: the stream the copies back run on
         self._lock = threading.RLock()  # future callbacks may wait on this work again
         self._done = not self._handles and finish is None and issued is None
         self._exc: Optional[BaseException] = None
@@ -86,6 +87,9 @@ class UcclWork(Work):
             return
         if self._exc is not None:
             fut.set_exception(self._exc)
+        elif self._settle_context is not None:
+            with self._settle_context():  # the future's events then follow the copies back
+                fut.set_result(self._result if self._result is not None else [])
         else:
             fut.set_result(self._result if self._result is not None else [])
 

@@ -1,14 +1,17 @@
 """Measures the collective algorithms against each other and writes the tuner's
-rules (uccl/collectives/tuning.json): per transport (shm, net), world size and
-collective, which algorithm is fastest up to which message size, and the best chunk
+rules: per transport (shm, net), world size and collective, which algorithm is fastest up to which message size, and the best chunk
 size (and, for the direct algorithms, number of channels) for large messages.
 
     python perf/tune.py --worlds 2 3 4 --transports shm net
 
 Candidates are measured in interleaved rounds (noise hits every one alike) and the
 fastest time of the rounds counts. all_to_all gets one rule for all sizes: ranks may
-pass different sizes, so its choice must not depend on them (the algorithm with the
-smallest summed slowdown across sizes wins).
+pass different sizes, so its choice must not depend on them (the algorithm that loses the
+least time against the best one, summed over the sizes, wins).
+
+Tables are per host size: uccl/collectives/tuning.json was measured on 2 CPUs,
+tuning-<N>cpus.json on N; a host loads the one measured on the largest host not larger
+than itself (more CPUs per rank make more channels pay).
 """
 
 from __future__ import annotations
@@ -24,10 +27,19 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import human  # noqa: E402
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "uccl", "collectives", "tuning.json")
+TABLES = os.path.join(os.path.dirname(__file__), "..", "uccl", "collectives")
 SIZES = [8 << i for i in range(0, 22, 2)]  # 8 B .. 8 MiB
 CHUNKS = [64 << 10, 128 << 10, 256 << 10, 512 << 10]
-CHANNELS = [1, 2, 4]  # threads per rank, for the direct algorithms
+
+
+def channel_choices(world: int) -> list:
+    """Threads per rank tried for the direct algorithms: up to the host's CPUs per rank."""
+    from uccl.collectives.communicator import host_cpus
+
+    cpus_per_rank = max(2, host_cpus() // world)
+    return [c for c in (1, 2, 4, 8, 16) if c <= cpus_per_rank]
+
+
 BIG = 16 << 20
 ALL_SIZES = 2**64 - 1
 CANDIDATES = {
@@ -90,7 +102,7 @@ def measure(ctx, rounds: int, collectives: list):
                     t = timed(c, call(c, coll, BIG), 3)
                     best[(coll, algo, "chunk", chunk)] = min(best.get((coll, algo, "chunk", chunk), 1e9), t)
             if "direct" in CANDIDATES[coll]:
-                for ch in CHANNELS:
+                for ch in channel_choices(ctx.world_size):
                     c = comms.get(("channels", ch)) or comm(algo="direct", chunk_size=256 << 10, channels=ch)
                     comms[("channels", ch)] = c
                     key = (coll, "direct", "channels", ch)
@@ -100,6 +112,7 @@ def measure(ctx, rounds: int, collectives: list):
 
 def rules_for(coll: str, world: int, transport: str, best: dict) -> tuple[list, list]:
     algos = CANDIDATES[coll]
+    channels = channel_choices(world)
     t = {(a, s): best[f"{coll}|{a}|{s}"] for a in algos for s in SIZES}
     lines = [f"  {coll} {human(s):>8}  " + "  ".join(f"{a} {t[(a, s)] * 1e6:9.1f} us" for a in algos)
              for s in SIZES]
@@ -111,14 +124,17 @@ def rules_for(coll: str, world: int, transport: str, best: dict) -> tuple[list, 
     def tuned(rule):
         rule["chunk_bytes"] = chunk_of(rule["algo"])
         if rule["algo"] == "direct":
-            rule["channels"] = min(CHANNELS, key=lambda k: best[f"{coll}|direct|channels|{k}"])
+            rule["channels"] = min(channels, key=lambda k: best[f"{coll}|direct|channels|{k}"])
         return rule
 
     base = {"collective": coll, "world": world, "transport": transport}
     if coll == "all_to_all":
-        slowdown = {a: sum(t[(a, s)] / min(t[(b, s)] for b in algos) for s in SIZES) for a in algos}
-        algo = min(algos, key=slowdown.get)
-        lines.append(f"  {coll}: summed slowdown " + ", ".join(f"{a} {v:.2f}" for a, v in slowdown.items()))
+        # Time lost against the best at each size, summed: what a job calling every size
+        # once would lose. (Summed ratios let the many tiny sizes outvote the large ones.)
+        lost = {a: sum(t[(a, s)] - min(t[(b, s)] for b in algos) for s in SIZES) for a in algos}
+        algo = min(algos, key=lost.get)
+        lines.append(f"  {coll}: time lost over all sizes " + ", ".join(f"{a} {v * 1e6:.1f} us"
+                                                                       for a, v in lost.items()))
         return [tuned(dict(base, max_bytes=ALL_SIZES, algo=algo))], lines
     winners = [min(algos, key=lambda a: t[(a, s)]) for s in SIZES]
     rules = []
@@ -132,7 +148,7 @@ def rules_for(coll: str, world: int, transport: str, best: dict) -> tuple[list, 
         for a in algos))
     if "direct" in algos:
         lines.append(f"  {coll} direct at {human(BIG)} by channels: " + ", ".join(
-            f"{k} {best[f'{coll}|direct|channels|{k}'] * 1e3:.2f} ms" for k in CHANNELS))
+            f"{k} {best[f'{coll}|direct|channels|{k}'] * 1e3:.2f} ms" for k in channels))
     return rules, lines
 
 
@@ -142,8 +158,12 @@ def main(argv=None) -> None:
     ap.add_argument("--transports", nargs="+", default=["shm", "net"], choices=["shm", "net"])
     ap.add_argument("--collectives", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--out", default=OUT)
+    ap.add_argument("--out", default=None, help="default: the shipped table for this host's CPU count")
     args = ap.parse_args(argv)
+    from uccl.collectives.communicator import host_cpus
+
+    cpus = host_cpus()
+    args.out = args.out or os.path.join(TABLES, "tuning.json" if cpus <= 2 else f"tuning-{cpus}cpus.json")
     from uccl.testing import run_ranks
 
     rules = []
@@ -158,7 +178,7 @@ def main(argv=None) -> None:
                 rules += found
     with open(args.out, "w") as f:
         json.dump({"generated_by": "perf/tune.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                   "host_cpus": os.cpu_count(), "load_before": os.getloadavg()[0], "rules": rules}, f, indent=2)
+                   "host_cpus": cpus, "load_before": os.getloadavg()[0], "rules": rules}, f, indent=2)
     print(f"wrote {len(rules)} rules to {os.path.normpath(args.out)}")
 
 

@@ -91,6 +91,10 @@ class Config:
 
 def config() -> Config:
     """Prints and returns the configuration in effect."""
+    from uccl.collectives.communicator import host_cpus, tuning_tables
+
     cfg = Config.from_env()
     print(cfg.describe())
+    tables = ", ".join(os.path.basename(p) for p in tuning_tables())
+    print(f"{'(tuner tables)':<22} {tables}  (measured by perf/tune.py; this host has {host_cpus()} CPUs)")
     return cfg

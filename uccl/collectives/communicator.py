@@ -4,6 +4,7 @@ GIL released; `async_op=True` returns a Work handle instead of blocking."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from typing import Any, Optional, Sequence
@@ -14,18 +15,43 @@ from uccl.errors import UcclTimeoutError
 from uccl.transport.bootstrap import Bootstrap, MPIBootstrap, bootstrap_from_env
 from uccl.transport.endpoint import ANY_SOURCE, Endpoint, Request
 
-_TUNING = os.path.join(os.path.dirname(__file__), "tuning.json")
+_TUNING_DIR = os.path.dirname(__file__)
 
 
-def load_rules(path: str = _TUNING) -> list:
-    """Tuning rules measured by perf/tune.py (shipped with the package)."""
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        table = json.load(f)
-    return [_native.TuneRule(r["collective"], r.get("world", 0), r["max_bytes"], r["algo"], r.get("chunk_bytes", 0),
-                             r.get("transport", ""), r.get("channels", 0))
-            for r in table.get("rules", [])]
+def host_cpus() -> int:
+    """CPUs this process may run on (what the helper threads of a channel can use)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def tuning_tables(cpus: Optional[int] = None, folder: str = _TUNING_DIR) -> list:
+    """The shipped tables (tuning*.json, one per host size measured by perf/tune.py) that
+    fit a host of `cpus` CPUs, best first: measured on the largest host not larger than
+    this one, then smaller ones (a table from a bigger host would ask for more channels
+    than there are cores). The smallest table stands in if none fits."""
+    cpus = host_cpus() if cpus is None else cpus
+    tables = []
+    for path in glob.glob(os.path.join(folder, "tuning*.json")):
+        with open(path) as f:
+            tables.append((int(json.load(f).get("host_cpus", 1)), path))
+    fitting = sorted((t for t in tables if t[0] <= cpus), reverse=True)
+    return [p for _, p in fitting] or [p for _, p in sorted(tables)[:1]]
+
+
+def load_rules(paths: Optional[Sequence[str]] = None) -> list:
+    """Tuning rules for this host. The tuner takes the first rule that fits, so a case the
+    best table measured (a collective, world and transport) is decided there, and cases
+    it lacks fall through to the next table."""
+    rules = []
+    for path in tuning_tables() if paths is None else paths:
+        with open(path) as f:
+            table = json.load(f)
+        rules += [_native.TuneRule(r["collective"], r.get("world", 0), r["max_bytes"], r["algo"],
+                                   r.get("chunk_bytes", 0), r.get("transport", ""), r.get("channels", 0))
+                  for r in table.get("rules", [])]
+    return rules
 
 
 def _ints(values: Optional[Sequence[int]]) -> Optional[list]:

@@ -292,6 +292,23 @@ class ProcessGroupUCCL(ProcessGroup):
                 raise _err(what, f"invalid tensor type at index {i} (expected {ref.dtype} on {ref.device.type}, "
                                  f"got {t.dtype} on {t.device.type})")
 
+    def _root_list(self, lists, t: torch.Tensor, root: int, what: str, side: str) -> list:
+        """gather's outputs / scatter's inputs: the root's one list of a tensor per rank,
+        like t (checked as gloo checks it); other ranks must pass none."""
+        if self.rank() != root:
+            if len(lists) and any(len(x) for x in lists):
+                raise _err(what, f"requires empty {side} on non-root")
+            return []
+        if len(lists) != 1:
+            raise _err(what, f"requires a single-element {side} list, got {len(lists)}")
+        tensors = list(lists[0])
+        if len(tensors) != self.size():
+            raise _err(what, f"invalid {side} tensor list at index 0 (expected length {self.size()}, "
+                             f"got {len(tensors)})")
+        self._same_type(tensors, t, what)
+        self._same_size(tensors, t.shape, what)
+        return tensors
+
     def _same_size(self, tensors: Sequence[torch.Tensor], shape, what: str) -> None:
         for i, t in enumerate(tensors):
             if t.shape != shape:
@@ -432,21 +449,8 @@ class ProcessGroupUCCL(ProcessGroup):
         opts = _opts(opts, _c10d.GatherOptions, "rootRank")
         t = self._single(inputs, "gather")
         root = self._root(opts.rootRank, "gather")
-        stage_tensors = [t]
-        outs: list = []
-        if self.rank() == root:
-            if len(output_lists) != 1:
-                raise _err("gather", f"requires a single-element output list, got {len(output_lists)}")
-            outs = list(output_lists[0])
-            if len(outs) != self.size():
-                raise _err("gather", f"invalid output tensor list at index 0 (expected length {self.size()}, "
-                                     f"got {len(outs)})")
-            self._same_type(outs, t, "gather")
-            self._same_size(outs, t.shape, "gather")
-            stage_tensors += outs
-        elif len(output_lists) and any(len(o) for o in output_lists):
-            raise _err("gather", "requires empty output on non-root")
-        stage = Stage.of(stage_tensors)
+        outs = self._root_list(output_lists, t, root, "gather", "output")
+        stage = Stage.of([t] + outs)
         hin, _ = _move(stage.host(t))
         hout = _move(stage.pack(outs, t.dtype, read=False, write=True))[0] if outs else None
         return self._submit("gather", stage, lambda a: [self._comm.gather(hin, hout, root=root, async_op=a)], outs,
@@ -456,18 +460,7 @@ class ProcessGroupUCCL(ProcessGroup):
         opts = _opts(opts, _c10d.ScatterOptions, "rootRank")
         t = self._single(outputs, "scatter")
         root = self._root(opts.rootRank, "scatter")
-        ins: list = []
-        if self.rank() == root:
-            if len(input_lists) != 1:
-                raise _err("scatter", f"requires a single-element input list, got {len(input_lists)}")
-            ins = list(input_lists[0])
-            if len(ins) != self.size():
-                raise _err("scatter", f"invalid input tensor list at index 0 (expected length {self.size()}, "
-                                      f"got {len(ins)})")
-            self._same_type(ins, t, "scatter")
-            self._same_size(ins, t.shape, "scatter")
-        elif len(input_lists) and any(len(i) for i in input_lists):
-            raise _err("scatter", "requires empty input on non-root")
+        ins = self._root_list(input_lists, t, root, "scatter", "input")
         stage = Stage.of([t] + ins)
         hout, _ = _move(stage.host(t, read=False, write=True))
         hin = _move(stage.pack(ins, t.dtype))[0] if ins else None

@@ -64,16 +64,17 @@ def main() -> None:
     for op in args.ops.split(","):
         inp, expect = inputs(op, rank, world, n)
         out = torch.empty_like(inp)
-        times, windows, wrong = [], [], 0
+        times, windows, cpu, wrong = [], [], [], 0
         for it in range(args.warmup + args.iters):
             buf = inp.clone() if op == "all_reduce" else None
             dist.barrier()
-            w0, t0 = time.time(), time.perf_counter()
+            w0, t0, c0 = time.time(), time.perf_counter(), time.process_time()
             if op == "all_to_all":
                 dist.all_to_all_single(out, inp)
             else:
                 dist.all_reduce(buf)
             dt = time.perf_counter() - t0
+            dc = time.process_time() - c0  # this rank's threads (engine included)
             w1 = time.time()
             result = out if op == "all_to_all" else buf
             if not torch.equal(result, expect):
@@ -81,11 +82,15 @@ def main() -> None:
             if it >= args.warmup:
                 times.append(dt)
                 windows.append((w0, w1))
+                cpu.append(dc)
         t = torch.tensor(times, dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)  # an iteration ends when its slowest rank is done
         bad = torch.tensor([wrong], dtype=torch.int64)
         dist.all_reduce(bad)
-        report["ops"][op] = {"seconds": t.tolist(), "windows": windows, "wrong": int(bad.item())}
+        cpu_all = torch.tensor(cpu, dtype=torch.float64)
+        dist.all_reduce(cpu_all)  # CPU seconds of every rank together, per iteration
+        report["ops"][op] = {"seconds": t.tolist(), "windows": windows, "wrong": int(bad.item()),
+                             "rank_cpu_seconds": cpu_all.tolist()}
     report["net"] = net_stats(args.backend)
     dist.barrier()
     if rank == 0:

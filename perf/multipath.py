@@ -141,7 +141,9 @@ def run_variant(fab, name: str, args, tmp: str) -> dict:
         up0 = sum(v["bytes"] for k, v in usage["links"].items() if k.startswith("l0>"))
         row["ops"][op] = {"seconds": secs, "median_s": med, "ideal_s": ideal, "vs_ideal": med / ideal,
                           "goodput_of_bisection": ideal / med, "wrong": r["wrong"], "uplinks": usage,
-                          "wire_bytes_per_payload_byte": up0 / crossing}
+                          "wire_bytes_per_payload_byte": up0 / crossing,
+                          # cores the ranks kept busy (the fabric's forwarding runs on the same CPUs)
+                          "rank_cores": sum(r.get("rank_cpu_seconds", [])) / sum(secs) if secs else None}
     return row
 
 

@@ -11,12 +11,19 @@ namespace uccl::net {
 
 namespace {
 constexpr size_t kMaxBurst = 44;                // packets per path choice (one full 64 KB GSO train at MTU 1472)
-// Tolerate this much reordering across paths: the receiver drains its sockets
-// round robin, a GRO train (up to 44 packets) at a time, so packets of one path
-// are routinely handled ~0.5 ms after later-sent ones of another; 50 us (and
-// srtt/2) made ~5 % of a lossless 16-path transfer spurious retransmissions.
+// Loss detection is RACK's, per path first: a packet is lost once a packet sent
+// on the same path sufficiently later has been delivered. Paths differ by their
+// routes' queues (on a fabric of 100 Mbit/s links, by milliseconds), so one
+// window across paths either misreads that reordering as loss (a 1.25 ms window
+// there: ~2 % of packets retransmitted, three quarters of them needlessly) or
+// waits on every real loss; within a path packets stay in order but for the
+// receiver's batching (it drains its sockets a GRO train, up to 44 packets, at a
+// time), which this window covers.
 constexpr uint64_t kMinReorderNs = 250'000;
-// ...and more after a retransmission proves spurious (RACK's reo_wnd scaling):
+// Across paths (what exposes a path's last packets, which no later packet on
+// their path can) a loss is declared past the flow's RTT plus the spread of its
+// paths' RTTs, and before the retransmission timer would fire.
+// Both windows widen after a retransmission proves spurious (RACK's reo_wnd scaling):
 // on a loaded host an engine or a softirq queue is sometimes held up for
 // milliseconds, and the window doubles (up to 16x, and below a quarter of the
 // minimum RTO) each time that reorders packets past it; it halves again after
@@ -72,6 +79,7 @@ Flow::Flow(const FlowParams& p, RegionTable* own_table, TimingWheel* wheel, uint
   }
   acked_scratch_.assign(paths_.size(), 0);
   sample_sent_.assign(paths_.size(), 0);
+  path_rack_ns_.assign(paths_.size(), 0);
   last_rx_ns_ = now_ns();
   last_rx_atomic_.store(last_rx_ns_);
 }
@@ -331,6 +339,7 @@ void Flow::on_ack(const AckHeader& a, uint64_t now) {
   for (size_t p = 0; p < paths_.size(); ++p) {
     uint64_t prtt = sample_sent_[p] && sample_sent_[p] <= now ? now - sample_sent_[p] : 0;
     if (prtt) paths_[p].rtt_sample(prtt);
+    if (sample_sent_[p] > path_rack_ns_[p]) path_rack_ns_[p] = sample_sent_[p];
     if (acked_scratch_[p] || prtt)
       paths_[p].cc->on_ack(now, acked_scratch_[p], prtt, paths_[p].srtt_ns ? paths_[p].srtt_ns : srtt_ns_);
   }
@@ -374,27 +383,44 @@ void Flow::detect_losses(uint64_t now) {
     --reo_shift_;
     last_spurious_ns_ = now;
   }
-  // A packet is lost once one sent sufficiently later has been delivered. The
-  // widened window stays under a quarter of the minimum RTO: beyond it, real
-  // losses would wait for the timer instead of being repaired by acks.
-  const uint64_t base_reo = std::max<uint64_t>(kMinReorderNs, srtt_ns_);
-  const uint64_t reo = std::max(base_reo, std::min(base_reo << reo_shift_, uint64_t(p_.rto_ms * 1e6) / 4));
+  // The widened windows stay under a quarter of the minimum RTO (within a path)
+  // and under the RTO (across paths): beyond, real losses would wait for the timer.
+  const uint64_t rto = rto_ns();
+  const uint64_t quarter_min_rto = std::max(kMinReorderNs, uint64_t(p_.rto_ms * 1e6) / 4);
+  const uint64_t path_reo = std::min(kMinReorderNs << reo_shift_, quarter_min_rto);
+  uint64_t fastest = ~0ull, slowest = 0;
+  for (const Path& path : paths_) {
+    if (!path.srtt_ns) continue;
+    fastest = std::min(fastest, path.srtt_ns);
+    slowest = std::max(slowest, path.srtt_ns);
+  }
+  const uint64_t spread = slowest > fastest ? slowest - fastest : 0;
+  const uint64_t across = (std::max(kMinReorderNs, srtt_ns_) + spread) << reo_shift_;
+  const uint64_t any_reo = std::max(path_reo, std::min(across, rto - rto / 8));
   std::vector<bool> cut(paths_.size(), false);
-  while (!sendlog_.empty()) {
-    const SendRec& r = sendlog_.front();
+  size_t i = 0;
+  while (i < sendlog_.size()) {
+    const SendRec& r = sendlog_[i];
     TxPkt& t = pkt(r.seq);
     if (t.seq != r.seq || t.state != kInFlight || t.tx_count != r.tx_count) {
-      sendlog_.pop_front();
+      if (i == 0) {
+        sendlog_.pop_front();
+      } else {
+        ++i;
+      }
       continue;
     }
-    if (r.sent_ns + reo >= rack_sent_ns_) break;
-    uint16_t p = t.path;
-    mark_lost(t, false);
+    if (r.sent_ns + path_reo >= rack_sent_ns_) break;  // nothing from here on is late by either rule
+    const uint16_t p = t.path;
+    if (r.sent_ns + path_reo >= path_rack_ns_[p] && r.sent_ns + any_reo >= rack_sent_ns_) {
+      ++i;  // its path has delivered nothing sent well after it yet
+      continue;
+    }
+    mark_lost(t, false);  // its record goes stale and is dropped on the way
     if (!cut[p]) {  // one congestion signal per path per ack
       cut[p] = true;
       paths_[p].cc->on_loss(now, paths_[p].srtt_ns ? paths_[p].srtt_ns : srtt_ns_);
     }
-    sendlog_.pop_front();
   }
 }
 

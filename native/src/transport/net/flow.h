@@ -213,7 +213,8 @@ class Flow {
   uint64_t next_msg_ = 0, snd_una_ = 0, snd_nxt_ = 0;
   uint64_t unacked_pkts_ = 0;
   uint64_t rack_sent_ns_ = 0;  // send time of the most recently sent packet known delivered
-  int reo_shift_ = 0;          // reordering window = max(250 us, srtt) << reo_shift_
+  std::vector<uint64_t> path_rack_ns_;  // the same per path, first transmissions only
+  int reo_shift_ = 0;          // reordering windows scale by 1 << reo_shift_
   uint64_t last_spurious_ns_ = 0;
   uint64_t srtt_ns_ = 0, rttvar_ns_ = 0;
   int backoff_ = 0, consecutive_rtos_ = 0;

@@ -36,6 +36,32 @@ void stream_fence() {
 #endif
 }
 
+namespace {
+#if defined(__x86_64__)
+inline void stream_line(char* d, const char* s) {
+  __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+  __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 16));
+  __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 32));
+  __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 48));
+  _mm_stream_si128(reinterpret_cast<__m128i*>(d), a);
+  _mm_stream_si128(reinterpret_cast<__m128i*>(d + 16), b);
+  _mm_stream_si128(reinterpret_cast<__m128i*>(d + 32), c);
+  _mm_stream_si128(reinterpret_cast<__m128i*>(d + 48), e);
+}
+
+// Loads that run ahead of earlier stores by a little under a multiple of 4 KiB
+// look to the CPU like reads of the bytes being stored (4K aliasing: it compares
+// only the low 12 address bits) and wait for them. A forward copy hits that on
+// every line when dst lies just above src modulo 4 KiB. Measured on this EPYC VM
+// (64 KiB from cache into DRAM): 2.2 GB/s at a distance of 16 bytes, 4.5 at 32,
+// 8.9 at 64, 17.7 at 128, 23.5 at 256, 25-30 from 512 on. A user buffer is only
+// 16-byte aligned (numpy's heap arrays), so about one output in sixteen landed
+// there: 16 MiB all_reduce 4.9 ms instead of 2.9. Such a copy runs backwards,
+// where the same distance never aliases.
+constexpr uintptr_t kAliasWindow = 512;
+#endif
+}  // namespace
+
 void stream_store(void* dst, const void* src, size_t bytes) {
 #if defined(__x86_64__)
   auto* d = static_cast<char*>(dst);
@@ -44,18 +70,14 @@ void stream_store(void* dst, const void* src, size_t bytes) {
   if (head > bytes) head = bytes;
   std::memcpy(d, s, head);
   d += head, s += head, bytes -= head;
-  size_t i = 0;
-  for (; i + 64 <= bytes; i += 64) {
-    __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
-    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 16));
-    __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 32));
-    __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 48));
-    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), a);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 16), b);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 32), c);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 48), e);
+  const size_t lines = bytes / 64;
+  std::memcpy(d + lines * 64, s + lines * 64, bytes - lines * 64);
+  const uintptr_t ahead = (reinterpret_cast<uintptr_t>(d) - reinterpret_cast<uintptr_t>(s)) & 4095;
+  if (ahead != 0 && ahead < kAliasWindow) {
+    for (size_t i = lines; i-- > 0;) stream_line(d + i * 64, s + i * 64);
+  } else {
+    for (size_t i = 0; i < lines; ++i) stream_line(d + i * 64, s + i * 64);
   }
-  std::memcpy(d + i, s + i, bytes - i);
 #else
   std::memcpy(dst, src, bytes);
 #endif

@@ -133,6 +133,7 @@ class ProcessGroupUCCL(ProcessGroup):
         self._comm = comm
         self._completer = Completer(f"uccl-pg{self._group_id}")
         self._issue_q: Optional[queue.SimpleQueue] = None
+        self._issue_thread: Optional[threading.Thread] = None
         self._issue_lock = threading.Lock()
         self._pending = 0
         self._monitored = 0
@@ -232,8 +233,9 @@ class ProcessGroupUCCL(ProcessGroup):
         with self._issue_lock:
             if self._issue_q is None:
                 self._issue_q = queue.SimpleQueue()
-                threading.Thread(target=self._issue_loop, args=(self._issue_q,), daemon=True,
-                                 name=f"uccl-issue{self._group_id}").start()
+                self._issue_thread = threading.Thread(target=self._issue_loop, args=(self._issue_q,), daemon=True,
+                                                      name=f"uccl-issue{self._group_id}")
+                self._issue_thread.start()
             self._pending += 1
         self._issue_q.put(fn)
 
@@ -685,9 +687,11 @@ class ProcessGroupUCCL(ProcessGroup):
             self._comm.barrier(async_op=True).wait(min(self._timeout, 5.0))
         except Exception:
             pass
-        self._completer.close()
         if self._issue_q is not None:
             self._issue_q.put(None)
+            if self._issue_thread is not threading.current_thread():
+                self._issue_thread.join(5.0)  # bounded, as the completer's below
+        self._completer.close()
 
     def abort(self) -> None:
         self.shutdown()

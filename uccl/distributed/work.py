@@ -209,6 +209,11 @@ class Completer:
             except BaseException as exc:
                 work._fail(_as_runtime(exc, work._what))
 
-    def close(self) -> None:
+    def close(self, join_s: float = 5.0) -> None:
+        """Stops the thread once the works before are done. Waits for it (bounded): a daemon
+        thread still inside torch's C++ (a future's callbacks) when the interpreter exits
+        is unwound there, and a noexcept frame on the way aborts the process."""
         if self._thread is not None:
             self._q.put(None)
+            if self._thread is not threading.current_thread():
+                self._thread.join(join_s)

@@ -4,6 +4,7 @@ GIL released; `async_op=True` returns a Work handle instead of blocking."""
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -26,16 +27,21 @@ def host_cpus() -> int:
         return os.cpu_count() or 1
 
 
+@functools.lru_cache(maxsize=None)
+def _table(path: str) -> dict:
+    """A tuning table, read once per process (every Communicator and split consults them)."""
+    with open(path) as f:
+        return json.load(f)
+
+
 def tuning_tables(cpus: Optional[int] = None, folder: str = _TUNING_DIR) -> list:
     """The shipped tables (tuning*.json, one per host size measured by perf/tune.py) that
     fit a host of `cpus` CPUs, best first: measured on the largest host not larger than
     this one, then smaller ones (a table from a bigger host would ask for more channels
     than there are cores). The smallest table stands in if none fits."""
     cpus = host_cpus() if cpus is None else cpus
-    tables = []
-    for path in glob.glob(os.path.join(folder, "tuning*.json")):
-        with open(path) as f:
-            tables.append((int(json.load(f).get("host_cpus", 1)), path))
+    paths = glob.glob(os.path.join(folder, "tuning*.json"))
+    tables = [(int(_table(path).get("host_cpus", 1)), path) for path in paths]
     fitting = sorted((t for t in tables if t[0] <= cpus), reverse=True)
     return [p for _, p in fitting] or [p for _, p in sorted(tables)[:1]]
 
@@ -46,8 +52,7 @@ def load_rules(paths: Optional[Sequence[str]] = None) -> list:
     it lacks fall through to the next table."""
     rules = []
     for path in tuning_tables() if paths is None else paths:
-        with open(path) as f:
-            table = json.load(f)
+        table = _table(path)
         rules += [_native.TuneRule(r["collective"], r.get("world", 0), r["max_bytes"], r["algo"],
                                    r.get("chunk_bytes", 0), r.get("transport", ""), r.get("channels", 0))
                   for r in table.get("rules", [])]

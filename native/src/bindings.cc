@@ -434,6 +434,7 @@ py::dict stats_to_dict(const Endpoint::Stats& s) {
       f["payload_bytes_received"] = n.payload_bytes_received;
       f["retransmits"] = n.retransmits;
       f["timeouts"] = n.timeouts;
+      f["tail_probes"] = n.tail_probes;
       f["acks_sent"] = n.acks_sent;
       f["acks_received"] = n.acks_received;
       f["srtt_us"] = n.srtt_us;

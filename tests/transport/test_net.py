@@ -100,7 +100,7 @@ def strangers(ctx):
         _, _, my_nonce = addrs[0]
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         common = lambda src, dst_nonce, src_nonce, auth: struct.pack(  # noqa: E731  (packet.h CommonHeader)
-            "<HBBHHIII", 0x4355, 2, 1, src, 1, src_nonce, dst_nonce, auth)
+            "<HBBHHIII", 0x4355, 3, 1, src, 1, src_nonce, dst_nonce, auth)  # version 3 (kVersion)
         pkts = [b"\x00" * 7, os.urandom(200),
                 common(0, nonce, my_nonce, 0x1234) + bytes(44),       # wrong secret
                 common(5, nonce, my_nonce, 0) + bytes(44),            # rank 5 is nobody we know

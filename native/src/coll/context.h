@@ -89,19 +89,29 @@ constexpr int kNobody = -1;
 // One pipelined step: sends `sbytes` at (skey, soff) to `to` while receiving
 // `rbytes` from `from`, chunk by chunk, handing each received chunk to
 // on_chunk(data, offset, len) before its slot is returned. Either side may be kNobody.
+// Chunk i+1 is on its way before chunk i is waited for: otherwise the link idles
+// for a round trip per chunk (on a 100 Mbit/s fabric, 5-10 % of a 4 MB
+// all_to_all). on_chunk(i) still runs only once send i is done, so it may
+// overwrite chunk i's source (recursive doubling folds into what it sends); it
+// must not touch chunk i+1's.
 template <typename OnChunk>
 void exchange(CollContext& c, int to, uint64_t skey, uint64_t soff, uint64_t sbytes, int from, uint64_t rbytes,
               OnChunk&& on_chunk) {
   uint64_t ns = to == kNobody ? 0 : CollContext::chunks(sbytes, c.chunk);
   uint64_t nr = from == kNobody ? 0 : CollContext::chunks(rbytes, c.chunk);
+  auto post = [&](uint64_t i) { return c.links.post(to, skey, soff + i * c.chunk, c.chunk_len(sbytes, i)); };
+  Endpoint::Posted cur{}, next{};
+  if (ns) cur = post(0);
   for (uint64_t i = 0; i < ns || i < nr; ++i) {
-    if (i < ns) c.links.send(to, skey, soff + i * c.chunk, c.chunk_len(sbytes, i));
+    if (i + 1 < ns) next = post(i + 1);
+    if (i < ns) c.links.sent(cur);
     if (i < nr) {
       uint64_t len = c.chunk_len(rbytes, i);
       char* data = c.links.recv(from, len);
       on_chunk(data, i * c.chunk, len);
       c.links.release(from);
     }
+    cur = next;
   }
 }
 

@@ -137,7 +137,7 @@ void Links::wait(const std::function<bool()>& ready, int peer) {
   if (aborted_by_ >= 0 || mismatch_peer_ >= 0) fail_from_peer();
 }
 
-void Links::send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes, Carries what) {
+Endpoint::Posted Links::post(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes, Carries what) {
   Peer& p = peers_[size_t(peer)];
   if (bytes > cfg_.slot_bytes) raise(ErrorKind::Argument, "links: chunk of ", bytes, " bytes exceeds a slot");
   if (p.credits == 0) wait([&] { return p.credits > 0; }, peer);
@@ -154,7 +154,11 @@ void Links::send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes, Carries
     if (aborted_by_ >= 0 || mismatch_peer_ >= 0) fail_from_peer();
     throw;
   }
-  if (!posted.done) ep_.wait(posted.wr_id, ep_.config().timeout_s);  // the source may be reused right after
+  return posted;
+}
+
+void Links::sent(const Endpoint::Posted& posted) {
+  if (!posted.done) ep_.wait(posted.wr_id, ep_.config().timeout_s);
 }
 
 char* Links::recv(int peer, uint64_t bytes, Carries what) {

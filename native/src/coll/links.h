@@ -45,7 +45,13 @@ class Links {
   // Receivers check the kind too, so a peer that took another path is caught.
   enum class Carries { Data, Window };
   // Sends `bytes` (<= slot_bytes) from a registered local region.
-  void send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes, Carries what = Carries::Data);
+  void send(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes, Carries what = Carries::Data) {
+    sent(post(peer, lkey, loff, bytes, what));
+  }
+  // The same in two halves: post() waits for a credit and starts the write;
+  // sent() waits until it is done (the source may then be reused).
+  Endpoint::Posted post(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes, Carries what = Carries::Data);
+  void sent(const Endpoint::Posted& posted);
   // Waits for the next chunk from `peer`, checks it is `bytes` long, carries `what`
   // and belongs to this collective; returns where it landed.
   char* recv(int peer, uint64_t bytes, Carries what = Carries::Data);

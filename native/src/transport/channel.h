@@ -41,7 +41,7 @@ struct PathCounters {
 struct NetCounters {
   bool present = false;
   uint64_t packets_sent = 0, payload_bytes_sent = 0, packets_received = 0, payload_bytes_received = 0;
-  uint64_t retransmits = 0, timeouts = 0, acks_sent = 0, acks_received = 0;
+  uint64_t retransmits = 0, timeouts = 0, tail_probes = 0, acks_sent = 0, acks_received = 0;
   double srtt_us = 0, rto_us = 0;
   std::map<std::string, uint64_t> drops;
   std::vector<PathCounters> paths;

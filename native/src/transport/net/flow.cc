@@ -336,14 +336,20 @@ void Flow::on_ack(const AckHeader& a, uint64_t now) {
   // Each path's CC gets a sample on every ack that covers one of its packets
   // (the newest one it sent), not only the path the echo names: with many
   // paths, echoes alone would leave most paths' delay signal stale.
+  // The CC's delay leaves out what is not the forward path's doing: the time the
+  // newest arrival waited for this ack (the others waited longer: a safe
+  // underestimate) and the ack's queueing on the way back.
+  const uint64_t not_forward = uint64_t(a.hold_us) * 1000 + reverse_.sample(now, a.sent_ns);
   for (size_t p = 0; p < paths_.size(); ++p) {
     uint64_t prtt = sample_sent_[p] && sample_sent_[p] <= now ? now - sample_sent_[p] : 0;
     if (prtt) paths_[p].rtt_sample(prtt);
     if (sample_sent_[p] > path_rack_ns_[p]) path_rack_ns_[p] = sample_sent_[p];
+    const uint64_t delay = prtt ? std::max<uint64_t>(prtt > not_forward ? prtt - not_forward : 0, 1) : 0;
     if (acked_scratch_[p] || prtt)
-      paths_[p].cc->on_ack(now, acked_scratch_[p], prtt, paths_[p].srtt_ns ? paths_[p].srtt_ns : srtt_ns_);
+      paths_[p].cc->on_ack(now, acked_scratch_[p], delay, paths_[p].srtt_ns ? paths_[p].srtt_ns : srtt_ns_);
   }
   if (unacked_pkts_ < before || snd_una_ > una_before) {  // progress: the peer is alive
+    tail_probed_ = false;
     consecutive_rtos_ = 0;
     backoff_ = 0;
     last_rto_ns_ = 0;
@@ -424,6 +430,37 @@ void Flow::detect_losses(uint64_t now) {
   }
 }
 
+uint64_t Flow::path_timeout_ns(const Path& path) const {
+  if (!path.srtt_ns) return ~0ull;  // no sample yet: only the RTO covers it
+  const uint64_t reo = std::min(kMinReorderNs << reo_shift_, std::max(kMinReorderNs, uint64_t(p_.rto_ms * 1e6) / 4));
+  return path.srtt_ns + 4 * path.rttvar_ns + reo;
+}
+
+void Flow::probe_tail(uint64_t now) {
+  // A flow's last packets have no later packet to expose their loss, and would
+  // wait for the flow-wide RTO (>= 5 ms; on the fabric that stalled the end of
+  // most operations). At the tail, a packet its own path should have delivered
+  // by now (packets on a path arrive in order: its RTT, four deviations and the
+  // reordering window) is resent once as a probe, as RACK-TLP does. Its ack then
+  // exposes every earlier loss to detect_losses. One probe per tail: a spurious
+  // one costs a packet, a storm of them a window.
+  if (tail_probed_ || !sendq_.empty() || !retx_.empty()) return;
+  uint64_t soonest = ~0ull;
+  for (const Path& path : paths_) soonest = std::min(soonest, path_timeout_ns(path));
+  if (soonest == ~0ull) return;
+  for (size_t i = 0; i < sendlog_.size(); ++i) {
+    const SendRec& r = sendlog_[i];
+    if (r.sent_ns + soonest > now) break;  // this one and every later one are within every path's time
+    TxPkt& t = pkt(r.seq);
+    if (t.seq != r.seq || t.state != kInFlight || t.tx_count != r.tx_count) continue;
+    if (r.sent_ns + path_timeout_ns(paths_[t.path]) > now) continue;
+    mark_lost(t, false);
+    tail_probed_ = true;
+    bump(stats_.tail_probes, 1);
+    return;
+  }
+}
+
 uint64_t Flow::rto_ns() const {
   uint64_t base = std::max<uint64_t>(uint64_t(p_.rto_ms * 1e6), srtt_ns_ + 4 * rttvar_ns_);
   uint64_t cap = std::max<uint64_t>(kMaxRtoNs, 4 * uint64_t(p_.rto_ms * 1e6));
@@ -432,10 +469,15 @@ uint64_t Flow::rto_ns() const {
 
 uint64_t Flow::next_deadline() const {
   const uint64_t ack = need_ack_ ? first_unacked_ns_ + kAckDelayNs : ~0ull;
+  uint64_t soonest = ~0ull;
+  for (const Path& path : paths_) soonest = std::min(soonest, path_timeout_ns(path));
   for (const SendRec& r : sendlog_) {
     const TxPkt& t = ring_[r.seq % kWindow];
-    if (t.seq == r.seq && t.state == kInFlight && t.tx_count == r.tx_count)
-      return std::min(ack, std::max(r.sent_ns, last_rto_ns_) + rto_ns());
+    if (t.seq == r.seq && t.state == kInFlight && t.tx_count == r.tx_count) {
+      const bool tail = !tail_probed_ && sendq_.empty() && retx_.empty();
+      const uint64_t expiry = !tail || soonest == ~0ull ? ~0ull : r.sent_ns + soonest;  // on_timer checks the path
+      return std::min({ack, expiry, std::max(r.sent_ns, last_rto_ns_) + rto_ns()});
+    }
   }
   return ack;
 }
@@ -449,6 +491,7 @@ void Flow::on_timer(uint64_t now) {
     sendlog_.pop_front();
   }
   if (sendlog_.empty()) return;
+  probe_tail(now);
   const uint64_t rto = rto_ns();
   if (sendlog_.front().sent_ns + rto > now) return;
   // One timeout per (backed-off) RTO period: when a stall leaves many packets
@@ -558,6 +601,7 @@ void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const
     ++unacked_rx_;
     echo_seq_ = seq;
     echo_path_ = h.path;
+    echo_arrival_ns_ = now;
     reply_queue_ = from.queue;
     reply_ip_ = from.src_ipv4;
     reply_port_ = from.src_port;
@@ -787,6 +831,8 @@ bool Flow::take_ack(AckHeader* a, int* queue, uint32_t* ip, uint16_t* port, uint
   a->echo_seq = echo_seq_;
   a->rejects = rejects_;
   a->echo_path = echo_path_;
+  a->hold_us = uint16_t(std::min<uint64_t>(now > echo_arrival_ns_ ? (now - echo_arrival_ns_) / 1000 : 0, 65535));
+  a->sent_ns = now;
   // Rotate the receive ring so bit i of the ack means seq cum_ack + i.
   const size_t start = size_t(rcv_cum_ % kWindow);
   const size_t w0 = start / 64, sh = start % 64;

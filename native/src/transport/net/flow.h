@@ -31,6 +31,7 @@
 #include "transport/net/drops.h"
 #include "transport/net/packet.h"
 #include "transport/net/path.h"
+#include "transport/net/reverse_delay.h"
 #include "transport/net/timing_wheel.h"
 #include "transport/region_table.h"
 
@@ -82,7 +83,7 @@ struct RxEvent {
 
 struct FlowStats {
   std::atomic<uint64_t> packets_sent{0}, bytes_sent{0}, packets_received{0}, bytes_received{0};
-  std::atomic<uint64_t> retransmits{0}, timeouts{0}, acks_sent{0}, acks_received{0};
+  std::atomic<uint64_t> retransmits{0}, timeouts{0}, tail_probes{0}, acks_sent{0}, acks_received{0};
   std::atomic<uint64_t> srtt_ns{0}, rto_ns{0};
 };
 
@@ -173,6 +174,8 @@ class Flow {
   void fail_all(ErrorKind kind, const std::string& cause);
   std::string op_name(const TxOp& op) const;
   uint64_t rto_ns() const;
+  uint64_t path_timeout_ns(const Path& path) const;  // ~0 before the path's first RTT sample
+  void probe_tail(uint64_t now);
   void refuse(RxOp& op, uint64_t msg_id, uint64_t code, uint64_t region_len);
   void place(const DataHeader& h, uint64_t msg_id, RxOp& op, const char* payload, uint32_t len);
   void deliver_in_order();
@@ -219,10 +222,12 @@ class Flow {
   uint64_t srtt_ns_ = 0, rttvar_ns_ = 0;
   int backoff_ = 0, consecutive_rtos_ = 0;
   uint64_t last_rto_ns_ = 0;  // when the retransmission timer last fired (0: not since progress)
+  bool tail_probed_ = false;  // a tail probe is out (since the last progress)
   uint64_t peer_rejects_ = 0, errors_received_ = 0;
   bool held_ = false;
   std::vector<uint64_t> acked_scratch_;
   std::vector<uint64_t> sample_sent_;  // per path: newest first transmission this ack covers
+  ReverseDelay reverse_;  // the acks' queueing on the way back, taken out of the CC's delay
 
   // receiver
   uint64_t rcv_cum_ = 0;
@@ -239,6 +244,7 @@ class Flow {
   uint32_t unacked_rx_ = 0;
   uint64_t echo_seq_ = 0;
   uint16_t echo_path_ = 0;
+  uint64_t echo_arrival_ns_ = 0;
   int reply_queue_ = 0;
   uint32_t reply_ip_ = 0;
   uint16_t reply_port_ = 0;

@@ -112,6 +112,7 @@ PeerCounters NetChannel::counters() const {
   c.net.payload_bytes_received = s.bytes_received.load();
   c.net.retransmits = s.retransmits.load();
   c.net.timeouts = s.timeouts.load();
+  c.net.tail_probes = s.tail_probes.load();
   c.net.acks_sent = s.acks_sent.load();
   c.net.acks_received = s.acks_received.load();
   c.net.srtt_us = double(s.srtt_ns.load()) / 1e3;

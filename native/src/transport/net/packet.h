@@ -10,7 +10,7 @@
 namespace uccl::net {
 
 constexpr uint16_t kMagic = 0x4355;  // "UC"
-constexpr uint8_t kVersion = 2;      // 2: the compact header (64-byte data header)
+constexpr uint8_t kVersion = 3;      // 2: the compact header (64-byte data header); 3: acks carry timestamps
 
 enum PacketType : uint8_t { kData = 1, kAck = 2 };
 
@@ -123,16 +123,17 @@ constexpr size_t kSackWords = kWindow / 64;
 struct AckHeader {
   CommonHeader common;
   uint16_t echo_path;  // path of the newest arrival
-  uint16_t pad;
+  uint16_t hold_us;    // how long the newest arrival waited for this ack (saturates)
   uint64_t cum_ack;   // every seq below has arrived
   uint64_t echo_seq;  // the newest arrival
   uint64_t rejects;   // operations refused so far (their error follows as kOpError)
+  uint64_t sent_ns;   // the acker's clock when the ack left (see reverse_delay.h)
   uint64_t sack[kSackWords];  // bit i: seq cum_ack + i has arrived
 };
-static_assert(sizeof(AckHeader) == 24 + 24 + 8 * kSackWords, "wire layout");
+static_assert(sizeof(AckHeader) == 24 + 32 + 8 * kSackWords, "wire layout");
 
 // An ack goes out without its trailing all-zero SACK words: with nothing missing
-// it is 48 bytes, not 560 (acks share the reverse path with data in an all_to_all).
+// it is 56 bytes, not 568 (acks share the reverse path with data in an all_to_all).
 inline size_t ack_length(const AckHeader& a) {
   size_t words = kSackWords;
   while (words && a.sack[words - 1] == 0) --words;

@@ -18,8 +18,10 @@ struct CcParams {
 class CongestionControl {
  public:
   virtual ~CongestionControl() = default;
-  // `acked` bytes left the network; rtt_ns > 0 when this ack carried a sample for this path.
-  virtual void on_ack(uint64_t now_ns, uint64_t acked, uint64_t rtt_ns, uint64_t srtt_ns) = 0;
+  // `acked` bytes left the network; delay_ns > 0 when this ack carried a sample for
+  // this path: the RTT of its newest packet acked, less what the forward path did
+  // not cause (the packet's wait for the ack, the ack's queueing on the way back).
+  virtual void on_ack(uint64_t now_ns, uint64_t acked, uint64_t delay_ns, uint64_t srtt_ns) = 0;
   // A packet sent on this path was declared lost (fast retransmit).
   virtual void on_loss(uint64_t now_ns, uint64_t srtt_ns) = 0;
   // The retransmission timer fired for this path.

@@ -38,9 +38,9 @@ uint64_t Swift::target_ns() const {
   return p_.target_ns + uint64_t(fs);
 }
 
-void Swift::on_ack(uint64_t now_ns, uint64_t acked, uint64_t rtt_ns, uint64_t srtt_ns) {
-  if (rtt_ns) last_delay_ns_ = rtt_ns;
-  uint64_t delay = rtt_ns ? rtt_ns : last_delay_ns_;
+void Swift::on_ack(uint64_t now_ns, uint64_t acked, uint64_t delay_ns, uint64_t srtt_ns) {
+  if (delay_ns) last_delay_ns_ = delay_ns;
+  uint64_t delay = delay_ns ? delay_ns : last_delay_ns_;
   if (!delay) delay = srtt_ns;
   const double mss = p_.mss;
   const uint64_t target = target_ns();
@@ -49,7 +49,7 @@ void Swift::on_ack(uint64_t now_ns, uint64_t acked, uint64_t rtt_ns, uint64_t sr
       cwnd_ += kAdditive * mss * double(acked) / cwnd_;
     else
       cwnd_ += kAdditive * double(acked);
-  } else if (rtt_ns && may_decrease(now_ns, srtt_ns)) {
+  } else if (delay_ns && may_decrease(now_ns, srtt_ns)) {
     double excess = double(delay - target) / double(delay);
     cwnd_ *= std::max(1.0 - kBeta * excess, 1.0 - kMaxMdf);
     last_decrease_ns_ = now_ns;

@@ -11,7 +11,7 @@ namespace uccl::net {
 class Swift final : public CongestionControl {
  public:
   explicit Swift(const CcParams& p);
-  void on_ack(uint64_t now_ns, uint64_t acked, uint64_t rtt_ns, uint64_t srtt_ns) override;
+  void on_ack(uint64_t now_ns, uint64_t acked, uint64_t delay_ns, uint64_t srtt_ns) override;
   void on_loss(uint64_t now_ns, uint64_t srtt_ns) override;
   void on_timeout(uint64_t now_ns) override;
   double window() const override { return cwnd_; }

@@ -11,6 +11,7 @@
 #include "coll/communicator.h"
 #include "common/errors.h"
 #include "transport/endpoint.h"
+#include "transport/net/reverse_delay.h"
 #include "tools/pingpong.h"
 
 namespace py = pybind11;
@@ -590,4 +591,13 @@ PYBIND11_MODULE(_native, m) {
   m.def("pingpong_one_way_us", &pingpong_one_way_us, py::arg("endpoint"), py::arg("peer"), py::arg("initiator"),
         py::arg("lkey"), py::arg("rkey"), py::arg("size"), py::arg("iters"), py::arg("warmup") = 100,
         gil_free());
+  // For tests: the net channel's return-path queueing estimate over a trace of
+  // (our arrival clock, the acker's departure clock) pairs.
+  m.def("_reverse_delay_trace", [](const std::vector<std::pair<uint64_t, uint64_t>>& trace) {
+    net::ReverseDelay r;
+    std::vector<uint64_t> out;
+    out.reserve(trace.size());
+    for (const auto& [now, sent] : trace) out.push_back(r.sample(now, sent));
+    return out;
+  });
 }

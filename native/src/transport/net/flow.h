@@ -4,11 +4,14 @@
 // packets with per-flow sequence numbers, sprayed over the paths (PathPicker)
 // within each path's congestion window (in trains of up to kMaxBurst packets,
 // one GSO send each), and kept until acknowledged. Acks carry a cumulative ack,
-// a SACK bitmap over the receive window and the newest arrival; RTT samples come
-// from the sender's own send times of first transmissions (Karn). Holes are
+// a SACK bitmap over the receive window, the newest arrival, how long it waited
+// for the ack and the acker's clock; RTT samples come from the sender's own send
+// times of first transmissions (Karn), and congestion control sees them less the
+// ack's wait and its queueing on the way back (reverse_delay.h). Holes are
 // retransmitted when a packet sent later has been acknowledged (time-based,
-// RACK-like) and on timeout (RTO with backoff, at most one per RTO period);
-// after max_retries consecutive timeouts the flow fails every pending operation.
+// RACK-like), at a flow's tail when a packet outlives its own path's RTT (one
+// probe), and on timeout (RTO with backoff, at most one per RTO period); after
+// max_retries consecutive timeouts the flow fails every pending operation.
 //
 // Receiver: duplicates are suppressed by sequence number; write payload is
 // placed straight into the registered region (checked against the region

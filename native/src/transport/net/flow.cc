@@ -469,17 +469,27 @@ uint64_t Flow::rto_ns() const {
 
 uint64_t Flow::next_deadline() const {
   const uint64_t ack = need_ack_ ? first_unacked_ns_ + kAckDelayNs : ~0ull;
-  uint64_t soonest = ~0ull;
-  for (const Path& path : paths_) soonest = std::min(soonest, path_timeout_ns(path));
+  uint64_t rto = ~0ull, probe = ~0ull;
   for (const SendRec& r : sendlog_) {
     const TxPkt& t = ring_[r.seq % kWindow];
     if (t.seq == r.seq && t.state == kInFlight && t.tx_count == r.tx_count) {
-      const bool tail = !tail_probed_ && sendq_.empty() && retx_.empty();
-      const uint64_t expiry = !tail || soonest == ~0ull ? ~0ull : r.sent_ns + soonest;  // on_timer checks the path
-      return std::min({ack, expiry, std::max(r.sent_ns, last_rto_ns_) + rto_ns()});
+      rto = std::max(r.sent_ns, last_rto_ns_) + rto_ns();
+      break;
     }
   }
-  return ack;
+  if (rto != ~0ull && !tail_probed_ && sendq_.empty() && retx_.empty()) {
+    // The tail probe's time: the first in-flight packet to outlive its own path
+    // (exactly, not a guess: a deadline already past would keep the engine spinning).
+    uint64_t soonest = ~0ull;
+    for (const Path& path : paths_) soonest = std::min(soonest, path_timeout_ns(path));
+    for (const SendRec& r : sendlog_) {
+      if (soonest == ~0ull || r.sent_ns + soonest >= probe) break;  // later ones expire later still
+      const TxPkt& t = ring_[r.seq % kWindow];
+      if (t.seq == r.seq && t.state == kInFlight && t.tx_count == r.tx_count && paths_[t.path].srtt_ns)
+        probe = std::min(probe, r.sent_ns + path_timeout_ns(paths_[t.path]));
+    }
+  }
+  return std::min({ack, rto, probe});
 }
 
 void Flow::on_timer(uint64_t now) {

@@ -392,8 +392,7 @@ void Flow::detect_losses(uint64_t now) {
   // The widened windows stay under a quarter of the minimum RTO (within a path)
   // and under the RTO (across paths): beyond, real losses would wait for the timer.
   const uint64_t rto = rto_ns();
-  const uint64_t quarter_min_rto = std::max(kMinReorderNs, uint64_t(p_.rto_ms * 1e6) / 4);
-  const uint64_t path_reo = std::min(kMinReorderNs << reo_shift_, quarter_min_rto);
+  const uint64_t path_reo = path_reorder_ns();
   uint64_t fastest = ~0ull, slowest = 0;
   for (const Path& path : paths_) {
     if (!path.srtt_ns) continue;
@@ -430,10 +429,19 @@ void Flow::detect_losses(uint64_t now) {
   }
 }
 
+uint64_t Flow::path_reorder_ns() const {
+  return std::min(kMinReorderNs << reo_shift_, std::max(kMinReorderNs, uint64_t(p_.rto_ms * 1e6) / 4));
+}
+
 uint64_t Flow::path_timeout_ns(const Path& path) const {
   if (!path.srtt_ns) return ~0ull;  // no sample yet: only the RTO covers it
-  const uint64_t reo = std::min(kMinReorderNs << reo_shift_, std::max(kMinReorderNs, uint64_t(p_.rto_ms * 1e6) / 4));
-  return path.srtt_ns + 4 * path.rttvar_ns + reo;
+  return path.srtt_ns + 4 * path.rttvar_ns + path_reorder_ns();
+}
+
+uint64_t Flow::soonest_path_timeout_ns() const {
+  uint64_t soonest = ~0ull;
+  for (const Path& path : paths_) soonest = std::min(soonest, path_timeout_ns(path));
+  return soonest;
 }
 
 void Flow::probe_tail(uint64_t now) {
@@ -445,8 +453,7 @@ void Flow::probe_tail(uint64_t now) {
   // exposes every earlier loss to detect_losses. One probe per tail: a spurious
   // one costs a packet, a storm of them a window.
   if (tail_probed_ || !sendq_.empty() || !retx_.empty()) return;
-  uint64_t soonest = ~0ull;
-  for (const Path& path : paths_) soonest = std::min(soonest, path_timeout_ns(path));
+  const uint64_t soonest = soonest_path_timeout_ns();
   if (soonest == ~0ull) return;
   for (size_t i = 0; i < sendlog_.size(); ++i) {
     const SendRec& r = sendlog_[i];
@@ -480,8 +487,7 @@ uint64_t Flow::next_deadline() const {
   if (rto != ~0ull && !tail_probed_ && sendq_.empty() && retx_.empty()) {
     // The tail probe's time: the first in-flight packet to outlive its own path
     // (exactly, not a guess: a deadline already past would keep the engine spinning).
-    uint64_t soonest = ~0ull;
-    for (const Path& path : paths_) soonest = std::min(soonest, path_timeout_ns(path));
+    const uint64_t soonest = soonest_path_timeout_ns();
     for (const SendRec& r : sendlog_) {
       if (soonest == ~0ull || r.sent_ns + soonest >= probe) break;  // later ones expire later still
       const TxPkt& t = ring_[r.seq % kWindow];

@@ -177,7 +177,9 @@ class Flow {
   void fail_all(ErrorKind kind, const std::string& cause);
   std::string op_name(const TxOp& op) const;
   uint64_t rto_ns() const;
+  uint64_t path_reorder_ns() const;  // RACK's window within a path (widened after spurious losses)
   uint64_t path_timeout_ns(const Path& path) const;  // ~0 before the path's first RTT sample
+  uint64_t soonest_path_timeout_ns() const;
   void probe_tail(uint64_t now);
   void refuse(RxOp& op, uint64_t msg_id, uint64_t code, uint64_t region_len);
   void place(const DataHeader& h, uint64_t msg_id, RxOp& op, const char* payload, uint32_t len);

@@ -48,6 +48,7 @@ void exchange_blocks(CollContext& c, uint64_t src_key, const LocalBuffer& out, u
     if (ch != 0) mine.wait_all();  // channel 0's writes are waited for below, after the eager blocks
   };
   if (!big_out.empty()) for_each_channel(c, write_parts);
+  win.writes_posted(big_out);  // our peers need not wait for our acks to learn we are done
   for (int p : senders) {
     const uint64_t len = plan.recv_len[size_t(p)];
     if (len > eager_max) continue;

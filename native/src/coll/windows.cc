@@ -1,5 +1,6 @@
 #include "coll/windows.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/errors.h"
@@ -44,8 +45,12 @@ void CallWindows::grant(const std::vector<int>& to, const std::vector<Window>& g
     w.in_key = w.in_len ? in_key_ : 0;
     w.out_key = w.out_len ? out_key_ : 0;
     outbox_[size_t(p)] = w;
-    c_.links.send(p, outbox_key_, uint64_t(p) * sizeof(Window), sizeof(Window), Links::Carries::Window);
   }
+  // All at once: each descriptor has its own outbox entry, so none waits for another's ack.
+  std::vector<Endpoint::Posted> posted;
+  for (int p : to)
+    posted.push_back(c_.links.post(p, outbox_key_, uint64_t(p) * sizeof(Window), sizeof(Window), Links::Carries::Window));
+  for (const auto& x : posted) c_.links.sent(x);
 }
 
 void CallWindows::learn(const std::vector<int>& from) {
@@ -77,8 +82,19 @@ void CallWindows::expect(int peer, uint64_t in_len, uint64_t out_len, const char
 
 void CallWindows::close() { close(from_, to_); }
 
+void CallWindows::writes_posted(const std::vector<int>& used) {
+  for (int p : used) {
+    notes_.push_back(c_.links.post(p, outbox_key_, 0, 0, Links::Carries::Window));
+    noted_.push_back(p);
+  }
+}
+
 void CallWindows::close(const std::vector<int>& used, const std::vector<int>& lent) {
-  for (int p : used) c_.links.send(p, outbox_key_, 0, 0, Links::Carries::Window);
+  for (int p : used)
+    if (std::find(noted_.begin(), noted_.end(), p) == noted_.end())
+      notes_.push_back(c_.links.post(p, outbox_key_, 0, 0, Links::Carries::Window));
+  for (const auto& x : notes_) c_.links.sent(x);
+  notes_.clear();
   for (int p : lent) {
     c_.links.recv(p, 0, Links::Carries::Window);
     c_.links.release(p);

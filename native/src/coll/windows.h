@@ -46,8 +46,17 @@ class CallWindows {
   // rank's arguments imply (the ranks were called with different sizes).
   void expect(int peer, uint64_t in_len, uint64_t out_len, const char* what) const;
 
-  // Tells the peers whose windows we used that we are done, then waits until the
-  // peers we gave windows to are done with ours. Only then may the call return.
+  // Tells the peers whose windows we only wrote into that we are done as soon as
+  // the writes are posted, without waiting for them to complete: the note is a
+  // write-with-immediate on the same connection, and a transport delivers it only
+  // after every operation posted before it to that peer has landed (a shm write is
+  // done when posted; a net flow releases its events in order). Saves the write's
+  // ack and a second crossing of the network at the end of a call. Not for windows
+  // we read from: a read is done only once its data is back here.
+  void writes_posted(const std::vector<int>& used);
+  // Tells the peers whose windows we used that we are done (unless writes_posted did),
+  // then waits until the peers we gave windows to are done with ours. Only then may
+  // the call return.
   void close();
   // The same for the windows actually used / lent (a peer's window can go unused).
   void close(const std::vector<int>& used, const std::vector<int>& lent);
@@ -61,6 +70,8 @@ class CallWindows {
   uint64_t outbox_key_ = 0;
   std::vector<Window> theirs_;
   std::vector<int> to_, from_;
+  std::vector<int> noted_;  // peers told "done" by writes_posted
+  std::vector<Endpoint::Posted> notes_;  // those notes, until close() waits for them
 };
 
 // Each rank's part of an even split; all_reduce and reduce_scatter own one block each.

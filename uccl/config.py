@@ -34,7 +34,9 @@ class Config:
     transport: str = field(default="auto", metadata={"env": "UCCL_TRANSPORT", "help": "auto | shm | net"})
     timeout: float = field(default=300.0, metadata={"env": "UCCL_TIMEOUT", "help": "seconds any wait may take"})
     spin_us: float = field(default=50.0, metadata={"env": "UCCL_SPIN_US", "help": "spin before yielding (us)"})
-    yield_us: float = field(default=1000.0, metadata={"env": "UCCL_YIELD_US", "help": "yield before sleeping (us)"})
+    yield_us: float = field(default=-1.0, metadata={"env": "UCCL_YIELD_US",
+                                                     "help": "yield before sleeping (us); -1: 1000 if every peer "
+                                                             "is on shm, 0 with net peers"})
     shm_ring_bytes: int = field(default=1 << 20, metadata={"env": "UCCL_SHM_RING_BYTES", "help": "per-peer ring"})
     shm_arena_bytes: int = field(default=64 << 20, metadata={"env": "UCCL_SHM_ARENA_BYTES",
                                                               "help": "shared memory peers copy into (inboxes)"})

@@ -30,7 +30,9 @@ struct EndpointConfig {
   std::string transport = "auto";  // auto | shm | net
   double timeout_s = 300.0;
   double spin_us = 50.0;
-  double yield_us = 1000.0;  // after spinning, yield the core this long before sleeping
+  // After spinning, yield the core this long before sleeping. Negative: automatic,
+  // kAutoYieldUs when every peer is on shared memory, none when any is on the net.
+  double yield_us = -1.0;
   uint64_t ring_bytes = 1 << 20;
   uint64_t inline_max = 8192;
   uint64_t arena_bytes = 64ull << 20;  // shared memory peers map (allocated as it is touched)
@@ -147,6 +149,7 @@ class Endpoint : private ChannelSink {
   std::vector<ShmSegment> peer_segments_;
   std::vector<std::unique_ptr<Channel>> channels_;
   bool connected_ = false;
+  double yield_us_ = 0;  // in effect (cfg_.yield_us resolved at connect)
 
   std::recursive_mutex mu_;  // progress and completion state
   std::atomic<uint64_t> next_wr_{1};

@@ -163,6 +163,9 @@ def main(argv=None) -> None:
     ap.add_argument("--collectives", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=None, help="default: the shipped table for this host's CPU count")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only the measured (collective, world, transport) rules of the table at --out, "
+                         "keep the others")
     args = ap.parse_args(argv)
     from uccl.collectives.communicator import host_cpus
 
@@ -180,10 +183,26 @@ def main(argv=None) -> None:
                 found, lines = rules_for(coll, world, transport, best)
                 print("\n".join(lines))
                 rules += found
+    command = "perf/tune.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    table = {"generated_by": command, "host_cpus": cpus, "load_before": os.getloadavg()[0], "rules": rules}
+    if args.merge and os.path.exists(args.out):
+        table = merged(args.out, rules, command, table["load_before"])
     with open(args.out, "w") as f:
-        json.dump({"generated_by": "perf/tune.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                   "host_cpus": cpus, "load_before": os.getloadavg()[0], "rules": rules}, f, indent=2)
+        json.dump(table, f, indent=2)
     print(f"wrote {len(rules)} rules to {os.path.normpath(args.out)}")
+
+
+def merged(path: str, rules: list, command: str, load: float) -> dict:
+    """The table at `path` with its rules for every (collective, world, transport) that
+    `rules` covers replaced by those (the tuner takes the first rule that fits, and the
+    rules of one case stay in order of size)."""
+    with open(path) as f:
+        table = json.load(f)
+    case = lambda r: (r["collective"], r.get("world", 0), r["transport"])  # noqa: E731
+    measured = {case(r) for r in rules}
+    table["rules"] = [r for r in table["rules"] if case(r) not in measured] + rules
+    table.setdefault("merged", []).append({"by": command, "load_before": load})
+    return table
 
 
 if __name__ == "__main__":

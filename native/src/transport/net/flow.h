@@ -129,6 +129,7 @@ class Flow {
   uint64_t next_deadline() const;  // ~0 when no timer (RTO, delayed ack) is armed
   bool publish();                  // hands staged output to the app side; true if any
   bool has_tx_work() const;
+  uint64_t ack_due_ns() const;  // when the owed ack must go (need_ack_ only)
   bool quiescent() const { return unacked_pkts_ == 0 && sendq_.empty() && retx_.empty(); }
   void set_closing() { closing_ = true; }
   uint64_t last_rx_ns() const { return last_rx_ns_; }
@@ -247,6 +248,7 @@ class Flow {
   uint64_t rcv_high_ = 0;          // highest sequence number received
   uint64_t first_unacked_ns_ = 0;  // arrival of the oldest packet not yet acked
   uint32_t unacked_rx_ = 0;
+  uint64_t rx_gap_ns_ = 0;  // smoothed time between arrivals (1/8 EWMA)
   uint64_t echo_seq_ = 0;
   uint16_t echo_path_ = 0;
   uint64_t echo_arrival_ns_ = 0;

@@ -32,14 +32,18 @@ constexpr int kMaxReoShift = 4;
 constexpr uint64_t kReoDecayNs = 50'000'000;
 constexpr uint64_t kMaxRtoNs = 100'000'000;     // backoff cap (give-up takes ~max_retries x this)
 constexpr uint64_t kProbeSilenceNs = 100'000'000;  // probe a peer silent this long
-// Delayed acks: while packets arrive in order, the receiver acks once per
-// kAckEvery packets or kAckDelayNs after the oldest unacknowledged one (every
-// ack costs a syscall and a trip through both kernels; on a slow link it also
-// takes reverse-path bandwidth from data). Duplicates and completed operations
-// are acked at once, so spurious-retransmission detection and completions do not
-// wait; so is data held above a missing packet (a hole) once two packets are owed.
+// Delayed acks: the receiver acks once per kAckEvery packets or kAckDelayNs after
+// the oldest unacknowledged one (every ack costs a syscall and a trip through both
+// kernels; on a slow link it also takes reverse-path bandwidth from data).
+// Duplicates and completed operations are acked at once, so spurious-retransmission
+// detection and completions do not wait; so is an arrival that opens a new gap
+// (sequence numbers skipped), once two packets are owed: the sender's loss
+// detection starts from it. Later arrivals above a gap already reported wait like
+// in-order ones (at 1 % loss on a veth a gap is nearly always open, and acking every
+// receive batch then cost 1 ack per 14 packets against 1 per 40; goodput at 1 %
+// loss rose from 76 % to 88-100 % of the lossless figure, with the change below).
 // On a slow link packets arrive further apart than kAckDelayNs, and a sprayed flow
-// nearly always holds a hole (its paths reorder): every packet got its own ack
+// nearly always has a new gap (its paths reorder): every packet got its own ack
 // (0.7 per packet on the fabric, ~6 % of the wire). There a lone packet now waits
 // up to 1.5x the recent gap between arrivals for a partner, acks fall to one per
 // two packets (ack clocking keeps the other half on time), and the sprayed
@@ -83,6 +87,7 @@ Flow::Flow(const FlowParams& p, RegionTable* own_table, TimingWheel* wheel, uint
   acked_scratch_.assign(paths_.size(), 0);
   sample_sent_.assign(paths_.size(), 0);
   path_rack_ns_.assign(paths_.size(), 0);
+  cut_scratch_.assign(paths_.size(), 0);
   last_rx_ns_ = now_ns();
   last_rx_atomic_.store(last_rx_ns_);
 }
@@ -313,13 +318,21 @@ void Flow::on_ack(const AckHeader& a, uint64_t now) {
   uint64_t before = unacked_pkts_;
   uint64_t una_before = snd_una_;
   for (uint64_t s = snd_una_; s < a.cum_ack; ++s) ack_pkt(s, &acked_scratch_, &newest_sent);
+  // Only what the last ack did not already report: behind a hole the same
+  // thousands of bits arrive again on every ack.
+  const bool newer = a.cum_ack >= last_sack_cum_;
   for (size_t w = 0; w < kSackWords; ++w) {
     uint64_t bits = a.sack[w];
+    if (newer && bits) bits &= ~bits_from(last_sack_, a.cum_ack - last_sack_cum_ + 64 * w);
     while (bits) {
       int i = __builtin_ctzll(bits);
       bits &= bits - 1;
       ack_pkt(a.cum_ack + w * 64 + uint64_t(i), &acked_scratch_, &newest_sent);
     }
+  }
+  if (newer) {
+    std::copy(std::begin(a.sack), std::end(a.sack), last_sack_.begin());
+    last_sack_cum_ = a.cum_ack;
   }
   ack_pkt(a.echo_seq, &acked_scratch_, &newest_sent);
   while (snd_una_ < snd_nxt_ && pkt(snd_una_).state == kAcked) ++snd_una_;
@@ -405,30 +418,32 @@ void Flow::detect_losses(uint64_t now) {
   const uint64_t spread = slowest > fastest ? slowest - fastest : 0;
   const uint64_t across = (std::max(kMinReorderNs, srtt_ns_) + spread) << reo_shift_;
   const uint64_t any_reo = std::max(path_reo, std::min(across, rto - rto / 8));
-  std::vector<bool> cut(paths_.size(), false);
-  size_t i = 0;
-  while (i < sendlog_.size()) {
-    const SendRec& r = sendlog_[i];
+  std::fill(cut_scratch_.begin(), cut_scratch_.end(), 0);
+  // Records still in flight but not yet late are moved down to [0, keep); stale ones
+  // (acked, or superseded by a retransmission) and the ones found lost are dropped.
+  // Dropping from the middle matters: behind a hole not yet judged lost, every
+  // packet acked since stays in the log, and each ack walked them all again (at 1 %
+  // loss on a veth, thousands per ack: the sender's largest cost).
+  size_t keep = 0, i = 0;
+  for (; i < sendlog_.size(); ++i) {
+    const SendRec r = sendlog_[i];
     TxPkt& t = pkt(r.seq);
-    if (t.seq != r.seq || t.state != kInFlight || t.tx_count != r.tx_count) {
-      if (i == 0) {
-        sendlog_.pop_front();
-      } else {
-        ++i;
-      }
-      continue;
-    }
+    if (t.seq != r.seq || t.state != kInFlight || t.tx_count != r.tx_count) continue;
     if (r.sent_ns + path_reo >= rack_sent_ns_) break;  // nothing from here on is late by either rule
     const uint16_t p = t.path;
     if (r.sent_ns + path_reo >= path_rack_ns_[p] && r.sent_ns + any_reo >= rack_sent_ns_) {
-      ++i;  // its path has delivered nothing sent well after it yet
+      sendlog_[keep++] = r;  // its path has delivered nothing sent well after it yet
       continue;
     }
-    mark_lost(t, false);  // its record goes stale and is dropped on the way
-    if (!cut[p]) {  // one congestion signal per path per ack
-      cut[p] = true;
+    mark_lost(t, false);
+    if (!cut_scratch_[p]) {  // one congestion signal per path per ack
+      cut_scratch_[p] = 1;
       paths_[p].cc->on_loss(now, paths_[p].srtt_ns ? paths_[p].srtt_ns : srtt_ns_);
     }
+  }
+  if (i > keep) {  // kept records go just before i, in order; the rest is popped
+    std::move_backward(sendlog_.begin(), sendlog_.begin() + ptrdiff_t(keep), sendlog_.begin() + ptrdiff_t(i));
+    sendlog_.erase(sendlog_.begin(), sendlog_.begin() + ptrdiff_t(i - keep));
   }
 }
 
@@ -478,8 +493,7 @@ uint64_t Flow::rto_ns() const {
 }
 
 uint64_t Flow::ack_due_ns() const {
-  const bool hole = rcv_high_ >= rcv_cum_;  // data buffered above a missing packet
-  if (ack_now_ || unacked_rx_ >= kAckEvery || (hole && unacked_rx_ >= 2)) return 0;
+  if (ack_now_ || unacked_rx_ >= kAckEvery || (new_gap_ && unacked_rx_ >= 2)) return 0;
   if (unacked_rx_ >= 2) return first_unacked_ns_ + kAckDelayNs;
   // A lone packet waits for a partner about as long as packets have been arriving apart.
   const uint64_t lone = std::clamp<uint64_t>(rx_gap_ns_ * 3 / 2, kAckDelayNs, kMaxLoneAckDelayNs);
@@ -669,6 +683,8 @@ void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const
   }
   owe_ack();
   rcv_high_ = std::max(rcv_high_, seq);
+  if (seq > rcv_next_high_) new_gap_ = true;  // something sent before it is missing
+  rcv_next_high_ = std::max(rcv_next_high_, seq + 1);
   const uint64_t msg_id = widen32(h.msg32, rcv_next_msg_);
   if (msg_id < rcv_next_msg_) {
     drops_.add(kDropMalformed);  // belongs to an operation already complete
@@ -857,6 +873,7 @@ bool Flow::take_ack(AckHeader* a, int* queue, uint32_t* ip, uint16_t* port, uint
   if (!need_ack_ || now < ack_due_ns()) return false;  // delayed
   need_ack_ = false;
   ack_now_ = false;
+  new_gap_ = false;
   unacked_rx_ = 0;
   a->common = tx_common_;
   a->common.type = kAck;

@@ -20,6 +20,7 @@
 //
 // Threads: everything but the "app side" methods runs on the engine thread.
 #pragma once
+#include <array>
 #include <atomic>
 #include <deque>
 #include <map>
@@ -218,6 +219,9 @@ class Flow {
   std::vector<TxPkt> ring_;
   std::deque<uint64_t> retx_;
   std::deque<SendRec> sendlog_;  // transmissions in time order (loss detection, RTO)
+  std::vector<uint8_t> cut_scratch_;  // per path: cut once per ack (detect_losses)
+  std::array<uint64_t, kSackWords> last_sack_{};  // the newest ack's SACK bits (on_ack)
+  uint64_t last_sack_cum_ = 0;  // ... and the cumulative ack they start at
   uint64_t queued_bytes_ = 0;  // payload in sendq_ not yet cut into packets
   uint64_t next_msg_ = 0, snd_una_ = 0, snd_nxt_ = 0;
   uint64_t unacked_pkts_ = 0;
@@ -246,6 +250,8 @@ class Flow {
   bool need_ack_ = false;
   bool ack_now_ = false;           // owed at once, not delayed
   uint64_t rcv_high_ = 0;          // highest sequence number received
+  uint64_t rcv_next_high_ = 0;     // one past it (0: nothing received)
+  bool new_gap_ = false;           // an arrival skipped sequence numbers since the last ack
   uint64_t first_unacked_ns_ = 0;  // arrival of the oldest packet not yet acked
   uint32_t unacked_rx_ = 0;
   uint64_t rx_gap_ns_ = 0;  // smoothed time between arrivals (1/8 EWMA)

@@ -4,6 +4,7 @@
 // strangers, other jobs or earlier incarnations are recognised and dropped.
 // Integers are in the host's byte order: peers of one job share an ABI.
 #pragma once
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -141,6 +142,15 @@ inline size_t ack_length(const AckHeader& a) {
 }
 inline bool ack_length_ok(size_t len) {
   return len >= offsetof(AckHeader, sack) && len <= sizeof(AckHeader) && (len - offsetof(AckHeader, sack)) % 8 == 0;
+}
+
+// The 64 bits of a SACK bitmap that start at bit `off` (zeros past its end).
+inline uint64_t bits_from(const std::array<uint64_t, kSackWords>& words, uint64_t off) {
+  const uint64_t w = off / 64, sh = off % 64;
+  if (w >= kSackWords) return 0;
+  const uint64_t lo = words[w] >> sh;
+  if (sh == 0 || w + 1 >= kSackWords) return lo;
+  return lo | (words[w + 1] << (64 - sh));
 }
 
 // Widens a 32-bit counter sent by the peer against `ref`, a nearby 64-bit value

@@ -564,6 +564,7 @@ PYBIND11_MODULE(_native, m) {
              e.connect(d);
            })
       .def("channel_kind", &Endpoint::channel_kind)
+      .def("refused_by_us", &Endpoint::refused_by_us)
       .def("register_region", &Endpoint::register_region)
       .def("deregister_region", &Endpoint::deregister_region)
       .def("write", &Endpoint::write, gil_free())

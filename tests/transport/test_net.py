@@ -36,6 +36,7 @@ def refused_writes(ctx):
         assert not ep.poll(), "a refused write must not reach the completion queue"
         drops = ep.stats()["drops"]
         assert drops.get("net: write outside a registered region", 0) >= 3, drops
+        assert ep.refused_by_us(0) == 4, ep.refused_by_us(0)  # three writes and the read
         return "ok"
     w_key, r_key = pickle.loads(ctx.bootstrap.broadcast(None, root=1))
     src = ep.register(np.full(128, 2, np.uint8), "")

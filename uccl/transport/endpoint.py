@@ -90,6 +90,11 @@ class Endpoint:
         """Which channel reaches `peer` ("shm" or "net")."""
         return self._native.channel_kind(peer)
 
+    def refused_by_us(self, peer: int) -> int:
+        """Operations of `peer`'s this endpoint refused so far (out of bounds, unknown key, no
+        access). Only the net channel refuses after the fact; over shm the writer's call fails."""
+        return self._native.refused_by_us(peer)
+
     def register(self, buf: Any, access: str = "rw") -> MemoryRegion:
         """Registers a buffer; access: 'w' peers may write, 'r' peers may read, 'rw', or ''."""
         return MemoryRegion(self, buf, access)

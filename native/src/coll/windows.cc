@@ -8,7 +8,8 @@
 namespace uccl {
 
 CallWindows::CallWindows(CollContext& c, const void* in, uint64_t in_bytes, void* out, uint64_t out_bytes)
-    : c_(c), outbox_(size_t(c.world)), theirs_(size_t(c.world)) {
+    : c_(c), outbox_(size_t(c.world)), theirs_(size_t(c.world)), refused_before_(size_t(c.world)) {
+  for (int p = 0; p < c.world; ++p) refused_before_[size_t(p)] = c.ep.refused_by_us(p);
   try {
     if (in_bytes && in == out && in_bytes == out_bytes) {
       in_key_ = out_key_ = c_.ep.register_region(uint64_t(out), out_bytes, kRemoteRead | kRemoteWrite);
@@ -98,6 +99,10 @@ void CallWindows::close(const std::vector<int>& used, const std::vector<int>& le
   for (int p : lent) {
     c_.links.recv(p, 0, Links::Carries::Window);
     c_.links.release(p);
+    // A writer's note may overtake nothing, but it does not say its writes were accepted.
+    if (c_.ep.refused_by_us(p) != refused_before_[size_t(p)])
+      c_.links.abort(format_msg("rank ", c_.rank, " refused an operation of rank ", p,
+                                " on the window it lent it (out of bounds or a stale key)"));
   }
 }
 

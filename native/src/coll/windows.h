@@ -72,6 +72,7 @@ class CallWindows {
   std::vector<int> to_, from_;
   std::vector<int> noted_;  // peers told "done" by writes_posted
   std::vector<Endpoint::Posted> notes_;  // those notes, until close() waits for them
+  std::vector<uint64_t> refused_before_;  // per peer: its operations our side had refused
 };
 
 // Each rank's part of an even split; all_reduce and reduce_scatter own one block each.

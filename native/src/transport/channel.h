@@ -71,6 +71,9 @@ class Channel {
   // held); returns how many events.
   virtual size_t poll(ChannelSink& sink) = 0;
   virtual bool peer_alive() = 0;
+  // Operations of the peer's this side refused so far (a write out of bounds, say). Only
+  // the net channel can refuse after the fact: shm checks every operation as it is posted.
+  virtual uint64_t refused() const { return 0; }
   virtual PeerCounters counters() const = 0;
   // Where [roff, roff + len) of the peer's region `rkey` (remote read and write
   // granted) is mapped into this process, or nullptr (the net channel; memory outside

@@ -143,6 +143,11 @@ std::string Endpoint::channel_kind(int peer) const {
   return channels_[size_t(peer)]->kind();
 }
 
+uint64_t Endpoint::refused_by_us(int peer) const {
+  check_peer(peer, "refused_by_us");
+  return channels_[size_t(peer)]->refused();
+}
+
 void Endpoint::check_peer(int peer, const char* op) const {
   if (!connected_) raise(ErrorKind::Argument, "rank ", cfg_.rank, ": ", op, ": endpoint is not connected");
   if (peer < 0 || peer >= cfg_.world)

@@ -53,6 +53,7 @@ class Endpoint : private ChannelSink {
   std::string descriptor() const;
   void connect(const std::vector<std::string>& descriptors);
   std::string channel_kind(int peer) const;
+  uint64_t refused_by_us(int peer) const;  // Channel::refused()
 
   // Memory in this endpoint's shared segment, which peers on this host write into
   // with memcpy rather than a system call; nullptr when the arena is full (the caller

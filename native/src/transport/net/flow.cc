@@ -720,6 +720,7 @@ void Flow::refuse(RxOp& op, uint64_t msg_id, uint64_t code, uint64_t region_len)
   if (op.rejected) return;
   op.rejected = true;
   ++rejects_;
+  bump(stats_.refused, 1);
   auto err = std::make_unique<TxOp>();
   err->kind = kOpError;
   err->internal = true;
@@ -824,6 +825,7 @@ void Flow::serve_read(const RxOp& op, uint64_t msg_id) {
   else if (op.b > r->len || op.c > r->len - op.b)
     code = kErrBounds;
   if (code) {
+    bump(stats_.refused, 1);
     auto err = std::make_unique<TxOp>();
     err->kind = kOpError;
     err->internal = true;

@@ -23,6 +23,7 @@ class NetChannel final : public Channel {
   bool send(uint64_t wr_id, const void* data, uint64_t len, uint64_t tag, const WaitFn& wait) override;
   size_t poll(ChannelSink& sink) override;
   bool peer_alive() override;
+  uint64_t refused() const override { return flow_->stats().refused.load(std::memory_order_acquire); }
   PeerCounters counters() const override;
 
  private:

@@ -682,7 +682,6 @@ void Flow::on_data(const DataHeader& h, const char* payload, uint32_t len, const
     ++rcv_cum_;
   }
   owe_ack();
-  rcv_high_ = std::max(rcv_high_, seq);
   if (seq > rcv_next_high_) new_gap_ = true;  // something sent before it is missing
   rcv_next_high_ = std::max(rcv_next_high_, seq + 1);
   const uint64_t msg_id = widen32(h.msg32, rcv_next_msg_);

@@ -250,12 +250,11 @@ class Flow {
   uint64_t rejects_ = 0;
   bool need_ack_ = false;
   bool ack_now_ = false;           // owed at once, not delayed
-  uint64_t rcv_high_ = 0;          // highest sequence number received
-  uint64_t rcv_next_high_ = 0;     // one past it (0: nothing received)
+  uint64_t rcv_next_high_ = 0;     // one past the highest sequence number received
   bool new_gap_ = false;           // an arrival skipped sequence numbers since the last ack
   uint64_t first_unacked_ns_ = 0;  // arrival of the oldest packet not yet acked
   uint32_t unacked_rx_ = 0;
-  uint64_t rx_gap_ns_ = 0;  // smoothed time between arrivals (1/8 EWMA)
+  uint64_t rx_gap_ns_ = 0;  // smoothed time between data arrivals (1/8 EWMA; an ack in between shortens one)
   uint64_t echo_seq_ = 0;
   uint16_t echo_path_ = 0;
   uint64_t echo_arrival_ns_ = 0;

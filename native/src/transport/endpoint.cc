@@ -10,7 +10,7 @@
 
 #include "common/clock.h"
 #include "common/errors.h"
-#include "transport/shm_channel.h"
+#include "transport/shm/shm_channel.h"
 
 namespace uccl {
 

@@ -13,13 +13,13 @@
 #include <unordered_map>
 #include <vector>
 
-#include "transport/arena.h"
+#include "transport/shm/arena.h"
 #include "transport/channel.h"
 #include "transport/completion.h"
-#include "transport/net_transport.h"
+#include "transport/net/net_transport.h"
 #include "transport/region_table.h"
-#include "transport/segment_layout.h"
-#include "transport/shm_segment.h"
+#include "transport/shm/segment_layout.h"
+#include "transport/shm/segment.h"
 
 namespace uccl {
 

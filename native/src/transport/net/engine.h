@@ -12,10 +12,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "transport/datapath/datapath.h"
-#include "transport/doorbell.h"
+#include "transport/net/datapath/datapath.h"
+#include "transport/shm/doorbell.h"
 #include "transport/net/drops.h"
-#include "transport/net/flow.h"
+#include "transport/net/flow/flow.h"
 #include "transport/net/timing_wheel.h"
 
 namespace uccl::net {

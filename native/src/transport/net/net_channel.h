@@ -7,7 +7,7 @@
 
 #include "transport/channel.h"
 #include "transport/net/engine.h"
-#include "transport/net/flow.h"
+#include "transport/net/flow/flow.h"
 
 namespace uccl::net {
 

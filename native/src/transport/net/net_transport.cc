@@ -1,13 +1,13 @@
 // The net side of an endpoint: a UDP datapath (sockets bound at creation), an
 // engine thread started with the first connection, and one Flow per peer.
 // local_address() = our instance nonce + the datapath's address blob.
-#include "transport/net_transport.h"
+#include "transport/net/net_transport.h"
 
 #include <cstring>
 #include <random>
 
 #include "common/errors.h"
-#include "transport/datapath/udp_datapath.h"
+#include "transport/net/datapath/udp_datapath.h"
 #include "transport/net/engine.h"
 #include "transport/net/net_channel.h"
 

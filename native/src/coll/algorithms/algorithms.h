@@ -1,0 +1,52 @@
+// The collective algorithms. Counts and displacements are in elements; every
+// rank passes the same sizes (the links check). Each is a small unit in its own file.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "coll/core/context.h"
+
+namespace uccl {
+
+// allreduce_ring.cc: pipelined reduce-scatter then all-gather around a ring
+// (`scratch`: one chunk).
+void all_reduce_ring(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count,
+                     const Scratch& scratch);
+// allreduce_recursive.cc: recursive doubling (folding extra ranks), for small messages.
+void all_reduce_recursive_doubling(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count);
+// allgather_ring.cc: blocks of (possibly) different sizes travel around the ring.
+void all_gather_ring(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
+                     const std::vector<uint64_t>& counts, const std::vector<uint64_t>& displs);
+// reduce_scatter_ring.cc: partial sums travel the ring, each rank ends with its block.
+void reduce_scatter_ring(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
+                         const std::vector<uint64_t>& counts, const Scratch& workspace);
+// alltoall_pairwise.cc: W-1 rounds, in round s send to rank+s and receive from rank-s.
+// `staging` (in place, more than two ranks): room for the input, which is copied aside first.
+void all_to_all_pairwise(CollContext& c, const LocalBuffer& in, uint64_t in_bytes, const LocalBuffer& out,
+                         const std::vector<uint64_t>& send_counts, const std::vector<uint64_t>& send_displs,
+                         const std::vector<uint64_t>& recv_counts, const std::vector<uint64_t>& recv_displs,
+                         const Scratch& staging);
+// rooted.cc: pipelined chains from / to the root, and direct gather / scatter.
+void broadcast_chain(CollContext& c, const LocalBuffer& buf, uint64_t count, int root);
+void reduce_chain(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root);
+void gather_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root);
+void scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count, int root);
+// *_direct.cc: one-sided access to peers' buffers opened for the call (windows.h):
+// each byte is copied once, straight to where it belongs. For shared memory.
+// all_reduce: `published` (data nullptr: none) is room in the shared arena for this
+// rank's block and its progress lines (published.h), when every peer is on this host.
+void all_reduce_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out, uint64_t count,
+                       const Scratch& scratch, const Scratch& published);
+void reduce_scatter_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
+                           const std::vector<uint64_t>& counts, const Scratch& scratch);
+void all_gather_direct(CollContext& c, const LocalBuffer& in, const LocalBuffer& out,
+                       const std::vector<uint64_t>& counts, const std::vector<uint64_t>& displs);
+void all_to_all_direct(CollContext& c, const LocalBuffer& in, uint64_t in_bytes, const LocalBuffer& out,
+                       uint64_t out_bytes, const std::vector<uint64_t>& send_counts,
+                       const std::vector<uint64_t>& send_displs, const std::vector<uint64_t>& recv_counts,
+                       const std::vector<uint64_t>& recv_displs, const Scratch& staging);
+void broadcast_direct(CollContext& c, const LocalBuffer& buf, uint64_t count, int root);
+// barrier.cc: dissemination, log2(W) rounds of empty messages.
+void barrier_dissemination(CollContext& c);
+
+}  // namespace uccl

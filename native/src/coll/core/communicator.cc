@@ -1,0 +1,402 @@
+#include "coll/core/communicator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <string_view>
+
+#include "coll/algorithms/algorithms.h"
+#include "coll/core/published.h"
+#include "common/errors.h"
+#include "common/stream_copy.h"
+
+namespace uccl {
+
+namespace {
+
+// FNV-1a over the call's arguments, folded to the 16 bits that ride in each immediate.
+struct SigHash {
+  uint64_t h = 1469598103934665603ull;
+  SigHash& add(const void* p, size_t n) {
+    auto* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+    return *this;
+  }
+  template <typename T>
+  SigHash& add(const T& v) {
+    return add(&v, sizeof(v));
+  }
+  SigHash& add(const std::string& s) { return add(s.data(), s.size()); }
+  SigHash& add(const std::vector<uint64_t>& v) { return add(v.data(), v.size() * sizeof(uint64_t)); }
+  uint16_t fold() const { return uint16_t(h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48)); }
+};
+
+CallInfo call(const char* name, uint64_t count, DataType t) {
+  CallInfo c;
+  c.name = name;
+  c.count = count;
+  c.dtype = t;
+  return c;
+}
+CallInfo call(const char* name, uint64_t count, DataType t, ReduceOp op, int root = -1) {
+  CallInfo c = call(name, count, t);
+  c.op = op;
+  c.has_op = true;
+  c.root = root;
+  return c;
+}
+CallInfo rooted(const char* name, uint64_t count, DataType t, int root) {
+  CallInfo c = call(name, count, t);
+  c.root = root;
+  return c;
+}
+
+}  // namespace
+
+bool Work::wait(double timeout_s) {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (!cv_.wait_for(lk, std::chrono::duration<double>(timeout_s), [&] { return done_; })) return false;
+  if (error_) std::rethrow_exception(error_);
+  return true;
+}
+
+bool Work::test() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (done_ && error_) std::rethrow_exception(error_);
+  return done_;
+}
+
+void Work::finish(std::exception_ptr error) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    done_ = true;
+    error_ = std::move(error);
+  }
+  cv_.notify_all();
+}
+
+Communicator::Communicator(std::shared_ptr<Endpoint> ep, const CommConfig& cfg)
+    : ep_(std::move(ep)),
+      cfg_(cfg),
+      links_(*ep_, LinkConfig{cfg.slots, cfg.slot_bytes}),
+      regs_(*ep_),
+      tuner_(cfg.rules, cfg.algo, cfg.chunk_bytes, cfg.channels, cfg.slot_bytes) {}
+
+Communicator::~Communicator() {
+  {
+    std::lock_guard<std::mutex> lk(q_mu_);
+    stopping_ = true;
+  }
+  q_cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  links_.drain(std::min(5.0, ep_->config().timeout_s));
+  if (workspace_key_) {
+    try {
+      ep_->deregister_region(workspace_key_);
+    } catch (...) {
+    }
+  }
+  release_published();
+}
+
+const std::string& Communicator::transport() {
+  if (transport_.empty()) {
+    transport_ = "shm";
+    for (int p = 0; p < world(); ++p)
+      if (p != rank() && ep_->channel_kind(p) != "shm") transport_ = "net";
+  }
+  return transport_;
+}
+
+// With shared memory every peer's buffer is one copy away: the direct algorithms
+// move each byte once. Over the net, rings and chains keep every link busy.
+static const char* fallback_algo(const char* collective, const std::string& transport) {
+  const std::string name(collective);
+  if (name == "barrier") return "dissemination";
+  if (name == "gather" || name == "scatter") return "direct";
+  if (name == "reduce") return "chain";
+  if (transport == "shm") return "direct";
+  if (name == "all_to_all") return "pairwise";
+  if (name == "broadcast") return "chain";
+  return "ring";
+}
+
+Tuner::Choice Communicator::choice(const char* collective, uint64_t bytes) {
+  return tuner_.choose(collective, world(), transport(), bytes, fallback_algo(collective, transport()));
+}
+
+uint64_t Communicator::chunk_for(const Tuner::Choice& c, DataType t) const {
+  uint64_t es = dtype_size(t);
+  uint64_t chunk = c.chunk_bytes ? c.chunk_bytes : cfg_.slot_bytes;
+  if (chunk > cfg_.slot_bytes) chunk = cfg_.slot_bytes;
+  chunk -= chunk % es;
+  return chunk < es ? es : chunk;
+}
+
+void Communicator::check_root(int root, const char* what) const {
+  if (root < 0 || root >= world())
+    raise(ErrorKind::Argument, "rank ", rank(), ": ", what, ": root ", root, " is outside world of size ", world());
+}
+
+void Communicator::check_counts(const std::vector<uint64_t>& v, const char* name, const char* what) const {
+  if (int(v.size()) != world())
+    raise(ErrorKind::Argument, "rank ", rank(), ": ", what, ": ", name, " has ", v.size(), " entries for ", world(),
+          " ranks");
+}
+
+Scratch Communicator::published(uint64_t bytes) {
+  if (transport() != "shm") return Scratch{nullptr, 0};
+  if (published_bytes_ < bytes) {
+    release_published();
+    published_ = static_cast<char*>(ep_->alloc_shared(bytes));
+    if (!published_) return Scratch{nullptr, 0};  // the arena is full: peers get writes instead
+    published_bytes_ = bytes;
+    published_key_ = ep_->register_region(uint64_t(published_), bytes, kRemoteRead | kRemoteWrite);
+  }
+  return Scratch{published_, published_key_};
+}
+
+void Communicator::release_published() {
+  if (!published_) return;
+  try {
+    ep_->deregister_region(published_key_);
+  } catch (...) {
+  }
+  ep_->free_shared(published_);
+  published_ = nullptr, published_bytes_ = 0, published_key_ = 0;
+}
+
+Scratch Communicator::scratch(uint64_t bytes) {
+  if (workspace_.size() < bytes || !workspace_key_) {
+    if (workspace_key_) ep_->deregister_region(workspace_key_);
+    workspace_key_ = 0;
+    workspace_.resize(bytes ? bytes : 1);
+    workspace_key_ = ep_->register_region(uint64_t(workspace_.data()), workspace_.size(), 0);
+  }
+  return Scratch{workspace_.data(), workspace_key_};
+}
+
+template <typename Body>
+void Communicator::collective(const CallInfo& info, uint64_t sig_seed, uint64_t bytes, Body&& body,
+                              const char* prefer) {
+  Tuner::Choice ch = choice(info.name, bytes);
+  if (prefer && !tuner_.forced(info.name)) ch.algo = prefer;
+  // The algorithm is part of the signature: ranks that chose differently (say,
+  // different UCCL_ALGO) are told so instead of waiting for each other.
+  SigHash sig;
+  sig.add(info.name, std::strlen(info.name)).add(sig_seed).add(info.dtype).add(info.op).add(info.root);
+  sig.add(ch.algo, std::strlen(ch.algo));
+  links_.begin(++seq_, sig.fold(), info);
+  CollContext c{*ep_,     links_,  rank(), world(), chunk_for(ch, info.dtype), info.dtype, info.op,
+                dtype_size(info.dtype), ch.channels, &pool_};
+  try {
+    body(c, std::string_view(ch.algo));
+    // Rooted calls and all_to_all: a rank's own result does not prove that its peers
+    // accepted what it sent, so it waits for their credits (which carry their verdict).
+    if (info.root >= 0 || std::strcmp(info.name, "all_to_all") == 0) links_.finish();
+  } catch (const Error& e) {
+    // Name the collective in transport errors; the links stay broken afterwards.
+    std::string label = info.str(), msg = e.what(), prefix = format_msg("rank ", rank(), ": ");
+    if (msg.find(label) == std::string::npos)
+      msg = prefix + label + ": " + (msg.rfind(prefix, 0) == 0 ? msg.substr(prefix.size()) : msg);
+    links_.mark_broken(msg);
+    throw Error(e.kind(), msg);
+  }
+}
+
+void Communicator::all_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op) {
+  uint64_t bytes = count * dtype_size(t);
+  collective(call("all_reduce", count, t, op), SigHash().add(count).h, bytes, [&](CollContext& c, std::string_view algo) {
+    LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes), out(regs_, reinterpret_cast<void*>(recv), bytes);
+    if (c.world == 1) {
+      if (send != recv) move_out(out.at(0), in.at(0), bytes, bytes);
+    } else if (algo == "recursive_doubling") {
+      all_reduce_recursive_doubling(c, in, out, count);
+    } else if (algo == "direct") {
+      all_reduce_direct(c, in, out, count, scratch(2 * c.chunk * uint64_t(c.channels)),
+                        published(PublishedShape{c.chunk, c.channels, c.world, kPublishedSlots}.bytes()));
+    } else {
+      all_reduce_ring(c, in, out, count, scratch(c.chunk));
+    }
+  });
+}
+
+void Communicator::reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op, int root) {
+  check_root(root, "reduce");
+  uint64_t bytes = count * dtype_size(t);
+  collective(call("reduce", count, t, op, root), SigHash().add(count).h, bytes, [&](CollContext& c, std::string_view) {
+    LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes);
+    LocalBuffer out(regs_, reinterpret_cast<void*>(rank() == root ? recv : send), bytes);
+    reduce_chain(c, in, out, count, root);
+  });
+}
+
+void Communicator::broadcast(uint64_t buf, uint64_t count, DataType t, int root) {
+  check_root(root, "broadcast");
+  uint64_t bytes = count * dtype_size(t);
+  collective(rooted("broadcast", count, t, root), SigHash().add(count).h, bytes,
+             [&](CollContext& c, std::string_view algo) {
+               LocalBuffer b(regs_, reinterpret_cast<void*>(buf), bytes);
+               if (c.world == 1) return;
+               if (algo == "direct")
+                 broadcast_direct(c, b, count, root);
+               else
+                 broadcast_chain(c, b, count, root);
+             });
+}
+
+void Communicator::all_gather_v(uint64_t send, uint64_t recv, const std::vector<uint64_t>& counts,
+                                const std::vector<uint64_t>& displs, DataType t) {
+  check_counts(counts, "counts", "all_gather");
+  check_counts(displs, "displacements", "all_gather");
+  uint64_t es = dtype_size(t), total = 0, extent = 0;
+  for (int j = 0; j < world(); ++j) {
+    total += counts[size_t(j)];
+    extent = std::max(extent, displs[size_t(j)] + counts[size_t(j)]);
+  }
+  collective(call("all_gather", total, t), SigHash().add(counts).add(displs).h, total * es,
+             [&](CollContext& c, std::string_view algo) {
+               LocalBuffer in(regs_, reinterpret_cast<void*>(send), counts[size_t(rank())] * es);
+               LocalBuffer out(regs_, reinterpret_cast<void*>(recv), extent * es);
+               if (algo == "direct" && c.world > 1)
+                 all_gather_direct(c, in, out, counts, displs);
+               else
+                 all_gather_ring(c, in, out, counts, displs);
+             });
+}
+
+void Communicator::reduce_scatter_v(uint64_t send, uint64_t recv, const std::vector<uint64_t>& counts, DataType t,
+                                    ReduceOp op) {
+  check_counts(counts, "counts", "reduce_scatter");
+  uint64_t es = dtype_size(t), total = 0, max_block = 0;
+  for (auto n : counts) {
+    total += n;
+    max_block = std::max(max_block, n);
+  }
+  collective(call("reduce_scatter", total, t, op), SigHash().add(counts).h, total * es,
+             [&](CollContext& c, std::string_view algo) {
+               LocalBuffer in(regs_, reinterpret_cast<void*>(send), total * es);
+               LocalBuffer out(regs_, reinterpret_cast<void*>(recv), counts[size_t(rank())] * es);
+               if (algo == "direct" && c.world > 1)
+                 reduce_scatter_direct(c, in, out, counts, scratch(2 * c.chunk * uint64_t(c.channels)));
+               else
+                 reduce_scatter_ring(c, in, out, counts, scratch(2 * max_block * es));
+             });
+}
+
+void Communicator::all_to_all_v(uint64_t send, const std::vector<uint64_t>& send_counts,
+                                const std::vector<uint64_t>& send_displs, uint64_t recv,
+                                const std::vector<uint64_t>& recv_counts, const std::vector<uint64_t>& recv_displs,
+                                DataType t) {
+  for (auto* v : {&send_counts, &send_displs, &recv_counts, &recv_displs}) check_counts(*v, "a count list", "all_to_all");
+  uint64_t es = dtype_size(t), in_extent = 0, out_extent = 0, total = 0;
+  for (int j = 0; j < world(); ++j) {
+    in_extent = std::max(in_extent, send_displs[size_t(j)] + send_counts[size_t(j)]);
+    out_extent = std::max(out_extent, recv_displs[size_t(j)] + recv_counts[size_t(j)]);
+    total += send_counts[size_t(j)];
+  }
+  // Per-rank sizes differ legitimately; each chunk's length is checked against what its receiver expects.
+  // In place (MPI too asks every rank to be in place, or none), both algorithms copy the input
+  // aside first, except the pairwise exchange between two ranks: that is used then.
+  const bool in_place = send < recv + out_extent * es && recv < send + in_extent * es;
+  collective(call("all_to_all", total, t), 0, UINT64_MAX, [&](CollContext& c, std::string_view algo) {
+    LocalBuffer in(regs_, reinterpret_cast<void*>(send), in_extent * es);
+    LocalBuffer out(regs_, reinterpret_cast<void*>(recv), out_extent * es);
+    const bool direct = algo == "direct" && c.world > 1;
+    Scratch staging{nullptr, 0};
+    if (in_place && (direct || c.world > 2)) staging = scratch(in_extent * es);
+    if (direct)
+      all_to_all_direct(c, in, in_extent * es, out, out_extent * es, send_counts, send_displs, recv_counts,
+                        recv_displs, staging);
+    else
+      all_to_all_pairwise(c, in, in_extent * es, out, send_counts, send_displs, recv_counts, recv_displs, staging);
+  }, in_place && world() == 2 ? "pairwise" : nullptr);
+}
+
+void Communicator::gather(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root) {
+  check_root(root, "gather");
+  uint64_t es = dtype_size(t);
+  collective(rooted("gather", count, t, root), SigHash().add(count).h, count * es,
+             [&](CollContext& c, std::string_view) {
+               LocalBuffer in(regs_, reinterpret_cast<void*>(send), count * es);
+               LocalBuffer out(regs_, reinterpret_cast<void*>(rank() == root ? recv : send),
+                               rank() == root ? count * es * uint64_t(world()) : count * es);
+               gather_direct(c, in, out, count, root);
+             });
+}
+
+void Communicator::scatter(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root) {
+  check_root(root, "scatter");
+  uint64_t es = dtype_size(t);
+  collective(rooted("scatter", count, t, root), SigHash().add(count).h, count * es,
+             [&](CollContext& c, std::string_view) {
+               LocalBuffer in(regs_, reinterpret_cast<void*>(rank() == root ? send : recv),
+                              rank() == root ? count * es * uint64_t(world()) : count * es);
+               LocalBuffer out(regs_, reinterpret_cast<void*>(recv), count * es);
+               scatter_direct(c, in, out, count, root);
+             });
+}
+
+void Communicator::barrier() {
+  collective(call("barrier", 0, DataType::Uint8), 0, 0,
+             [&](CollContext& c, std::string_view) { barrier_dissemination(c); });
+}
+
+std::shared_ptr<Work> Communicator::submit(std::function<void()> op) {
+  auto work = std::make_shared<Work>();
+  {
+    std::lock_guard<std::mutex> lk(q_mu_);
+    queue_.emplace_back(std::move(op), work);
+    if (!worker_.joinable()) worker_ = std::thread([this] { worker_loop(); });
+  }
+  q_cv_.notify_all();
+  return work;
+}
+
+void Communicator::run_in_order(const std::function<void()>& op) {
+  {
+    std::unique_lock<std::mutex> lk(q_mu_);
+    q_cv_.wait(lk, [&] { return queue_.empty() && !busy_; });
+    busy_ = true;
+  }
+  auto done = [this] {
+    {
+      std::lock_guard<std::mutex> lk(q_mu_);
+      busy_ = false;
+    }
+    q_cv_.notify_all();
+  };
+  try {
+    op();
+  } catch (...) {
+    done();
+    throw;
+  }
+  done();
+}
+
+void Communicator::worker_loop() {
+  std::unique_lock<std::mutex> lk(q_mu_);
+  for (;;) {
+    q_cv_.wait(lk, [&] { return stopping_ || (!queue_.empty() && !busy_); });
+    if (queue_.empty()) return;  // stopping, nothing left
+    auto item = std::move(queue_.front());
+    queue_.pop_front();
+    busy_ = true;
+    lk.unlock();
+    std::exception_ptr error;
+    try {
+      item.first();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lk.lock();
+    busy_ = false;
+    q_cv_.notify_all();
+    lk.unlock();
+    item.second->finish(error);
+    lk.lock();
+  }
+}
+
+}  // namespace uccl

@@ -1,0 +1,122 @@
+// A communicator: a group of ranks that run collectives together over one
+// endpoint. Calls are blocking on the calling thread, or queued to the
+// communicator's worker thread (submit) for async use; either way they run in
+// the order they were issued.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "coll/core/dtype.h"
+#include "coll/core/call_info.h"
+#include "coll/core/context.h"
+#include "coll/core/links.h"
+#include "coll/core/reg_cache.h"
+#include "coll/core/tuner.h"
+#include "transport/endpoint.h"
+
+namespace uccl {
+
+struct CommConfig {
+  std::string algo = "auto";
+  uint64_t chunk_bytes = 0;  // 0: the tuner's choice
+  int channels = 0;          // 0: the tuner's choice
+  int slots = 4;
+  uint64_t slot_bytes = 512 << 10;
+  std::vector<TuneRule> rules;
+};
+
+// The state of one queued operation.
+class Work {
+ public:
+  // True when finished; false if `timeout_s` passed first. Rethrows the op's error.
+  bool wait(double timeout_s);
+  bool test();
+  void finish(std::exception_ptr error);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::exception_ptr error_;
+};
+
+class Communicator {
+ public:
+  Communicator(std::shared_ptr<Endpoint> ep, const CommConfig& cfg);
+  ~Communicator();
+
+  std::string local_keys() const { return links_.local_keys(); }
+  void connect(const std::vector<std::string>& all_keys) { links_.connect(all_keys); }
+  int rank() const { return ep_->rank(); }
+  int world() const { return ep_->world(); }
+  Endpoint& endpoint() { return *ep_; }
+
+  // Buffers are addresses of host memory; counts and displacements are elements.
+  void all_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op);
+  void reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op, int root);
+  void broadcast(uint64_t buf, uint64_t count, DataType t, int root);
+  void all_gather_v(uint64_t send, uint64_t recv, const std::vector<uint64_t>& counts,
+                    const std::vector<uint64_t>& displs, DataType t);
+  void reduce_scatter_v(uint64_t send, uint64_t recv, const std::vector<uint64_t>& counts, DataType t, ReduceOp op);
+  void all_to_all_v(uint64_t send, const std::vector<uint64_t>& send_counts, const std::vector<uint64_t>& send_displs,
+                    uint64_t recv, const std::vector<uint64_t>& recv_counts,
+                    const std::vector<uint64_t>& recv_displs, DataType t);
+  void gather(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root);
+  void scatter(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root);
+  void barrier();
+
+  // What the tuner would pick for a call (for uccl.config() and tests).
+  Tuner::Choice choice(const char* collective, uint64_t bytes);
+
+  // Runs `op` on the worker thread after everything issued before it.
+  std::shared_ptr<Work> submit(std::function<void()> op);
+  // Blocking calls go through here: they wait for queued work, then run inline.
+  void run_in_order(const std::function<void()>& op);
+
+ private:
+  struct Call;  // one call's context, built by begin()
+  uint64_t chunk_for(const Tuner::Choice& c, DataType t) const;
+  void check_root(int root, const char* what) const;
+  void check_counts(const std::vector<uint64_t>& v, const char* name, const char* what) const;
+  template <typename Body>
+  // `prefer`: the algorithm to use unless UCCL_ALGO names one for this collective.
+  void collective(const CallInfo& call, uint64_t sig_seed, uint64_t bytes, Body&& body,
+                  const char* prefer = nullptr);
+  void worker_loop();
+  Scratch scratch(uint64_t bytes);
+  // Room in the shared arena that peers on this host read (published.h), kept
+  // between calls; data nullptr when a peer is elsewhere or the arena is full.
+  Scratch published(uint64_t bytes);
+  void release_published();
+  // "shm" when every peer is reached through shared memory, else "net" (fixed once connected).
+  const std::string& transport();
+
+  std::shared_ptr<Endpoint> ep_;
+  CommConfig cfg_;
+  Links links_;
+  RegCache regs_;
+  Tuner tuner_;
+  WorkerPool pool_;
+  uint32_t seq_ = 0;
+  std::vector<char> workspace_;
+  uint64_t workspace_key_ = 0;
+  char* published_ = nullptr;
+  uint64_t published_bytes_ = 0, published_key_ = 0;
+  std::string transport_;
+
+  std::mutex q_mu_;
+  std::condition_variable q_cv_;
+  std::deque<std::pair<std::function<void()>, std::shared_ptr<Work>>> queue_;
+  bool busy_ = false;  // an op is running (worker or inline)
+  bool stopping_ = false;
+  std::thread worker_;
+};
+
+}  // namespace uccl

@@ -2,20 +2,7 @@
 
 from __future__ import annotations
 
-
-def parse_size(text: str) -> int:
-    text = str(text).strip().upper().rstrip("B")
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-    return int(float(text[:-1] if scale > 1 else text) * scale)
-
-
-def rate_bps(text: str) -> float:
-    """tc-style rates: '200mbit', '1gbit', '5000' (bit/s)."""
-    t = text.strip().lower()
-    for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)):
-        if t.endswith(unit):
-            return float(t[: -len(unit)]) * scale
-    return float(t)
+from uccl.units import parse_rate as rate_bps, parse_size  # noqa: F401  (the benchmarks' flags)
 
 
 def size_range(lo: int, hi: int, factor: int) -> list[int]:

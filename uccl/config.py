@@ -6,6 +6,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from uccl.units import parse_size
+
 
 def _env(name: str, default, cast):
     raw = os.environ.get(name)
@@ -14,17 +16,7 @@ def _env(name: str, default, cast):
     try:
         return cast(raw)
     except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}") from exc
-
-
-def _size(raw: str) -> int:
-    """Parses sizes such as 4096, 64K, 1M, 2G."""
-    raw = raw.strip().upper().rstrip("B")
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(raw[-1:], 1)
-    return int(float(raw[:-1] if scale > 1 else raw) * scale)
-
-
-_size.__name__ = "size"
+        raise ValueError(f"{name}={raw!r}: {exc}") from exc
 
 
 @dataclass
@@ -59,7 +51,7 @@ class Config:
 
     @classmethod
     def from_env(cls) -> "Config":
-        casts = {float: float, int: _size, str: str}
+        casts = {float: float, int: parse_size, str: str}
         values = {}
         for f in dataclasses.fields(cls):
             kind = type(f.default)

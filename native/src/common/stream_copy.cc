@@ -52,12 +52,9 @@ inline void stream_line(char* d, const char* s) {
 // Loads that run ahead of earlier stores by a little under a multiple of 4 KiB
 // look to the CPU like reads of the bytes being stored (4K aliasing: it compares
 // only the low 12 address bits) and wait for them. A forward copy hits that on
-// every line when dst lies just above src modulo 4 KiB. Measured on this EPYC VM
-// (64 KiB from cache into DRAM): 2.2 GB/s at a distance of 16 bytes, 4.5 at 32,
-// 8.9 at 64, 17.7 at 128, 23.5 at 256, 25-30 from 512 on. A user buffer is only
-// 16-byte aligned (numpy's heap arrays), so about one output in sixteen landed
-// there: 16 MiB all_reduce 4.9 ms instead of 2.9. Such a copy runs backwards,
-// where the same distance never aliases.
+// every line when dst lies just above src modulo 4 KiB, and user buffers are
+// only 16-byte aligned, so some outputs land there (docs/DESIGN.md, "Measured
+// reasons"). Such a copy runs backwards, where the same distance never aliases.
 constexpr uintptr_t kAliasWindow = 512;
 #endif
 }  // namespace

@@ -131,9 +131,8 @@ void Endpoint::connect(const std::vector<std::string>& descriptors) {
   bool any_net = false;
   for (const auto& ch : channels_) any_net |= std::string(ch->kind()) == "net";
   // A rank waiting on the net needs the kernel's packet path (softirqs, forwarding)
-  // to run, and a yielding thread stays runnable and takes its share of the cores:
-  // on the emulated fabric (4 ranks, 2 cores) yielding made a 160 KiB all_to_all
-  // 3x slower (12.5 vs 4.2 ms). Between shm peers the wake-up it saves pays.
+  // to run, and a yielding thread stays runnable and takes its share of the cores;
+  // between shm peers the wake-up that yielding saves pays.
   yield_us_ = cfg_.yield_us >= 0 ? cfg_.yield_us : any_net ? 0.0 : kAutoYieldUs;
   connected_ = true;
 }

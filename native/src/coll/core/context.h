@@ -89,9 +89,8 @@ constexpr int kNobody = -1;
 // One pipelined step: sends `sbytes` at (skey, soff) to `to` while receiving
 // `rbytes` from `from`, chunk by chunk, handing each received chunk to
 // on_chunk(data, offset, len) before its slot is returned. Either side may be kNobody.
-// Chunk i+1 is on its way before chunk i is waited for: otherwise the link idles
-// for a round trip per chunk (on a 100 Mbit/s fabric, 5-10 % of a 4 MB
-// all_to_all). on_chunk(i) still runs only once send i is done, so it may
+// Chunk i+1 is on its way before chunk i is waited for, so the link never idles
+// for a round trip per chunk. on_chunk(i) still runs only once send i is done, so it may
 // overwrite chunk i's source (recursive doubling folds into what it sends); it
 // must not touch chunk i+1's.
 template <typename OnChunk>

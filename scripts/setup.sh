@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares everything the README's commands need, idempotently: system packages
-# (for the network-namespace tests and benchmarks), a virtualenv in .venv with
+# (for the network-namespace tests and benchmarks, GoogleTest for the native unit tests), a virtualenv in .venv with
 # torch 2.13.0 (CPU), OpenMPI + mpi4py, and uccl itself (editable, native build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v tc >/dev/null || need_pkgs+=(iproute2)
 command -v g++ >/dev/null || need_pkgs+=(g++)
+[ -f /usr/include/gtest/gtest.h ] || need_pkgs+=(libgtest-dev)  # native unit tests
 if ((${#need_pkgs[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "[setup] installing system packages: ${need_pkgs[*]}"

@@ -67,13 +67,13 @@ class Setting:
             else:
                 value = self.kind(raw)
         except ValueError as exc:
-            raise ValueError(f"{self.env}={raw!r}: {exc}") from None
+            raise ValueError(f"{self.env}={raw}: {exc}") from None
         self.check(value, raw)
         return value
 
     def check(self, value: Any, raw: Optional[str] = None) -> None:
         """ValueError naming the variable when `value` is out of bounds or not a choice."""
-        shown = f"{self.env}={raw if raw is not None else value!r}"
+        shown = f"{self.env}={raw}" if raw is not None else f"{self.env}={value!r}"
         choices = self.choices() if callable(self.choices) else self.choices
         if choices is not None and value not in choices:
             raise ValueError(f"{shown}: must be one of {', '.join(choices)}")
@@ -90,6 +90,18 @@ class Setting:
         if self.power_of_two and value & (value - 1):
             raise ValueError(f"{shown}: must be a power of two")
 
+    def limits(self) -> str:
+        """The bounds or choices in words, for the README and --help."""
+        choices = self.choices() if callable(self.choices) else self.choices
+        if choices:
+            return "one of " + ", ".join(f"`{c}`" for c in choices)
+        low = self.low() if callable(self.low) else self.low
+        high = self.high() if callable(self.high) else self.high
+        parts = [f"in [{low}, {high}]" if low is not None and high is not None
+                 else f">= {low}" if low is not None else f"<= {high}" if high is not None else ""]
+        parts += ["> 0" if self.positive else "", "a power of two" if self.power_of_two else ""]
+        return ", ".join(p for p in parts if p)
+
     def read(self, environ: Optional[Mapping[str, str]] = None) -> Any:
         """The value in `environ` (os.environ by default); unset or empty means the default."""
         raw = (os.environ if environ is None else environ).get(self.env)
@@ -98,7 +110,7 @@ class Setting:
 
 SETTINGS: tuple = (
     Setting("transport", "UCCL_TRANSPORT", str, "auto",
-            "`shm` between ranks on one host, `net` otherwise (`auto`); `net` forces the UDP channel everywhere",
+            "`auto`: `shm` between ranks on one host, `net` otherwise; `net` forces the UDP channel everywhere",
             choices=("auto", "shm", "net"), flag="--transport"),
     Setting("timeout", "UCCL_TIMEOUT", float, 300.0,
             "seconds any wait may take before it fails, naming the peer and the operation", positive=True),
@@ -125,7 +137,7 @@ SETTINGS: tuple = (
     Setting("num_paths", "UCCL_NUM_PATHS", int, 16,
             "paths (UDP source ports) per peer on the net channel; 1 = single path",
             low=1, high=_native_limit("MAX_PATHS"), flag="--paths", metavar="N"),
-    Setting("cc", "UCCL_CC", str, "swift", "congestion control per path: `swift` (delay) or `cubic` (loss)",
+    Setting("cc", "UCCL_CC", str, "swift", "congestion control per path: swift is delay-based, cubic loss-based",
             choices=("swift", "cubic"), flag="--cc"),
     Setting("mtu", "UCCL_MTU", int, 1472, "UDP payload bytes per packet, uccl's 64-byte header included",
             low=_native_limit("MIN_MTU"), high=_native_limit("MAX_MTU")),
@@ -137,8 +149,8 @@ SETTINGS: tuple = (
             "append the net datapath's counters (packets, trains, system calls, polls) to this file at teardown"),
     # collectives
     Setting("algo", "UCCL_ALGO", str, "auto",
-            "force an algorithm where a collective has it: `direct` (one copy per byte through per-call "
-            "windows), `ring`, `recursive_doubling`, `pairwise`, `chain`", choices=_algorithms),
+            "force an algorithm where a collective has it (`direct`: one copy per byte through per-call "
+            "windows)", choices=_algorithms),
     Setting("chunk_size", "UCCL_CHUNK_SIZE", int, 0, "pipeline chunk in bytes, e.g. `256K` (0: the tuner's)",
             low=0, size=True, shown_default="tuner"),
     Setting("channels", "UCCL_CHANNELS", int, 0, "threads per rank that split a large direct call (0: the tuner's)",
@@ -178,12 +190,13 @@ Config.__module__ = __name__
 
 
 def markdown_table() -> str:
-    """The README's configuration table."""
+    """The README's configuration table (tests/test_config.py checks the README has it)."""
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for s in SETTINGS:
         shown = s.shown_default or ("" if s.default == "" else str(int(s.default) if s.kind is bool
                                                                    else s.default))
-        rows.append(f"| `{s.env}` | {f'`{shown}`' if shown else ''} | {s.help} |")
+        limits = s.limits()
+        rows.append(f"| `{s.env}` | {f'`{shown}`' if shown else ''} | {s.help}{f' ({limits})' if limits else ''} |")
     return "\n".join(rows)
 
 

@@ -53,8 +53,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("uccl", "passed to every worker as UCCL_* environment variables")
     for flag, setting in UCCL_OPTIONS.items():
         choices = setting.choices if isinstance(setting.choices, (tuple, list)) else None
-        group.add_argument(flag, dest=f"uccl_{flag[2:]}", default=None, type=_option_type(setting),
-                           choices=choices, metavar=setting.metavar or None,
+        group.add_argument(flag, dest=f"uccl_{flag[2:]}", default=None, choices=choices,
+                           type=None if choices else _option_type(setting), metavar=setting.metavar or None,
                            help=f"{setting.env}: {setting.help} (default: {setting.default!r})")
     parser.add_argument("--fabric", metavar="SPEC", default=None,
                         help="run one node per host of an emulated fabric: a running fabric's name "

@@ -1,6 +1,8 @@
 """uccl: a software transport and collective library for machine-learning jobs."""
 
-from uccl.config import Config, config
+import os as _os
+
+from uccl.config import Config
 from uccl.errors import (
     AccessError,
     InvalidArgumentError,
@@ -11,6 +13,18 @@ from uccl.errors import (
 )
 
 __version__ = "0.1.0"
+
+
+def config() -> Config:
+    """Prints and returns the configuration in effect, and the tuning tables in use."""
+    # Imported here: the collectives import uccl.config, never the reverse.
+    from uccl.collectives.communicator import host_cpus, tuning_tables
+
+    cfg = Config.from_env()
+    print(cfg.describe())
+    tables = ", ".join(_os.path.basename(p) for p in tuning_tables())
+    print(f"{'(tuner tables)':<22} {tables}  (measured by perf/tune.py; this host has {host_cpus()} CPUs)")
+    return cfg
 
 __all__ = [
     "AccessError",

@@ -1,94 +1,240 @@
-"""uccl's configuration: every knob is a UCCL_* environment variable with a default that works."""
+"""uccl's configuration: every knob is a UCCL_* environment variable, declared once here.
+
+`SETTINGS` is the one declaration of each setting (name, type, default, help, bounds or
+choices). Everything else derives from it: `Config` (read once at start-up, validated,
+handed to the native structs), uccl-run's options, the README's table and the native
+defaults header (`main(["--native-header", FILE])`, run by the build).
+Bounds that come from the native packet math (MTU, paths) and the algorithm names are
+asked of the native module, so they are not written twice either.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from uccl.units import parse_size
 
-
-def _env(name: str, default, cast):
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return cast(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r}: {exc}") from exc
+Bound = Union[None, int, float, Callable[[], Union[int, float]]]
+Choices = Union[None, Sequence[str], Callable[[], Sequence[str]]]
 
 
-@dataclass
-class Config:
-    """Values in effect; `Config.from_env()` reads them, `uccl.config()` prints them."""
+def _native_limit(name: str) -> Callable[[], int]:
+    """A bound the native code owns (its packet math), read when a value is checked."""
+    def read() -> int:
+        from uccl import _native
+        return getattr(_native, name)
+    return read
 
-    transport: str = field(default="auto", metadata={"env": "UCCL_TRANSPORT", "help": "auto | shm | net"})
-    timeout: float = field(default=300.0, metadata={"env": "UCCL_TIMEOUT", "help": "seconds any wait may take"})
-    spin_us: float = field(default=50.0, metadata={"env": "UCCL_SPIN_US", "help": "spin before yielding (us)"})
-    yield_us: float = field(default=-1.0, metadata={"env": "UCCL_YIELD_US",
-                                                     "help": "yield before sleeping (us); -1: 1000 if every peer "
-                                                             "is on shm, 0 with net peers"})
-    shm_ring_bytes: int = field(default=1 << 20, metadata={"env": "UCCL_SHM_RING_BYTES", "help": "per-peer ring"})
-    shm_arena_bytes: int = field(default=64 << 20, metadata={"env": "UCCL_SHM_ARENA_BYTES",
-                                                              "help": "shared memory peers copy into (inboxes)"})
-    inline_max: int = field(default=8192, metadata={"env": "UCCL_INLINE_MAX", "help": "inline write limit (bytes)"})
-    max_regions: int = field(default=4096, metadata={"env": "UCCL_MAX_REGIONS", "help": "registered regions"})
+
+def _algorithms() -> Sequence[str]:
+    from uccl import _native
+    return ("auto", *_native.algorithms())
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One UCCL_* variable."""
+
+    name: str             # Config attribute (and the native defaults header's constant)
+    env: str
+    kind: type            # int, float, str or bool
+    default: Any
+    help: str
+    low: Bound = None     # inclusive; a callable is asked when a value is checked
+    high: Bound = None
+    positive: bool = False
+    choices: Choices = None
+    size: bool = False    # an int written as a size: 4096, 64K, 1M
+    power_of_two: bool = False
+    flag: str = ""        # uccl-run's option for it ("" = none)
+    metavar: str = ""
+    native: bool = True   # the native structs take it (emitted into the defaults header)
+    shown_default: str = ""  # the README's default column, where the value alone says little
+
+    def parse(self, raw: str) -> Any:
+        """The value of `raw` (the variable's text); ValueError naming the variable otherwise."""
+        try:
+            if self.kind is bool:
+                if raw.strip().lower() not in ("0", "1", "true", "false", "yes", "no"):
+                    raise ValueError("not a boolean (0 or 1)")
+                value: Any = raw.strip().lower() in ("1", "true", "yes")
+            elif self.kind is int:
+                value = parse_size(raw) if self.size else int(raw)
+            else:
+                value = self.kind(raw)
+        except ValueError as exc:
+            raise ValueError(f"{self.env}={raw}: {exc}") from None
+        self.check(value, raw)
+        return value
+
+    def check(self, value: Any, raw: Optional[str] = None) -> None:
+        """ValueError naming the variable when `value` is out of bounds or not a choice."""
+        shown = f"{self.env}={raw}" if raw is not None else f"{self.env}={value!r}"
+        choices = self.choices() if callable(self.choices) else self.choices
+        if choices is not None and value not in choices:
+            raise ValueError(f"{shown}: must be one of {', '.join(choices)}")
+        low = self.low() if callable(self.low) else self.low
+        high = self.high() if callable(self.high) else self.high
+        if low is not None and high is not None and not low <= value <= high:
+            raise ValueError(f"{shown}: must be in [{low}, {high}]")
+        if low is not None and value < low:
+            raise ValueError(f"{shown}: must be >= {low}")
+        if high is not None and value > high:
+            raise ValueError(f"{shown}: must be <= {high}")
+        if self.positive and not value > 0:
+            raise ValueError(f"{shown}: must be > 0")
+        if self.power_of_two and value & (value - 1):
+            raise ValueError(f"{shown}: must be a power of two")
+
+    def limits(self) -> str:
+        """The bounds or choices in words, for the README and --help."""
+        choices = self.choices() if callable(self.choices) else self.choices
+        if choices:
+            return "one of " + ", ".join(f"`{c}`" for c in choices)
+        low = self.low() if callable(self.low) else self.low
+        high = self.high() if callable(self.high) else self.high
+        parts = [f"in [{low}, {high}]" if low is not None and high is not None
+                 else f">= {low}" if low is not None else f"<= {high}" if high is not None else ""]
+        parts += ["> 0" if self.positive else "", "a power of two" if self.power_of_two else ""]
+        return ", ".join(p for p in parts if p)
+
+    def read(self, environ: Optional[Mapping[str, str]] = None) -> Any:
+        """The value in `environ` (os.environ by default); unset or empty means the default."""
+        raw = (os.environ if environ is None else environ).get(self.env)
+        return self.default if raw is None or raw == "" else self.parse(raw)
+
+
+SETTINGS: tuple = (
+    Setting("transport", "UCCL_TRANSPORT", str, "auto",
+            "`auto`: `shm` between ranks on one host, `net` otherwise; `net` forces the UDP channel everywhere",
+            choices=("auto", "shm", "net"), flag="--transport"),
+    Setting("timeout", "UCCL_TIMEOUT", float, 300.0,
+            "seconds any wait may take before it fails, naming the peer and the operation", positive=True),
+    Setting("spin_us", "UCCL_SPIN_US", float, 50.0,
+            "how long a waiting thread spins (us) before it yields or sleeps", low=0.0),
+    Setting("yield_us", "UCCL_YIELD_US", float, -1.0,
+            "then how long it yields the core (us) before it sleeps; -1: 1000 when every peer is on shared "
+            "memory, 0 with any net peer (a yielding thread takes CPU the kernel's packet path needs)",
+            shown_default="auto"),
+    Setting("shm_ring_bytes", "UCCL_SHM_RING_BYTES", int, 1 << 20,
+            "per-peer message ring of the shared-memory channel", low=4096, size=True, power_of_two=True,
+            shown_default="1M"),
+    Setting("shm_arena_bytes", "UCCL_SHM_ARENA_BYTES", int, 64 << 20,
+            "shared memory peers copy into with memcpy (collective inboxes); touched pages only", low=0,
+            size=True, shown_default="64M"),
+    Setting("inline_max", "UCCL_INLINE_MAX", int, 8192,
+            "writes up to this many bytes travel inside the shared-memory ring", low=0, size=True),
+    Setting("max_regions", "UCCL_MAX_REGIONS", int, 4096, "memory regions an endpoint can register",
+            low=1, high=(1 << 32) - 1),
     # net channel
-    ifname: str = field(default="", metadata={"env": "UCCL_IFNAME", "help": "interface to bind (net)"})
-    addr: str = field(default="", metadata={"env": "UCCL_ADDR", "help": "address to bind (net)"})
-    num_paths: int = field(default=16, metadata={"env": "UCCL_NUM_PATHS", "help": "paths per peer (net)"})
-    cc: str = field(default="swift", metadata={"env": "UCCL_CC", "help": "congestion control: swift | cubic"})
-    mtu: int = field(default=1472, metadata={"env": "UCCL_MTU", "help": "UDP payload per packet (net)"})
-    rto_ms: float = field(default=5.0, metadata={"env": "UCCL_RTO_MS", "help": "initial RTO (net)"})
-    max_retries: int = field(default=50, metadata={"env": "UCCL_MAX_RETRIES", "help": "RTOs before failing"})
-    swift_target_us: float = field(default=1500.0, metadata={"env": "UCCL_SWIFT_TARGET_US",
-                                                             "help": "swift's delay target (net)"})
+    Setting("ifname", "UCCL_IFNAME", str, "", "interface the net channel binds (empty: the first one up)",
+            flag="--ifname", metavar="IFACE"),
+    Setting("addr", "UCCL_ADDR", str, "", "IPv4 address the net channel binds (overrides UCCL_IFNAME)"),
+    Setting("num_paths", "UCCL_NUM_PATHS", int, 16,
+            "paths (UDP source ports) per peer on the net channel; 1 = single path",
+            low=1, high=_native_limit("MAX_PATHS"), flag="--paths", metavar="N"),
+    Setting("cc", "UCCL_CC", str, "swift", "congestion control per path: swift is delay-based, cubic loss-based",
+            choices=("swift", "cubic"), flag="--cc"),
+    Setting("mtu", "UCCL_MTU", int, 1472, "UDP payload bytes per packet, uccl's 64-byte header included",
+            low=_native_limit("MIN_MTU"), high=_native_limit("MAX_MTU")),
+    Setting("rto_ms", "UCCL_RTO_MS", float, 5.0, "initial retransmission timeout (ms)", positive=True),
+    Setting("max_retries", "UCCL_MAX_RETRIES", int, 50, "consecutive RTOs before a peer is failed", low=1),
+    Setting("swift_target_us", "UCCL_SWIFT_TARGET_US", float, 1500.0,
+            "swift's queueing-delay target (us) before flow scaling", positive=True),
+    Setting("stats_file", "UCCL_NET_DEBUG", str, "",
+            "append the net datapath's counters (packets, trains, system calls, polls) to this file at teardown"),
     # collectives
-    algo: str = field(default="auto", metadata={"env": "UCCL_ALGO", "help": "collective algorithm override"})
-    chunk_size: int = field(default=0, metadata={"env": "UCCL_CHUNK_SIZE", "help": "pipeline chunk (0 = tuner)"})
-    channels: int = field(default=0, metadata={"env": "UCCL_CHANNELS", "help": "threads per rank on a large shm call (0 = tuner)"})
+    Setting("algo", "UCCL_ALGO", str, "auto",
+            "force an algorithm where a collective has it (`direct`: one copy per byte through per-call "
+            "windows)", choices=_algorithms),
+    Setting("chunk_size", "UCCL_CHUNK_SIZE", int, 0, "pipeline chunk in bytes, e.g. `256K` (0: the tuner's)",
+            low=0, size=True, shown_default="tuner"),
+    Setting("channels", "UCCL_CHANNELS", int, 0, "threads per rank that split a large direct call (0: the tuner's)",
+            low=0, high=64, shown_default="tuner"),
+    # torch
+    Setting("torch_autoload", "UCCL_TORCH_AUTOLOAD", bool, True,
+            "register the `uccl` torch.distributed backend when torch is imported", native=False),
+)
 
-    @classmethod
-    def from_env(cls) -> "Config":
-        casts = {float: float, int: parse_size, str: str}
-        values = {}
-        for f in dataclasses.fields(cls):
-            kind = type(f.default)
-            values[f.name] = _env(f.metadata["env"], f.default, casts[kind])
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        if self.transport not in ("auto", "shm", "net"):
-            raise ValueError(f"UCCL_TRANSPORT must be auto, shm or net, got {self.transport!r}")
-        if self.num_paths < 1:
-            raise ValueError(f"UCCL_NUM_PATHS must be >= 1, got {self.num_paths}")
-        if self.cc not in ("swift", "cubic"):
-            raise ValueError(f"UCCL_CC must be swift or cubic, got {self.cc!r}")
-        if self.swift_target_us <= 0:
-            raise ValueError(f"UCCL_SWIFT_TARGET_US must be positive, got {self.swift_target_us}")
-        if self.timeout <= 0:
-            raise ValueError(f"UCCL_TIMEOUT must be positive, got {self.timeout}")
-        if not 0 <= self.channels <= 64:
-            raise ValueError(f"UCCL_CHANNELS must be in [0, 64] (0 = the tuner's choice), got {self.channels}")
-        if self.chunk_size < 0:
-            raise ValueError(f"UCCL_CHUNK_SIZE must be >= 0 (0 = the tuner's choice), got {self.chunk_size}")
-
-    def describe(self) -> str:
-        lines = []
-        for f in dataclasses.fields(self):
-            lines.append(f"{f.metadata['env']:<22} {getattr(self, f.name)!s:<12} {f.metadata['help']}")
-        return "\n".join(lines)
+SETTINGS_BY_ENV = {s.env: s for s in SETTINGS}
+_BY_NAME = {s.name: s for s in SETTINGS}
 
 
-def config() -> Config:
-    """Prints and returns the configuration in effect."""
-    from uccl.collectives.communicator import host_cpus, tuning_tables
+def _from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Config":
+    """Reads every setting from the environment (or `environ`) and checks it."""
+    return cls(**{s.name: s.read(environ) for s in SETTINGS})
 
-    cfg = Config.from_env()
-    print(cfg.describe())
-    tables = ", ".join(os.path.basename(p) for p in tuning_tables())
-    print(f"{'(tuner tables)':<22} {tables}  (measured by perf/tune.py; this host has {host_cpus()} CPUs)")
-    return cfg
+
+def _validate(self) -> None:
+    """Checks values set in code (e.g. with dataclasses.replace) as the environment's are."""
+    for s in SETTINGS:
+        s.check(getattr(self, s.name))
+
+
+def _describe(self) -> str:
+    return "\n".join(f"{s.env:<22} {getattr(self, s.name)!s:<12} {s.help}" for s in SETTINGS)
+
+
+Config = dataclasses.make_dataclass(
+    "Config",
+    [(s.name, s.kind, dataclasses.field(default=s.default)) for s in SETTINGS],
+    namespace={"from_env": classmethod(_from_env), "validate": _validate, "describe": _describe,
+               "__post_init__": _validate,
+               "__doc__": "Values in effect, one per entry of SETTINGS; `Config.from_env()` reads them."},
+)
+Config.__module__ = __name__
+
+
+def markdown_table() -> str:
+    """The README's configuration table (tests/test_config.py checks the README has it)."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        shown = s.shown_default or ("" if s.default == "" else str(int(s.default) if s.kind is bool
+                                                                   else s.default))
+        limits = s.limits()
+        rows.append(f"| `{s.env}` | {f'`{shown}`' if shown else ''} | {s.help}{f' ({limits})' if limits else ''} |")
+    return "\n".join(rows)
+
+
+def native_header() -> str:
+    """C++ constants for the native structs' defaults (so C++ callers get the same ones)."""
+    out = ["// Generated by the build from uccl/config.py (native_header()), the one",
+           "// declaration of every UCCL_* setting. Do not edit.", "#pragma once", "#include <cstdint>", "",
+           "namespace uccl::defaults {", ""]
+    types = {int: "int64_t", float: "double", str: "char"}
+    for s in SETTINGS:
+        if not s.native:
+            continue
+        if s.kind is str:
+            out.append(f'inline constexpr char {s.name}[] = "{s.default}";')
+        else:
+            out.append(f"inline constexpr {types[s.kind]} {s.name} = {s.default!r};")
+    out += ["", "}  // namespace uccl::defaults", ""]
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--native-header":
+        text = native_header()
+        try:
+            with open(argv[1]) as f:
+                if f.read() == text:
+                    return 0  # unchanged: keep the timestamp, so nothing rebuilds
+        except OSError:
+            pass
+        with open(argv[1], "w") as f:
+            f.write(text)
+        return 0
+    if len(argv) == 1 and argv[0] == "--markdown":
+        print(markdown_table())
+        return 0
+    print("usage: python -m uccl.config --native-header FILE | --markdown", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

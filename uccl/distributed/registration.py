@@ -19,6 +19,8 @@ import re
 import warnings
 from typing import MutableMapping, Optional
 
+from uccl.config import SETTINGS_BY_ENV
+
 BACKEND_NAME = "uccl"
 DEVICES = ["cpu", "cuda"]
 _registered = False
@@ -48,9 +50,9 @@ def register() -> None:
 
 def autoload() -> None:
     """The `torch.backends` entry point: never lets `import torch` fail because of uccl."""
-    if os.environ.get("UCCL_TORCH_AUTOLOAD", "1") == "0":
-        return
     try:
+        if not SETTINGS_BY_ENV["UCCL_TORCH_AUTOLOAD"].read():
+            return
         register()
     except Exception as exc:  # pragma: no cover - defensive: torch would refuse to import
         warnings.warn(f"uccl: could not register the torch.distributed backend: {exc}", stacklevel=2)

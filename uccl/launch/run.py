@@ -7,12 +7,8 @@
 Every torchrun flag works as it does there (--nproc-per-node, --nnodes, --node-rank,
 --master-addr, --master-port, --rdzv-backend, --rdzv-endpoint, --max-restarts, ...): the
 parser and the launcher are torch.distributed.run's own (torch elastic), uccl adds only
-its options, which reach the workers as UCCL_* environment variables:
-
-    --transport auto|shm|net   UCCL_TRANSPORT
-    --paths N                  UCCL_NUM_PATHS
-    --cc swift|cubic           UCCL_CC
-    --ifname IFACE             UCCL_IFNAME
+its options, which reach the workers as UCCL_* environment variables (the settings
+that uccl/config.py gives a `flag`: --transport, --paths, --cc, --ifname; see --help).
 
 Workers call `torch.distributed.init_process_group(backend="uccl")` (no import of uccl
 needed). Under mpirun or srun no launcher is needed at all.
@@ -31,14 +27,21 @@ import os
 import sys
 from typing import Optional, Sequence
 
-# uccl option -> (environment variable, argparse keyword arguments)
-UCCL_OPTIONS = {
-    "--transport": ("UCCL_TRANSPORT", dict(choices=["auto", "shm", "net"],
-                                           help="channel between ranks: auto (shm on one host, else net), shm, net")),
-    "--paths": ("UCCL_NUM_PATHS", dict(type=int, metavar="N", help="paths (UDP source ports) per peer on the net channel")),
-    "--cc": ("UCCL_CC", dict(choices=["swift", "cubic"], help="congestion control on the net channel")),
-    "--ifname": ("UCCL_IFNAME", dict(metavar="IFACE", help="network interface the net channel binds")),
-}
+from uccl.config import SETTINGS, Setting
+
+# The settings uccl-run takes as options, each declared once in uccl/config.py.
+UCCL_OPTIONS = {s.flag: s for s in SETTINGS if s.flag}
+
+
+def _option_type(setting: Setting):
+    """argparse's type for a setting: its parser, so a bad value is refused by uccl-run."""
+    def parse(text: str):
+        try:
+            return setting.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = setting.kind.__name__
+    return parse
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -48,8 +51,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.prog = "uccl-run"
     parser.description = "torchrun (torch.distributed.run) with uccl's options; workers use backend 'uccl'."
     group = parser.add_argument_group("uccl", "passed to every worker as UCCL_* environment variables")
-    for flag, (env, kwargs) in UCCL_OPTIONS.items():
-        group.add_argument(flag, dest=f"uccl_{flag[2:]}", default=None, **kwargs)
+    for flag, setting in UCCL_OPTIONS.items():
+        choices = setting.choices if isinstance(setting.choices, (tuple, list)) else None
+        group.add_argument(flag, dest=f"uccl_{flag[2:]}", default=None, choices=choices,
+                           type=None if choices else _option_type(setting), metavar=setting.metavar or None,
+                           help=f"{setting.env}: {setting.help} (default: {setting.default!r})")
     parser.add_argument("--fabric", metavar="SPEC", default=None,
                         help="run one node per host of an emulated fabric: a running fabric's name "
                              "(uccl-fabric up) or a spec such as hosts=4,leaves=2,spines=2,rate=100mbit")
@@ -59,20 +65,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 def uccl_env(args: argparse.Namespace) -> dict:
     """UCCL_* variables for the options given on the command line."""
     out = {}
-    for flag, (env, _) in UCCL_OPTIONS.items():
+    for flag, setting in UCCL_OPTIONS.items():
         value = getattr(args, f"uccl_{flag[2:]}", None)
         if value is not None:
-            out[env] = str(value)
+            out[setting.env] = str(value)
     return out
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    env = uccl_env(args)
-    if "UCCL_NUM_PATHS" in env and int(env["UCCL_NUM_PATHS"]) < 1:
-        parser.error("--paths must be at least 1")
-    args.uccl_env = env
+    args.uccl_env = uccl_env(args)
     if args.fabric is not None:
         if args.nnodes != "1:1" or args.node_rank != 0 or args.master_addr != "127.0.0.1" or args.rdzv_endpoint:
             parser.error("--fabric places the nodes itself (one per emulated host): drop --nnodes, "

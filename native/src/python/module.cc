@@ -17,6 +17,8 @@
 namespace py = pybind11;
 using namespace uccl;
 
+void bind_settings(py::module_& m);  // settings.cc
+
 namespace {
 
 // Releases the GIL around a blocking call. A daemon thread still blocked here when the
@@ -470,6 +472,7 @@ py::dict stats_to_dict(const Endpoint::Stats& s) {
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "uccl native core";
+  bind_settings(m);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);

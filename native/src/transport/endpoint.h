@@ -23,20 +23,23 @@
 
 namespace uccl {
 
+// What an endpoint is told. The settings among the fields are declared in
+// uccl/config.py (default, bounds, help), which fills them; the defaults here
+// come from the header it generates.
 struct EndpointConfig {
   int rank = 0;
   int world = 1;
   uint64_t secret = 0;
-  std::string transport = "auto";  // auto | shm | net
-  double timeout_s = 300.0;
-  double spin_us = 50.0;
+  std::string transport = defaults::transport;  // auto | shm | net
+  double timeout_s = defaults::timeout;
+  double spin_us = defaults::spin_us;
   // After spinning, yield the core this long before sleeping. Negative: automatic,
   // kAutoYieldUs when every peer is on shared memory, none when any is on the net.
-  double yield_us = -1.0;
-  uint64_t ring_bytes = 1 << 20;
-  uint64_t inline_max = 8192;
-  uint64_t arena_bytes = 64ull << 20;  // shared memory peers map (allocated as it is touched)
-  uint32_t max_regions = 4096;
+  double yield_us = defaults::yield_us;
+  uint64_t ring_bytes = defaults::shm_ring_bytes;
+  uint64_t inline_max = defaults::inline_max;
+  uint64_t arena_bytes = defaults::shm_arena_bytes;  // shared memory peers map (allocated as it is touched)
+  uint32_t max_regions = defaults::max_regions;
   NetConfig net;
 };
 

@@ -23,10 +23,12 @@
 
 namespace uccl {
 
+// The settings among the fields (algo, chunk_bytes, channels) are declared in
+// uccl/config.py, which fills them; the defaults come from the header it generates.
 struct CommConfig {
-  std::string algo = "auto";
-  uint64_t chunk_bytes = 0;  // 0: the tuner's choice
-  int channels = 0;          // 0: the tuner's choice
+  std::string algo = defaults::algo;
+  uint64_t chunk_bytes = defaults::chunk_size;  // 0: the tuner's choice
+  int channels = int(defaults::channels);       // 0: the tuner's choice
   int slots = 4;
   uint64_t slot_bytes = 512 << 10;
   std::vector<TuneRule> rules;

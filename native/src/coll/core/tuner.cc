@@ -1,19 +1,48 @@
 #include "coll/core/tuner.h"
 
+#include <algorithm>
 #include <cstring>
+
+#include "common/errors.h"
 
 namespace uccl {
 
+namespace {
+
+// The algorithms each collective has.
+const struct {
+  const char* collective;
+  const char* algos[4];
+} kAlgorithms[] = {{"all_reduce", {"ring", "recursive_doubling", "direct"}},
+                   {"all_gather", {"ring", "direct"}},
+                   {"reduce_scatter", {"ring", "direct"}},
+                   {"all_to_all", {"pairwise", "direct"}},
+                   {"broadcast", {"chain", "direct"}}};
+
+}  // namespace
+
+Tuner::Tuner(std::vector<TuneRule> rules, std::string forced_algo, uint64_t forced_chunk, int forced_channels,
+             uint64_t default_chunk)
+    : rules_(std::move(rules)), forced_algo_(std::move(forced_algo)), forced_chunk_(forced_chunk),
+      forced_channels_(forced_channels), default_chunk_(default_chunk) {
+  if (forced_algo_.empty() || forced_algo_ == "auto") return;
+  const auto names = algorithms();
+  if (std::find(names.begin(), names.end(), forced_algo_) != names.end()) return;
+  std::string valid = "auto";
+  for (const auto& n : names) valid += ", " + n;
+  raise(ErrorKind::Argument, "UCCL_ALGO=", forced_algo_, ": must be one of ", valid);
+}
+
+std::vector<std::string> Tuner::algorithms() {
+  std::vector<std::string> names;
+  for (const auto& row : kAlgorithms)
+    for (const char* a : row.algos)
+      if (a && std::find(names.begin(), names.end(), a) == names.end()) names.push_back(a);
+  return names;
+}
+
 bool Tuner::implements(const char* collective, const std::string& algo) {
-  static const struct {
-    const char* collective;
-    const char* algos[4];
-  } table[] = {{"all_reduce", {"ring", "recursive_doubling", "direct"}},
-               {"all_gather", {"ring", "direct"}},
-               {"reduce_scatter", {"ring", "direct"}},
-               {"all_to_all", {"pairwise", "direct"}},
-               {"broadcast", {"chain", "direct"}}};
-  for (const auto& row : table) {
+  for (const auto& row : kAlgorithms) {
     if (std::strcmp(row.collective, collective) != 0) continue;
     for (const char* a : row.algos)
       if (a && algo == a) return true;

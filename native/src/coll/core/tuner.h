@@ -20,10 +20,9 @@ struct TuneRule {
 
 class Tuner {
  public:
+  // Throws if `forced_algo` is neither "", "auto" nor one of algorithms().
   Tuner(std::vector<TuneRule> rules, std::string forced_algo, uint64_t forced_chunk, int forced_channels,
-        uint64_t default_chunk)
-      : rules_(std::move(rules)), forced_algo_(std::move(forced_algo)), forced_chunk_(forced_chunk),
-        forced_channels_(forced_channels), default_chunk_(default_chunk) {}
+        uint64_t default_chunk);
 
   struct Choice {
     const char* algo;  // points into the rules or the caller's literal: no copy per call
@@ -37,6 +36,8 @@ class Tuner {
 
   // Whether `collective` has an algorithm called `algo` (UCCL_ALGO applies only there).
   static bool implements(const char* collective, const std::string& algo);
+  // Every algorithm name some collective has (what UCCL_ALGO may name besides "auto").
+  static std::vector<std::string> algorithms();
   // Whether UCCL_ALGO decides for `collective`.
   bool forced(const char* collective) const {
     return !forced_algo_.empty() && forced_algo_ != "auto" && implements(collective, forced_algo_);

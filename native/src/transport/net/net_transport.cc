@@ -20,15 +20,15 @@ class UdpNetTransport final : public NetTransport {
   UdpNetTransport(int rank, uint64_t secret, const NetConfig& cfg, Doorbell* bell, RegionTable* table)
       : rank_(rank), secret_(secret), cfg_(cfg), table_(table) {
     if (rank > 0xffff) raise(ErrorKind::Argument, "net: rank ", rank, " exceeds the 16-bit rank field");
-    if (cfg.num_paths < 1 || cfg.num_paths > 256)
-      raise(ErrorKind::Argument, "UCCL_NUM_PATHS must be within 1..256, got ", cfg.num_paths);
-    if (cfg.mtu < int(sizeof(net::DataWire)) + 64 || cfg.mtu > 65000)
-      raise(ErrorKind::Argument, "UCCL_MTU must be within ", sizeof(net::DataWire) + 64, "..65000, got ", cfg.mtu);
+    if (cfg.num_paths < 1 || cfg.num_paths > kMaxPaths)
+      raise(ErrorKind::Argument, "UCCL_NUM_PATHS=", cfg.num_paths, ": must be in [1, ", kMaxPaths, "]");
+    if (cfg.mtu < kMinMtu || cfg.mtu > kMaxMtu)
+      raise(ErrorKind::Argument, "UCCL_MTU=", cfg.mtu, ": must be in [", kMinMtu, ", ", kMaxMtu, "]");
     if (cfg.max_retries < 1) raise(ErrorKind::Argument, "UCCL_MAX_RETRIES must be >= 1, got ", cfg.max_retries);
     if (!(cfg.swift_target_us > 0))
       raise(ErrorKind::Argument, "UCCL_SWIFT_TARGET_US must be positive, got ", cfg.swift_target_us);
     net::make_cc(cfg.cc, net::CcParams{uint32_t(cfg.mtu), 1e6});  // reject an unknown UCCL_CC now
-    UdpDatapathConfig dc{cfg.ifname, cfg.addr, cfg.num_paths, uint32_t(cfg.mtu)};
+    UdpDatapathConfig dc{cfg.ifname, cfg.addr, cfg.num_paths, uint32_t(cfg.mtu), cfg.stats_file};
     auto dp = std::make_unique<UdpDatapath>(dc);
     uint32_t nonce = 0;
     std::random_device rd;

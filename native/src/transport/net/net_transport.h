@@ -6,21 +6,32 @@
 #include <memory>
 #include <string>
 
+#include "generated/setting_defaults.h"
 #include "transport/channel.h"
 #include "transport/shm/doorbell.h"
 #include "transport/region_table.h"
 
 namespace uccl {
 
+// Limits of the net channel's packet math. NetTransport::create enforces them and
+// uccl/config.py reads them (uccl._native.MIN_MTU, ...) to check UCCL_MTU and
+// UCCL_NUM_PATHS at start-up.
+constexpr int kMinMtu = 256;    // the 64-byte data header plus a useful payload
+constexpr int kMaxMtu = 65000;  // one datagram (and one GSO train): the IPv4 limit less headers
+constexpr int kMaxPaths = 256;  // the datapath opens one socket per path
+
+// Settings of the net channel. uccl/config.py declares each (default, bounds, help)
+// and fills this struct; the defaults here come from the header it generates.
 struct NetConfig {
-  std::string ifname;       // UCCL_IFNAME: interface whose address we bind ("" = pick)
-  std::string addr;         // UCCL_ADDR: explicit address to bind, overrides ifname
-  int num_paths = 16;       // UCCL_NUM_PATHS: UDP source ports sprayed over per peer
-  std::string cc = "swift";  // UCCL_CC: congestion control per path (swift | cubic)
-  int mtu = 1472;           // UCCL_MTU: UDP payload bytes per packet (incl. uccl header)
-  double rto_ms = 5.0;      // UCCL_RTO_MS: initial retransmission timeout
-  int max_retries = 50;     // UCCL_MAX_RETRIES: consecutive RTOs before a peer is failed
-  double swift_target_us = 1500;  // UCCL_SWIFT_TARGET_US: swift's delay target before flow scaling
+  std::string ifname = defaults::ifname;  // UCCL_IFNAME: interface whose address we bind ("" = pick)
+  std::string addr = defaults::addr;      // UCCL_ADDR: explicit address to bind, overrides ifname
+  int num_paths = int(defaults::num_paths);  // UCCL_NUM_PATHS: UDP source ports sprayed over per peer
+  std::string cc = defaults::cc;             // UCCL_CC: congestion control per path (swift | cubic)
+  int mtu = int(defaults::mtu);              // UCCL_MTU: UDP payload bytes per packet (incl. uccl header)
+  double rto_ms = defaults::rto_ms;          // UCCL_RTO_MS: initial retransmission timeout
+  int max_retries = int(defaults::max_retries);       // UCCL_MAX_RETRIES: consecutive RTOs before a peer is failed
+  double swift_target_us = defaults::swift_target_us;  // UCCL_SWIFT_TARGET_US: swift's delay target
+  std::string stats_file = defaults::stats_file;      // UCCL_NET_DEBUG: append datapath counters here at teardown
 };
 
 class NetTransport {

@@ -6,13 +6,16 @@
 #include <memory>
 #include <string>
 
+#include "generated/setting_defaults.h"
+
 namespace uccl::net {
 
 struct CcParams {
   uint32_t mss;          // payload bytes per full packet
   double max_window;     // bytes; the flow's receive window bounds every path
   double init_window = 0;  // bytes; 0 = the algorithm's own default
-  uint64_t target_ns = 1'500'000;  // delay-based algorithms: the queueing delay aimed at (UCCL_SWIFT_TARGET_US)
+  // Delay-based algorithms: the queueing delay aimed at (UCCL_SWIFT_TARGET_US).
+  uint64_t target_ns = uint64_t(defaults::swift_target_us * 1000);
 };
 
 class CongestionControl {

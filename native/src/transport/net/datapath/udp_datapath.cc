@@ -45,11 +45,10 @@ void set_buffer(int fd, int opt_force, int opt, int bytes) {
     setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof(bytes));
 }
 
-// UCCL_NET_DEBUG=FILE: append this datapath's counters at teardown (packets per
-// GSO/GRO train and syscalls per packet are what the kernel's cost follows).
-void dump_stats(const DatapathStats& s) {
-  const char* path = getenv("UCCL_NET_DEBUG");
-  FILE* f = path ? fopen(path, "a") : nullptr;
+// Appends this datapath's counters to `path` (UCCL_NET_DEBUG): packets per GSO/GRO
+// train and system calls per packet are what the kernel's cost follows.
+void dump_stats(const DatapathStats& s, const std::string& path) {
+  FILE* f = path.empty() ? nullptr : fopen(path.c_str(), "a");
   if (!f) return;
   fprintf(f, "datapath: tx %llu pkts %llu msgs %llu calls | rx %llu pkts %llu msgs %llu calls %llu polls\n",
           (unsigned long long)s.tx_packets, (unsigned long long)s.tx_msgs, (unsigned long long)s.tx_calls,
@@ -93,7 +92,7 @@ uint32_t choose_ipv4(const std::string& ifname, const std::string& addr) {
   return found ? found : htonl(INADDR_LOOPBACK);
 }
 
-UdpDatapath::UdpDatapath(const UdpDatapathConfig& cfg) : mtu_(cfg.mtu) {
+UdpDatapath::UdpDatapath(const UdpDatapathConfig& cfg) : mtu_(cfg.mtu), stats_file_(cfg.stats_file) {
   if (cfg.num_queues < 1 || cfg.num_queues > 256)
     raise(ErrorKind::Argument, "UCCL_NUM_PATHS must be within 1..256, got ", cfg.num_queues);
   if (cfg.mtu < 256 || cfg.mtu > 65000) raise(ErrorKind::Argument, "UCCL_MTU must be within 256..65000, got ", cfg.mtu);
@@ -140,7 +139,7 @@ UdpDatapath::UdpDatapath(const UdpDatapathConfig& cfg) : mtu_(cfg.mtu) {
 }
 
 UdpDatapath::~UdpDatapath() {
-  dump_stats(stats_);
+  dump_stats(stats_, stats_file_);
   for (int fd : fds_) close(fd);
   if (epfd_ >= 0) close(epfd_);
 }

@@ -18,6 +18,7 @@ struct UdpDatapathConfig {
   std::string addr;    // bind this address (overrides ifname)
   int num_queues = 16;
   uint32_t mtu = 1472;  // UDP payload bytes per packet
+  std::string stats_file;  // append the counters here at teardown ("" = don't)
 };
 
 class UdpDatapath final : public Datapath {
@@ -41,6 +42,7 @@ class UdpDatapath final : public Datapath {
   void add_ready(int fd_index);
 
   uint32_t mtu_;
+  std::string stats_file_;
   uint32_t ipv4_ = 0;  // network byte order
   std::vector<int> fds_;
   std::vector<uint16_t> ports_;  // network byte order

@@ -148,7 +148,7 @@ void Engine::sleep_until(uint64_t deadline_ns, uint64_t now) {
 void Engine::run() {
   pthread_setname_np(pthread_self(), "uccl-engine");  // visible in top/perf
   std::vector<RxPacket> rx(kRxBatch);
-  auto batch = std::make_unique<Flow::TxBatch>();
+  auto batch = std::make_unique<TxBatch>();
   uint64_t last_activity = now_ns();
   uint64_t stop_since = 0, last_rx = now_ns();
   int timer_deferrals = 0;
@@ -177,8 +177,7 @@ void Engine::run() {
       stream_fence();  // payload placed with streaming stores is visible before any ack or completion
     }
     for (auto& f : flows_) send_ack(f.get(), now);  // owed or delayed ones now due; before the app hears of the data
-    // Timers: retransmission timeouts and the pacing wheel.
-    wheel_.advance(now, [](uint32_t) {});  // a due path becomes eligible again in pump()
+    // Timers: retransmission timeouts and tail probes (a paced path's slot needs no timer: pump() checks it).
     if (n == 0 || ++timer_deferrals >= kMaxTimerDeferrals) {
       timer_deferrals = 0;
       for (auto& f : flows_) f->on_timer(now);
@@ -187,7 +186,7 @@ void Engine::run() {
     batch->n = 0;
     for (auto& f : flows_) {
       f->pump(now, batch.get());
-      if (batch->n + 64 > Flow::TxBatch::kCap) {
+      if (batch->n + 64 > TxBatch::kCap) {
         dp_->send(batch->pkts, batch->n);
         batch->n = 0;
         active = true;
@@ -210,8 +209,7 @@ void Engine::run() {
     if (now - last_activity < kSpinNs) continue;
     // Idle: block until a packet, a kick, or the next timer.
     uint64_t deadline = ~0ull;
-    for (auto& f : flows_) deadline = std::min(deadline, f->next_deadline());
-    if (wheel_.size()) deadline = std::min(deadline, wheel_.next_due());
+    for (auto& f : flows_) deadline = std::min(deadline, f->next_deadline(now));
     if (stop_since) deadline = std::min(deadline, now + 1'000'000);
     sleep_until(deadline, now);
     last_activity = now_ns();

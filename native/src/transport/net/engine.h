@@ -1,9 +1,10 @@
 // The engine: one thread per endpoint that owns the datapath and every flow.
 // Each turn of its loop: take work handed over by application threads, receive
-// and dispatch a batch of packets, send the acks owed, fire timers (RTO, the
-// pacing wheel), pump flows into one batched send, publish completions and
-// ring the endpoint's doorbell. It spins briefly after activity, then blocks
-// in epoll (datapath sockets + an eventfd that application threads write).
+// and dispatch a batch of packets, send the acks owed, fire timers (RTO, tail
+// probe), pump flows into one batched send, publish completions and ring the
+// endpoint's doorbell. It spins briefly after activity, then blocks in epoll
+// (datapath sockets + an eventfd that application threads write) until the
+// flows' next deadline (timers, delayed acks, pacing slots).
 #pragma once
 #include <atomic>
 #include <memory>
@@ -16,7 +17,6 @@
 #include "transport/shm/doorbell.h"
 #include "transport/net/drops.h"
 #include "transport/net/flow/flow.h"
-#include "transport/net/timing_wheel.h"
 
 namespace uccl::net {
 
@@ -26,7 +26,6 @@ class Engine {
   ~Engine();  // lingers briefly to re-ack retransmissions, then stops
 
   Datapath& datapath() { return *dp_; }
-  TimingWheel* wheel() { return &wheel_; }
   uint32_t nonce() const { return nonce_; }
   // Flows may be added while the engine runs; the thread starts with the first.
   void add_flow(std::shared_ptr<Flow> flow);
@@ -56,7 +55,6 @@ class Engine {
   std::vector<std::shared_ptr<Flow>> flows_;
   std::unordered_map<int, Flow*> by_rank_;
   Flow* last_flow_ = nullptr;  // the flow the last packet went to
-  TimingWheel wheel_;
   DropCounters drops_;
 };
 

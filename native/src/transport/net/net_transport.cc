@@ -61,7 +61,7 @@ class UdpNetTransport final : public NetTransport {
     p.rto_ms = cfg_.rto_ms;
     p.max_retries = cfg_.max_retries;
     p.swift_target_ns = uint64_t(cfg_.swift_target_us * 1e3);
-    auto flow = std::make_shared<net::Flow>(p, table_, engine_->wheel(), uint32_t(peer) << 8);
+    auto flow = std::make_shared<net::Flow>(p, table_);
     engine_->add_flow(flow);
     return std::make_unique<net::NetChannel>(flow, engine_.get());
   }

@@ -47,9 +47,8 @@ struct CommonHeader {
 };
 static_assert(sizeof(CommonHeader) == 20, "wire layout");
 
-// On the wire every data packet carries this 64-byte header (the header was 112
-// bytes; at MTU 1472 that alone cost 4 % of goodput on a rate-limited link).
-// What could be derived was dropped:
+// On the wire every data packet carries this 64-byte header; what could be
+// derived is left out (docs/net-flow.md):
 //  - seq and msg id travel as their low 32 bits; the receiver widens them
 //    against its own cumulative counters (both stay within the kWindow-packet
 //    window of them);
@@ -115,9 +114,8 @@ inline bool decode_data(const DataWire& w, uint32_t len, DataHeader* h) {
   return true;
 }
 
-// Receive window in packets; an ack covers it with a bitmap. 1024 packets
-// (1.4 MB) capped a 16-path flow near 9 Gbit/s at the ~1 ms RTT a loaded host
-// shows on a veth; 4096 leaves the window to congestion control.
+// Receive window in packets; an ack covers it with a bitmap. Large enough to
+// leave the window to congestion control at a loaded host's RTT (docs/net-flow.md).
 constexpr uint64_t kWindow = 4096;
 constexpr size_t kSackWords = kWindow / 64;
 

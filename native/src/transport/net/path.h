@@ -22,7 +22,6 @@ struct Path {
   double inflight = 0;        // wire bytes sent on this path, not yet acked or declared lost
   uint64_t srtt_ns = 0, rttvar_ns = 0;
   uint64_t next_tx_ns = 0;    // pacing: earliest next transmission
-  bool in_wheel = false;
   PathStats* stats = nullptr;
 
   void rtt_sample(uint64_t rtt) {

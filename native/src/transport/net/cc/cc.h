@@ -32,7 +32,6 @@ class CongestionControl {
   virtual double window() const = 0;  // bytes allowed in flight
   // Pacing rate in bytes per second; 0 = send as the window allows.
   virtual double rate(uint64_t srtt_ns) const = 0;
-  virtual const char* name() const = 0;
 };
 
 std::unique_ptr<CongestionControl> make_cc(const std::string& name, const CcParams& p);

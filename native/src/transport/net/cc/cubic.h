@@ -14,7 +14,6 @@ class Cubic final : public CongestionControl {
   void on_timeout(uint64_t now_ns) override;
   double window() const override { return cwnd_; }
   double rate(uint64_t) const override { return 0; }
-  const char* name() const override { return "cubic"; }
 
  private:
   CcParams p_;

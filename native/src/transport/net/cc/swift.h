@@ -16,7 +16,6 @@ class Swift final : public CongestionControl {
   void on_timeout(uint64_t now_ns) override;
   double window() const override { return cwnd_; }
   double rate(uint64_t srtt_ns) const override;
-  const char* name() const override { return "swift"; }
   uint64_t target_ns() const;
 
  private:

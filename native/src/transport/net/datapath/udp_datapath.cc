@@ -50,9 +50,12 @@ void set_buffer(int fd, int opt_force, int opt, int bytes) {
 void dump_stats(const DatapathStats& s, const std::string& path) {
   FILE* f = path.empty() ? nullptr : fopen(path.c_str(), "a");
   if (!f) return;
-  fprintf(f, "datapath: tx %llu pkts %llu msgs %llu calls | rx %llu pkts %llu msgs %llu calls %llu polls\n",
+  fprintf(f,
+          "datapath: tx %llu pkts %llu msgs %llu calls %llu bytes %llu errors | rx %llu pkts %llu msgs %llu calls "
+          "%llu bytes %llu polls\n",
           (unsigned long long)s.tx_packets, (unsigned long long)s.tx_msgs, (unsigned long long)s.tx_calls,
-          (unsigned long long)s.rx_packets, (unsigned long long)s.rx_msgs, (unsigned long long)s.rx_calls,
+          (unsigned long long)s.tx_bytes, (unsigned long long)s.tx_errors, (unsigned long long)s.rx_packets,
+          (unsigned long long)s.rx_msgs, (unsigned long long)s.rx_calls, (unsigned long long)s.rx_bytes,
           (unsigned long long)s.rx_polls);
   fclose(f);
 }
@@ -134,19 +137,12 @@ UdpDatapath::UdpDatapath(const UdpDatapathConfig& cfg) : mtu_(cfg.mtu), stats_fi
   }
   ready_flag_.assign(fds_.size(), 0);
   rx_arena_.reset(new char[kRxSlots * kRxSlotBytes]);
-  stats_.gso = gso_;
-  stats_.gro = gro_;
 }
 
 UdpDatapath::~UdpDatapath() {
   dump_stats(stats_, stats_file_);
   for (int fd : fds_) close(fd);
   if (epfd_ >= 0) close(epfd_);
-}
-
-std::string UdpDatapath::describe() const {
-  return format_msg("udp ", ip_str(ipv4_), " x", fds_.size(), " ports, mtu ", mtu_, gso_ ? ", gso" : "",
-                    gro_ ? ", gro" : "");
 }
 
 std::string UdpDatapath::local_address() const {
@@ -253,7 +249,6 @@ size_t UdpDatapath::send_run(int queue, const TxPacket* pkts, size_t n) {
       if (gso_ && (errno == EIO || errno == EINVAL) && segs_of[k] > 1) {
         // The device refused segmentation offload: fall back to plain datagrams for good.
         gso_ = false;
-        stats_.gso = false;
         size_t done = 0;
         for (size_t x = 0; x < k; ++x) done += segs_of[x];
         stats_.tx_packets += sent_pkts;
@@ -292,7 +287,7 @@ void UdpDatapath::add_ready(int q) {
   }
 }
 
-bool UdpDatapath::wait(int extra_fd, int64_t timeout_ns) {
+void UdpDatapath::wait(int extra_fd, int64_t timeout_ns) {
   if (extra_fd != extra_fd_ && extra_fd >= 0) {
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -309,12 +304,8 @@ bool UdpDatapath::wait(int extra_fd, int64_t timeout_ns) {
   }
   int r = epoll_pwait2(epfd_, evs, 64, tsp, nullptr);
   ++stats_.rx_polls;
-  bool any = false;
-  for (int i = 0; i < r; ++i) {
-    any = true;
+  for (int i = 0; i < r; ++i)
     if (evs[i].data.u32 != 0xffffffffu) add_ready(int(evs[i].data.u32));
-  }
-  return any;
 }
 
 size_t UdpDatapath::recv(RxPacket* out, size_t n) {

@@ -30,6 +30,11 @@ def _native_limit(name: str) -> Callable[[], int]:
     return read
 
 
+def _congestion_controls() -> Sequence[str]:
+    from uccl import _native
+    return tuple(_native.congestion_controls())
+
+
 def _algorithms() -> Sequence[str]:
     from uccl import _native
     return ("auto", *_native.algorithms())
@@ -121,7 +126,7 @@ SETTINGS: tuple = (
             "memory, 0 with any net peer (a yielding thread takes CPU the kernel's packet path needs)",
             shown_default="auto"),
     Setting("shm_ring_bytes", "UCCL_SHM_RING_BYTES", int, 1 << 20,
-            "per-peer message ring of the shared-memory channel", low=4096, size=True, power_of_two=True,
+            "per-peer message ring of the shared-memory channel", low=_native_limit("MIN_RING_BYTES"), size=True, power_of_two=True,
             shown_default="1M"),
     Setting("shm_arena_bytes", "UCCL_SHM_ARENA_BYTES", int, 64 << 20,
             "shared memory peers copy into with memcpy (collective inboxes); touched pages only", low=0,
@@ -138,7 +143,7 @@ SETTINGS: tuple = (
             "paths (UDP source ports) per peer on the net channel; 1 = single path",
             low=1, high=_native_limit("MAX_PATHS"), flag="--paths", metavar="N"),
     Setting("cc", "UCCL_CC", str, "swift", "congestion control per path: swift is delay-based, cubic loss-based",
-            choices=("swift", "cubic"), flag="--cc"),
+            choices=_congestion_controls, flag="--cc"),
     Setting("mtu", "UCCL_MTU", int, 1472, "UDP payload bytes per packet, uccl's 64-byte header included",
             low=_native_limit("MIN_MTU"), high=_native_limit("MAX_MTU")),
     Setting("rto_ms", "UCCL_RTO_MS", float, 5.0, "initial retransmission timeout (ms)", positive=True),

@@ -45,8 +45,8 @@ std::string host_identity() {
 Endpoint::Endpoint(const EndpointConfig& cfg) : cfg_(cfg) {
   if (cfg_.world < 1 || cfg_.rank < 0 || cfg_.rank >= cfg_.world)
     raise(ErrorKind::Argument, "invalid rank ", cfg_.rank, " for world size ", cfg_.world);
-  if (cfg_.ring_bytes < 4096 || (cfg_.ring_bytes & (cfg_.ring_bytes - 1)))
-    raise(ErrorKind::Argument, "UCCL_SHM_RING_BYTES must be a power of two >= 4096, got ", cfg_.ring_bytes);
+  if (cfg_.ring_bytes < kMinRingBytes || (cfg_.ring_bytes & (cfg_.ring_bytes - 1)))
+    raise(ErrorKind::Argument, "UCCL_SHM_RING_BYTES=", cfg_.ring_bytes, ": must be a power of two >= ", kMinRingBytes);
   if (cfg_.inline_max > cfg_.ring_bytes / 8) cfg_.inline_max = cfg_.ring_bytes / 8;
   layout_ = SegmentLayout{cfg_.world, cfg_.max_regions, cfg_.ring_bytes, cfg_.arena_bytes};
   own_ = ShmSegment::create(layout_.total(), "uccl-endpoint");

@@ -23,6 +23,9 @@
 
 namespace uccl {
 
+// The smallest shared-memory ring (rings are powers of two; inline writes get 1/8 of one).
+constexpr uint64_t kMinRingBytes = 4096;
+
 // What an endpoint is told. The settings among the fields are declared in
 // uccl/config.py (default, bounds, help), which fills them; the defaults here
 // come from the header it generates.

@@ -8,17 +8,11 @@
 
 #include "generated/setting_defaults.h"
 #include "transport/channel.h"
+#include "transport/net/limits.h"
 #include "transport/shm/doorbell.h"
 #include "transport/region_table.h"
 
 namespace uccl {
-
-// Limits of the net channel's packet math. NetTransport::create enforces them and
-// uccl/config.py reads them (uccl._native.MIN_MTU, ...) to check UCCL_MTU and
-// UCCL_NUM_PATHS at start-up.
-constexpr int kMinMtu = 256;    // the 64-byte data header plus a useful payload
-constexpr int kMaxMtu = 65000;  // one datagram (and one GSO train): the IPv4 limit less headers
-constexpr int kMaxPaths = 256;  // the datapath opens one socket per path
 
 // Settings of the net channel. uccl/config.py declares each (default, bounds, help)
 // and fills this struct; the defaults here come from the header it generates.

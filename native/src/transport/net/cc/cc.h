@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "generated/setting_defaults.h"
 
@@ -34,6 +35,8 @@ class CongestionControl {
   virtual double rate(uint64_t srtt_ns) const = 0;
 };
 
+// The names make_cc knows, for uccl/config.py to check UCCL_CC at start-up.
+std::vector<std::string> cc_names();
 std::unique_ptr<CongestionControl> make_cc(const std::string& name, const CcParams& p);
 
 }  // namespace uccl::net

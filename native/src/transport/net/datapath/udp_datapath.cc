@@ -29,7 +29,7 @@ namespace {
 
 constexpr uint32_t kAddrMagic = 0x55445031;  // "UDP1"
 constexpr size_t kMaxGsoSegments = 64;       // kernel limit (UDP_MAX_SEGMENTS) on older kernels
-constexpr size_t kMaxGsoBytes = 65000;       // IP datagram limit, less headers
+constexpr size_t kMaxGsoBytes = kMaxMtu;     // one datagram: the IP limit, less headers
 constexpr size_t kMaxMsgs = 64;              // messages per sendmmsg
 
 std::string ip_str(uint32_t ipv4) {
@@ -96,9 +96,10 @@ uint32_t choose_ipv4(const std::string& ifname, const std::string& addr) {
 }
 
 UdpDatapath::UdpDatapath(const UdpDatapathConfig& cfg) : mtu_(cfg.mtu), stats_file_(cfg.stats_file) {
-  if (cfg.num_queues < 1 || cfg.num_queues > 256)
-    raise(ErrorKind::Argument, "UCCL_NUM_PATHS must be within 1..256, got ", cfg.num_queues);
-  if (cfg.mtu < 256 || cfg.mtu > 65000) raise(ErrorKind::Argument, "UCCL_MTU must be within 256..65000, got ", cfg.mtu);
+  if (cfg.num_queues < 1 || cfg.num_queues > kMaxPaths)
+    raise(ErrorKind::Argument, "UCCL_NUM_PATHS=", cfg.num_queues, ": must be in [1, ", kMaxPaths, "]");
+  if (cfg.mtu < uint32_t(kMinMtu) || cfg.mtu > uint32_t(kMaxMtu))
+    raise(ErrorKind::Argument, "UCCL_MTU=", cfg.mtu, ": must be in [", kMinMtu, ", ", kMaxMtu, "]");
   ipv4_ = choose_ipv4(cfg.ifname, cfg.addr);
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) raise(ErrorKind::Generic, "net: epoll_create1 failed: ", strerror(errno));

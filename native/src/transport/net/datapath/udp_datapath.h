@@ -9,15 +9,17 @@
 #include <memory>
 #include <vector>
 
+#include "generated/setting_defaults.h"
 #include "transport/net/datapath/datapath.h"
+#include "transport/net/limits.h"
 
 namespace uccl {
 
 struct UdpDatapathConfig {
   std::string ifname;  // bind this interface's IPv4 address ("" = pick one)
   std::string addr;    // bind this address (overrides ifname)
-  int num_queues = 16;
-  uint32_t mtu = 1472;  // UDP payload bytes per packet
+  int num_queues = int(defaults::num_paths);
+  uint32_t mtu = uint32_t(defaults::mtu);  // UDP payload bytes per packet
   std::string stats_file;  // append the counters here at teardown ("" = don't)
 };
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "generated/setting_defaults.h"
 #include "transport/net/datapath/datapath.h"
 
 namespace uccl::net {
@@ -13,12 +14,13 @@ struct FlowParams {
   uint32_t my_nonce = 0, peer_nonce = 0;
   uint64_t secret = 0;
   PeerAddress peer_addr;
-  int num_paths = 16;
-  std::string cc = "swift";
-  uint32_t mtu = 1472;  // wire bytes per packet (uccl header included)
-  double rto_ms = 5.0;
-  int max_retries = 50;
-  uint64_t swift_target_ns = 1'500'000;
+  // The net settings (NetConfig), defaults from their one declaration.
+  int num_paths = int(defaults::num_paths);
+  std::string cc = defaults::cc;
+  uint32_t mtu = uint32_t(defaults::mtu);  // wire bytes per packet (uccl header included)
+  double rto_ms = defaults::rto_ms;
+  int max_retries = int(defaults::max_retries);
+  uint64_t swift_target_ns = uint64_t(defaults::swift_target_us * 1000);
 };
 
 }  // namespace uccl::net

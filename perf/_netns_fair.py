@@ -67,14 +67,14 @@ def measure(rate="200mbit", seconds=5.0, env=None, flows=2, pair=None) -> dict:
     namespace pair); returns shares and fairness."""
     import contextlib
 
-    from uccl import _netns
+    from uccl.testing import netns
 
-    with (contextlib.nullcontext(pair) if pair else _netns.NetnsPair()) as pair:
+    with (contextlib.nullcontext(pair) if pair else netns.NetnsPair()) as pair:
         pair.set_rate(rate, hosts=(0,))
         start_at = time.time() + 6.0  # room for both jobs to start their processes and bootstrap
         args = {"start_at": start_at, "seconds": seconds}
         with ThreadPoolExecutor(flows) as pool:
-            futs = [pool.submit(_netns.run_pair, pair, f"{HERE}:stream_rank", args, env, seconds + 180)
+            futs = [pool.submit(netns.run_pair, pair, f"{HERE}:stream_rank", args, env, seconds + 180)
                     for _ in range(flows)]
             res = [f.result()[0] for f in futs]
     gbps = [r["bytes"] * 8 / r["seconds"] / 1e9 for r in res]
@@ -95,9 +95,9 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    from uccl import _netns
+    from uccl.testing import netns
 
-    ok, why = _netns.available()
+    ok, why = netns.available()
     if not ok:
         sys.exit(f"fairness: cannot create network namespaces here ({why})")
     env = {}

@@ -128,7 +128,7 @@ def tcp_rank(bs, total, chunk, addr, port):
 # ---- the driver (root namespace) ---------------------------------------------
 
 def main(argv=None) -> None:
-    from uccl import _netns
+    from uccl.testing import netns
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-b", "--minbytes", type=parse_size, default=4096)
@@ -153,7 +153,7 @@ def main(argv=None) -> None:
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the namespaces get removed
-    ok, why = _netns.available()
+    ok, why = netns.available()
     if not ok:
         sys.exit(f"p2p_perf --transport net: cannot create network namespaces here ({why})")
     sizes = size_range(args.minbytes, args.maxbytes, args.stepfactor)
@@ -164,7 +164,7 @@ def main(argv=None) -> None:
         env["UCCL_CC"] = args.cc
     if args.mtu:
         env["UCCL_MTU"] = args.mtu
-    with _netns.NetnsPair(mtu=args.link_mtu) as pair:
+    with netns.NetnsPair(mtu=args.link_mtu) as pair:
         if args.loss or args.segment_in_kernel:
             pair.segment_in_kernel(True)
         if args.loss:
@@ -177,12 +177,12 @@ def main(argv=None) -> None:
         if args.rate:  # keep the run short on a slow link
             tcp_total = int(min(tcp_total, rate_bps(args.rate) / 8 * 5))
         tcp_chunk = args.tcp_chunk or max(sizes)
-        tcp_res = _netns.run_pair(pair, f"{HERE}:tcp_rank", {"total": tcp_total, "chunk": tcp_chunk,
+        tcp_res = netns.run_pair(pair, f"{HERE}:tcp_rank", {"total": tcp_total, "chunk": tcp_chunk,
                                                               "addr": pair.addrs[1], "port": 5201}, timeout=600)
         tcp = tcp_res[0]
         tcp["cpu_s_per_gb"] = (tcp["cpu_s"] + tcp_res[1]["cpu_s"]) / (tcp["bytes"] / 1e9)
         budget = args.budget if not args.rate else int(min(args.budget, rate_bps(args.rate) / 8 * 5))
-        res = _netns.run_pair(pair, f"{HERE}:uccl_rank", {"sizes": sizes, "budget": budget, "lat_iters": 500,
+        res = netns.run_pair(pair, f"{HERE}:uccl_rank", {"sizes": sizes, "budget": budget, "lat_iters": 500,
                                                           "depth": args.depth}, env=env, timeout=1200)
     rows = res[0]["rows"]
     for r, r1 in zip(rows, res[1]["rows"]):

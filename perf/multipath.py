@@ -150,8 +150,8 @@ def run_variant(fab, name: str, args, tmp: str) -> dict:
 def main(argv=None) -> None:
     from tqdm import tqdm
 
-    from uccl.launch import fabric as fabmod
-    from uccl.launch.fabric import Fabric, FabricError, FabricSpec
+    from uccl.fabric import emulator as fabmod
+    from uccl.fabric import Fabric, FabricError, FabricSpec
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", type=int, default=4)
@@ -212,7 +212,7 @@ def main(argv=None) -> None:
 def run_control(spec, args, losses: list, variants: list) -> list:
     """The same collectives on one spine whose uplinks carry the whole bisection (rate x
     spines): no path choice at all. What a transport reaches here bounds what spraying can."""
-    from uccl.launch.fabric import Fabric, FabricSpec
+    from uccl.fabric import Fabric, FabricSpec
 
     fat = FabricSpec(hosts=spec.hosts, leaves=spec.leaves, spines=1, queue=spec.queue, mtu=spec.mtu,
                      rate=f"{int(sum(spec.uplink_rates()))}bit")

@@ -86,7 +86,7 @@ def install(so: str) -> None:
 
 
 def main(argv=None) -> None:
-    from uccl import _netns
+    from uccl.testing import netns
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("builds", nargs="+", help="paths of _native .so files, each optionally @VAR=VALUE,...")
@@ -96,11 +96,11 @@ def main(argv=None) -> None:
     ap.add_argument("--rate")
     ap.add_argument("--seg", action="store_true", help="cut GSO trains on the veth (as --loss does)")
     a = ap.parse_args(argv)
-    ok, why = _netns.available()
+    ok, why = netns.available()
     if not ok:
         sys.exit(f"net_engine_ab: cannot create network namespaces here ({why})")
     res = {b: [] for b in a.builds}
-    with _netns.NetnsPair() as pair:
+    with netns.NetnsPair() as pair:
         if a.loss or a.seg:
             pair.segment_in_kernel(True)
         if a.loss:
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
                 so, _, envs = b.partition("@")
                 env = dict(kv.split("=", 1) for kv in envs.split(",") if kv)
                 install(so)
-                snd, rcv = _netns.run_pair(pair, f"{HERE}:rank", {"size": 16 << 20, "total": int(a.gib * (1 << 30)),
+                snd, rcv = netns.run_pair(pair, f"{HERE}:rank", {"size": 16 << 20, "total": int(a.gib * (1 << 30)),
                                                                    "depth": 4}, env=env, timeout=300)
                 row = {"gbps": snd["gb"] * 8 / snd["sec"], "eng": (snd["eng"] + rcv["eng"]) / snd["gb"],
                        "snd": snd["eng"] / snd["gb"], "rcv": rcv["eng"] / snd["gb"],

@@ -12,8 +12,8 @@ import textwrap
 
 import pytest
 
-from uccl.launch import fabric as fabmod
-from uccl.launch.fabric import Fabric, FabricError, FabricSpec
+from uccl.fabric import emulator as fabmod
+from uccl.fabric import Fabric, FabricError, FabricSpec
 
 pytestmark = pytest.mark.netns
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fabric_traffic.py")
@@ -84,7 +84,7 @@ def test_not_root_is_one_clear_error(monkeypatch):
     with pytest.raises(FabricError, match="needs root"):
         Fabric(FabricSpec()).up()
     res = subprocess.run([sys.executable, "-c", "import os; os.geteuid = lambda: 1000\n"
-                          "from uccl.launch.fabric_cli import main; main(['up', '--detach'])"],
+                          "from uccl.fabric.cli import main; main(['up', '--detach'])"],
                          capture_output=True, text=True)
     assert res.returncode != 0 and res.stderr.strip().splitlines() == [
         "uccl-fabric: error: uccl-fabric needs root (CAP_NET_ADMIN) to create network namespaces; "
@@ -227,7 +227,7 @@ def test_failing_rank_leaves_nothing_behind(tmp_path):
 
 @needs_netns
 def test_ctrl_c_and_kill_leave_nothing_behind():
-    cli = [sys.executable, "-m", "uccl.launch.fabric_cli"]
+    cli = [sys.executable, "-m", "uccl.fabric"]
     before = netns_names()
     for sig in (signal.SIGINT, signal.SIGTERM):
         proc = subprocess.Popen(cli + ["up", "--hosts", "2", "--spines", "1"], stdout=subprocess.PIPE, text=True)
@@ -253,7 +253,7 @@ def test_ctrl_c_and_kill_leave_nothing_behind():
 
 @needs_netns
 def test_cli_detach_exec_status_down():
-    cli = [sys.executable, "-m", "uccl.launch.fabric_cli"]
+    cli = [sys.executable, "-m", "uccl.fabric"]
     name = subprocess.run(cli + ["up", "--hosts", "4", "--rate", "100mbit", "--loss", "1", "--detach"],
                           capture_output=True, text=True, check=True).stdout.strip()
     try:

@@ -1,5 +1,5 @@
 """Rank functions run inside network namespaces by tests/transport/test_net.py
-(through uccl._netns.run_pair): each takes the bootstrap and returns JSON-able results."""
+(through uccl.testing.netns.run_pair): each takes the bootstrap and returns JSON-able results."""
 
 import os
 import time

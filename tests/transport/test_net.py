@@ -10,7 +10,8 @@ import struct
 import numpy as np
 import pytest
 
-from uccl import _netns
+from uccl.fabric.netns import list_namespaces
+from uccl.testing import netns
 from uccl.errors import AccessError, PeerFailureError
 from uccl.testing import run_ranks
 from uccl.transport import Endpoint
@@ -181,21 +182,21 @@ def test_swift_target_is_a_setting():
 
 @pytest.fixture
 def pair():
-    ok, why = _netns.available()
+    ok, why = netns.available()
     if not ok:
         pytest.skip(f"network namespaces unavailable: {why}")
-    p = _netns.NetnsPair()
+    p = netns.NetnsPair()
     p.up()
     try:
         yield p
     finally:
         p.down()
-        assert not any(n in _netns._run("ip", "netns", "list").stdout for n in p.names)
+        assert not set(p.names) & set(list_namespaces())
 
 
 @pytest.mark.netns
 def test_all_sizes_between_namespaces(pair):
-    res = _netns.run_pair(pair, f"{WORKERS}:exchange", {"sizes": SIZES}, timeout=240)
+    res = netns.run_pair(pair, f"{WORKERS}:exchange", {"sizes": SIZES}, timeout=240)
     for r in res:
         assert r["bad"] == [] and r["paths"] == 16
 
@@ -205,7 +206,7 @@ def test_all_sizes_between_namespaces(pair):
 def test_kernel_injected_loss(pair, loss):
     pair.segment_in_kernel(True)  # drop single packets, not whole GSO trains
     pair.set_loss(loss)
-    res = _netns.run_pair(pair, f"{WORKERS}:exchange", {"sizes": [1, 4095, (1 << 20) + 3, 16 << 20], "rounds": 2},
+    res = netns.run_pair(pair, f"{WORKERS}:exchange", {"sizes": [1, 4095, (1 << 20) + 3, 16 << 20], "rounds": 2},
                           timeout=280)
     for r in res:
         assert r["bad"] == []
@@ -215,14 +216,14 @@ def test_kernel_injected_loss(pair, loss):
 @pytest.mark.netns
 def test_through_a_tbf_rate_limit(pair):
     pair.set_rate("200mbit")
-    res = _netns.run_pair(pair, f"{WORKERS}:exchange", {"sizes": [4095, 8 << 20]}, timeout=240)
+    res = netns.run_pair(pair, f"{WORKERS}:exchange", {"sizes": [4095, 8 << 20]}, timeout=240)
     for r in res:
         assert r["bad"] == []
 
 
 @pytest.mark.netns
 def test_peer_killed_mid_transfer(pair):
-    res = _netns.run_pair(pair, f"{WORKERS}:killed_mid_transfer", {"size": 16 << 20},
+    res = netns.run_pair(pair, f"{WORKERS}:killed_mid_transfer", {"size": 16 << 20},
                           env={"UCCL_MAX_RETRIES": "10"}, timeout=120, may_die=(1,))
     r = res[0]
     assert r["error"] == "PeerFailureError", r

@@ -10,6 +10,25 @@ Method names that changed (each older name is kept as an alias on the process gr
     alltoall_base                      all_to_all_single
 
 Everything else that differs is probed here once, never by version number.
+
+Every private torch name uccl relies on is listed here. Checked against torch 2.13 (the
+CPU development machine); the GPU machine's 2.11 is not checked from here (a change there
+shows as an AttributeError in tests/distributed/test_cuda.py):
+
+  used by uccl
+    torch._C._distributed_c10d          `c10d_native` below: the option classes
+                                        (AllgatherOptions has no public name), PrefixStore, Work
+    distributed_c10d._get_default_group `default_group()` below (monitored_barrier patch)
+
+  torch's private hooks that ProcessGroupUCCL implements, because torch calls them on a
+  Python process group (backend.py)
+    ProcessGroup._get_backend(device)   -> a view with name(), options._timeout,
+                                        supports_splitting, _set_sequence_number_for_group,
+                                        perform_nocolor_split, comm_split_count
+    ProcessGroup._set_group_name, _set_group_desc, _get_backend_name, _device_types
+    the older collective names in ALIASES (_allgather_base, _reduce_scatter_base)
+
+The public torch functions uccl replaces for uccl groups are in torch_patches.py.
 """
 
 from __future__ import annotations
@@ -19,7 +38,7 @@ from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
-from torch._C import _distributed_c10d as _c10d
+from torch._C import _distributed_c10d as c10d_native
 
 # New name -> older names that torch releases still in use call instead.
 ALIASES = {
@@ -30,7 +49,7 @@ ALIASES = {
     "all_to_all_single": ("alltoall_base",),
 }
 
-Work = getattr(_c10d, "Work", None) or getattr(dist, "Work")
+Work = getattr(c10d_native, "Work", None) or getattr(dist, "Work")
 ProcessGroup = dist.ProcessGroup
 ReduceOp = dist.ReduceOp
 
@@ -114,3 +133,10 @@ def make_future(devices: Optional[list] = None) -> torch.futures.Future:
         except TypeError:
             pass
     return torch.futures.Future()
+
+
+def default_group() -> Optional[ProcessGroup]:
+    """The default process group, or None before init_process_group."""
+    import torch.distributed.distributed_c10d as c10d
+
+    return c10d._get_default_group() if c10d.is_initialized() else None

@@ -22,12 +22,12 @@ import time
 from typing import Any, Callable, List, Optional, Sequence
 
 import torch
-from torch._C import _distributed_c10d as _c10d
 
 from uccl.config import Config
-from uccl.distributed import _compat
+from uccl.distributed import _compat, torch_patches
 from uccl.distributed._compat import (ALIASES, ProcessGroup, init_process_group_base, is_async, op_timeout,
                                       red_op_name, timedelta_seconds)
+from uccl.distributed._compat import c10d_native as _c10d
 from uccl.distributed.cuda_staging import Stage
 from uccl.distributed.work import Completer, UcclWork, _as_runtime
 from uccl.errors import PeerFailureError, UcclError, UcclTimeoutError
@@ -141,7 +141,7 @@ class ProcessGroupUCCL(ProcessGroup):
         self._orphans: list = []  # requests abandoned by a failed monitored_barrier (buffers stay alive)
         self._closed = False
         self._done_work = UcclWork.completed("done", [])
-        _install_frontend_patches()
+        torch_patches.install_monitored_barrier(ProcessGroupUCCL)
 
     @classmethod
     def from_backend_options(cls, dist_opts, backend_options=None) -> "ProcessGroupUCCL":
@@ -702,34 +702,3 @@ for _new, _olds in ALIASES.items():
     for _old in _olds:
         setattr(ProcessGroupUCCL, _old, getattr(ProcessGroupUCCL, _new))
 
-
-# -- torch frontend functions that name gloo explicitly ------------------------------------------
-_patched = False
-
-
-def _install_frontend_patches() -> None:
-    """torch.distributed.monitored_barrier refuses every backend but gloo; let it reach a
-    uccl group's monitored_barrier too (other backends go to torch's own function)."""
-    global _patched
-    if _patched:
-        return
-    import functools
-
-    import torch.distributed as dist
-    import torch.distributed.distributed_c10d as c10d
-
-    original = c10d.monitored_barrier
-
-    @functools.wraps(original)
-    def monitored_barrier(group=None, timeout=None, wait_all_ranks: bool = False):
-        pg = group if group is not None else (c10d._get_default_group() if c10d.is_initialized() else None)
-        if isinstance(pg, ProcessGroupUCCL):
-            if timeout is not None and not isinstance(timeout, datetime.timedelta):
-                timeout = datetime.timedelta(seconds=float(timeout))
-            return pg.monitored_barrier(timeout, wait_all_ranks=wait_all_ranks)
-        return original(group, timeout, wait_all_ranks)
-
-    monitored_barrier._uccl_original = original  # type: ignore[attr-defined]
-    c10d.monitored_barrier = monitored_barrier
-    dist.monitored_barrier = monitored_barrier
-    _patched = True

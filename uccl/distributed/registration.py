@@ -6,9 +6,9 @@ entry point at the end of `import torch` (torch 2.5 onward), so that
 stay cheap: the process group itself (and the native module) loads on first use.
 
 It also lets a program started by mpirun (OMPI_* / PMI_* variables) or srun (SLURM_*)
-call `init_process_group("uccl")` with no launcher: torch's env:// rendezvous gets
-RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT filled in from those variables
-(only the ones a launcher did not already set).
+call `init_process_group("uccl")` with no launcher: `launcher_env` reads those variables
+as torch's env:// ones, and the init_process_group patch (uccl.distributed.torch_patches)
+fills them in for uccl jobs.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def register() -> None:
     from uccl.distributed._compat import register_backend
 
     register_backend(BACKEND_NAME, _create_process_group, DEVICES)
-    _wrap_env_rendezvous()
+    from uccl.distributed.torch_patches import install_init_process_group
+
+    install_init_process_group()
     _registered = True
 
 
@@ -141,26 +143,3 @@ def fill_env_from_launcher() -> list[str]:
             set_names.append(key)
     return set_names
 
-
-def _wrap_env_rendezvous() -> None:
-    import importlib
-
-    try:  # the module: torch.distributed.rendezvous the attribute is its rendezvous() function
-        rdzv = importlib.import_module("torch.distributed.rendezvous")
-    except ImportError:  # pragma: no cover
-        return
-    handlers = getattr(rdzv, "_rendezvous_handlers", None)
-    if not isinstance(handlers, dict):
-        return
-    original = handlers.get("env")
-    if original is None or getattr(original, "_uccl_wrapped", False):
-        return
-
-    def _env_rendezvous_handler(url, *args, **kwargs):
-        if "RANK" not in os.environ or "MASTER_ADDR" not in os.environ:
-            fill_env_from_launcher()
-        return original(url, *args, **kwargs)
-
-    _env_rendezvous_handler._uccl_wrapped = True  # type: ignore[attr-defined]
-    _env_rendezvous_handler.__doc__ = original.__doc__
-    handlers["env"] = _env_rendezvous_handler

@@ -13,7 +13,7 @@ that uccl/config.py gives a `flag`: --transport, --paths, --cc, --ifname; see --
 Workers call `torch.distributed.init_process_group(backend="uccl")` (no import of uccl
 needed). Under mpirun or srun no launcher is needed at all.
 
-On an emulated fabric (uccl-fabric, needs root), one rank per emulated host (or
+On an emulated fabric (uccl.fabric, needs root), one rank per emulated host (or
 --nproc-per-node per host), each with its host's address and interface:
 
     uccl-run --fabric hosts=4,leaves=2,spines=2,rate=100mbit train.py   # built for this run
@@ -88,17 +88,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def run_on_fabric(args: argparse.Namespace) -> int:
     """One torchrun-style node per emulated host; builds the fabric from a spec for this
     run (and removes it after), or uses a running one by name."""
-    from uccl.launch import fabric as fabmod
-    from uccl.launch.fabric_run import command, launch
+    from uccl.fabric.emulator import NAME_RE, Fabric, FabricSpec, handle_signals
+    from uccl.fabric.ranks import command, launch
 
-    fabmod.handle_signals()
+    handle_signals()
     argv = command(args.training_script, args.training_script_args, module=args.module,
                    no_python=args.no_python)
     nproc = int(args.nproc_per_node)
     port = int(args.master_port) if args.master_port else None
-    if fabmod.NAME_RE.match(args.fabric):
-        return launch(fabmod.Fabric.attach(args.fabric), argv, nproc, args.uccl_env, port=port)
-    with fabmod.Fabric(fabmod.FabricSpec.parse(args.fabric)) as fab:
+    if NAME_RE.match(args.fabric):
+        return launch(Fabric.attach(args.fabric), argv, nproc, args.uccl_env, port=port)
+    with Fabric(FabricSpec.parse(args.fabric)) as fab:
         return launch(fab, argv, nproc, args.uccl_env, port=port)
 
 
@@ -115,7 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     args = parse_args(argv)
     if args.fabric is not None:
-        from uccl.launch.fabric import FabricError
+        from uccl.fabric import FabricError
 
         try:
             sys.exit(run_on_fabric(args))

@@ -1,6 +1,6 @@
 """An emulated leaf-spine datacenter fabric on one machine (network namespaces).
 
-    from uccl.launch.fabric import Fabric, FabricSpec
+    from uccl.fabric import Fabric, FabricSpec
     with Fabric(FabricSpec(hosts=4, leaves=2, spines=2, rate="100mbit")) as fab:
         fab.exec(0, ["ping", "-c1", fab.addr(3)])
         print(fab.status())
@@ -25,18 +25,20 @@ exit, on error and on SIGINT/SIGTERM (`down()`, also run by atexit as a last res
 from __future__ import annotations
 
 import atexit
-import ctypes
 import dataclasses
 import json
 import logging
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
+
+from uccl.fabric import netns
+from uccl.fabric.netns import FabricError, available, check_available
+from uccl.units import parse_rate, parse_size
 
 log = logging.getLogger("uccl.fabric")
 
@@ -44,25 +46,18 @@ STATE_DIR = "/run/uccl-fabric"
 NAME_RE = re.compile(r"^uf\d+[0-9a-f]{3}$")
 NS_RE = re.compile(r"^(uf\d+[0-9a-f]{3})-[hls]\d+$")  # a fabric's namespaces: NAME-h0, NAME-l1, NAME-s0
 HOST_DEV = "eth0"
+LOSS_TABLE = "uccl_fabric"  # the nftables table of the loss rule, in each leaf
 
-
-class FabricError(RuntimeError):
-    """Anything that stops a fabric from being built or used, said in one sentence."""
+__all__ = ["Fabric", "FabricError", "FabricSpec", "Link", "available", "check_available", "handle_signals",
+           "list_fabrics", "rate_bps", "remove_stale", "size_bytes", "stale_namespaces"]
 
 
 # ---- specification ----------------------------------------------------------------
 
 def rate_bps(text: str) -> float:
     """tc-style rates: '100mbit', '1gbit', '500kbit', '12000' (bit/s)."""
-    t = str(text).strip().lower()
-    for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)):
-        if t.endswith(unit):
-            t = t[: -len(unit)]
-            break
-    else:
-        scale = 1.0
     try:
-        value = float(t) * scale
+        value = parse_rate(str(text))
     except ValueError:
         raise FabricError(f"{text!r} is not a rate (try 100mbit, 1gbit)") from None
     if value <= 0:
@@ -72,10 +67,8 @@ def rate_bps(text: str) -> float:
 
 def size_bytes(text: Union[str, int]) -> int:
     """tc-style sizes: '64kb', '1mb', '1500' (bytes)."""
-    t = str(text).strip().lower().rstrip("b")
-    scale = {"k": 1 << 10, "m": 1 << 20}.get(t[-1:], 1)
     try:
-        value = int(float(t[:-1] if scale > 1 else t) * scale)
+        value = parse_size(text)
     except ValueError:
         raise FabricError(f"{text!r} is not a size (try 64kb)") from None
     if value <= 0:
@@ -184,40 +177,7 @@ class FabricSpec:
                 + ", ".join(extra))
 
 
-# ---- helpers ----------------------------------------------------------------------
-
-def _run(argv: Sequence[str], check: bool = True, input: Optional[str] = None,
-         capture: bool = True) -> subprocess.CompletedProcess:
-    try:
-        res = subprocess.run(list(argv), capture_output=capture, text=True, input=input)
-    except FileNotFoundError as exc:
-        raise FabricError(f"{argv[0]} is not installed ({exc})") from None
-    if check and res.returncode != 0:
-        raise FabricError(f"`{' '.join(argv)}` failed: {(res.stderr or res.stdout or '').strip()}")
-    return res
-
-
-def check_available() -> None:
-    """Raises one clear FabricError if namespaces cannot be made here."""
-    if os.geteuid() != 0:
-        raise FabricError("uccl-fabric needs root (CAP_NET_ADMIN) to create network namespaces; run it with sudo")
-    for tool in ("ip", "tc"):
-        if shutil.which(tool) is None:
-            raise FabricError(f"uccl-fabric needs `{tool}` (iproute2), which is not installed")
-    probe = f"ufprobe{os.getpid()}{random.randrange(1 << 20):05x}"
-    res = _run(["ip", "netns", "add", probe], check=False)
-    if res.returncode != 0:
-        raise FabricError(f"this machine cannot create network namespaces: {res.stderr.strip()}")
-    _run(["ip", "netns", "del", probe], check=False)
-
-
-def available() -> tuple[bool, str]:
-    try:
-        check_available()
-        return True, ""
-    except FabricError as exc:
-        return False, str(exc)
-
+# ---- lifetime of the fabrics this process owns ------------------------------------
 
 _LIVE: dict[str, "Fabric"] = {}  # fabrics this process owns, removed at exit whatever happens
 
@@ -235,44 +195,6 @@ def handle_signals() -> None:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit)
-
-
-_libc = None
-
-
-def _setns(fd: int) -> None:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-        raise OSError(ctypes.get_errno(), "setns failed")
-
-
-def read_netdev(ns: str) -> dict[str, dict[str, int]]:
-    """/proc/net/dev of namespace `ns` without starting a process: this thread enters the
-    namespace, reads its own view, and comes back."""
-    try:
-        target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    except FileNotFoundError:
-        raise FabricError(f"namespace {ns} is gone (removed behind this fabric's back?)") from None
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            with open("/proc/thread-self/net/dev") as f:
-                text = f.read()
-        finally:
-            _setns(own)
-    finally:
-        os.close(target)
-        os.close(own)
-    out = {}
-    for line in text.splitlines()[2:]:
-        dev, _, rest = line.partition(":")
-        v = [int(x) for x in rest.split()]
-        out[dev.strip()] = {"rx_bytes": v[0], "rx_packets": v[1], "rx_dropped": v[3],
-                            "tx_bytes": v[8], "tx_packets": v[9], "tx_dropped": v[11]}
-    return out
 
 
 # ---- the fabric -------------------------------------------------------------------
@@ -357,10 +279,7 @@ class Fabric:
     def _build(self) -> None:
         s = self.spec
         for ns in self.namespaces:
-            _run(["ip", "netns", "add", ns])
-            self.ns(ns, "ip", "link", "set", "lo", "up")
-            # IPv4 only: no router solicitations or DAD noise in the link counters
-            self.ns(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+            netns.add_namespace(ns, ipv6=False)  # IPv4 only: clean link counters
         for ns in self.routers:
             # the namespace that forwards hashes: L4 policy and forwarding in each router
             self.ns(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1",
@@ -370,13 +289,11 @@ class Fabric:
                     raise FabricError("hash_seed needs a kernel with net.ipv4.fib_multipath_hash_seed (>= 6.11)")
                 self.ns(ns, "sysctl", "-qw", f"net.ipv4.fib_multipath_hash_seed={s.hash_seed}")
         for l in self.links:
-            _run(["ip", "link", "add", l.dev_a, "netns", l.ns_a, "type", "veth", "peer", "name", l.dev_b,
-                  "netns", l.ns_b])
+            netns.add_veth(l.ns_a, l.dev_a, l.ns_b, l.dev_b)
             for ns, dev, addr in ((l.ns_a, l.dev_a, l.addr_a), (l.ns_b, l.dev_b, l.addr_b)):
-                self.ns(ns, "ip", "addr", "add", f"{addr}/31", "dev", dev)
-                self.ns(ns, "ip", "link", "set", dev, "mtu", str(s.mtu), "up")
-                if s.segment:  # one packet per skb: loss, hashing and counters act on real packets
-                    self.ns(ns, "ip", "link", "set", dev, "gso_max_segs", "1")
+                netns.set_address(ns, dev, f"{addr}/31", s.mtu)
+                if s.segment:
+                    netns.set_segmentation(ns, dev)
                 if l.rate:
                     self._tbf(ns, dev, l.rate)
         for h in range(s.hosts):
@@ -397,21 +314,15 @@ class Fabric:
     def _tbf(self, ns: str, dev: str, rate: float) -> None:
         # burst: 1 ms of line rate but at least 4 frames, so tbf never starves a frame
         burst = max(4 * (self.spec.mtu + 14), int(rate / 8 * 1e-3))
-        self.ns(ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{int(rate)}bit",
-                "burst", str(burst), "limit", str(size_bytes(self.spec.queue)))
+        netns.set_tbf(ns, dev, f"{int(rate)}bit", str(burst), limit=str(size_bytes(self.spec.queue)))
 
     def down(self) -> None:
         """Removes every namespace of this fabric (their veths, qdiscs and nft tables go with
         them) after stopping any process still inside one. Safe to call twice."""
         for ns in self.namespaces:
-            pids = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
+            netns.kill_processes(ns)
         for ns in self.namespaces:
-            _run(["ip", "netns", "del", ns], check=False)
+            netns.delete_namespace(ns)
         try:
             os.unlink(self.state_path(self.name))
         except FileNotFoundError:
@@ -464,7 +375,7 @@ class Fabric:
     # -- running things ----------------------------------------------------------
     def ns(self, ns: str, *argv: str, check: bool = True, input: Optional[str] = None,
            capture: bool = True) -> subprocess.CompletedProcess:
-        return _run(["ip", "netns", "exec", ns, *argv], check=check, input=input, capture=capture)
+        return netns.ns_run(ns, *argv, check=check, input=input, capture=capture)
 
     def resolve(self, node: Union[int, str]) -> str:
         """A node by host index (0, "3", "h3") or router name ("l0", "leaf0", "s1", "spine1")."""
@@ -483,25 +394,19 @@ class Fabric:
 
     def popen(self, node: Union[int, str], argv: Sequence[str], env: Optional[dict] = None,
               **kw) -> subprocess.Popen:
-        full = dict(os.environ)
-        full.update({k: str(v) for k, v in (env or {}).items()})
-        return subprocess.Popen(["ip", "netns", "exec", self.resolve(node), *argv], env=full, **kw)
+        return netns.ns_popen(self.resolve(node), argv, env=env, **kw)
 
     # -- impairments -------------------------------------------------------------
     def set_loss(self, percent: float) -> None:
         """Drops `percent`% of packets entering the fabric (at their leaf, from a host), counted."""
-        threshold = int(round(float(percent) * 100))  # out of 10000
         self.clear_loss()
         for ns in self.leaf_ns:
-            script = ("table inet uccl_fabric {\n  chain forward {\n"
-                      "    type filter hook forward priority 0; policy accept;\n"
-                      f"    iifname \"h*\" numgen random mod 10000 < {threshold} counter drop\n  }}\n}}\n")
-            self.ns(ns, "nft", "-f", "-", input=script)
+            netns.add_random_drop(ns, LOSS_TABLE, "forward", 'iifname "h*"', percent, counter=True)
         self.spec.loss = float(percent)
 
     def clear_loss(self) -> None:
         for ns in self.leaf_ns:
-            self.ns(ns, "nft", "delete", "table", "inet", "uccl_fabric", check=False)
+            netns.delete_table(ns, LOSS_TABLE)
         self.spec.loss = 0.0
 
     def set_hash_seed(self, seed: int) -> None:
@@ -516,45 +421,26 @@ class Fabric:
         's1>l0' (spine 1 down to leaf 0), from the kernel's device counters."""
         out = {}
         for leaf, ns in enumerate(self.leaf_ns):
-            devs = read_netdev(ns)
+            devs = netns.read_netdev(ns)
             for sp in range(self.spec.spines if self.spec.leaves > 1 else 0):
                 out[f"l{leaf}>s{sp}"] = devs[f"s{sp}"]["tx_bytes"]
         for sp, ns in enumerate(self.spine_ns if self.spec.leaves > 1 else []):
-            devs = read_netdev(ns)
+            devs = netns.read_netdev(ns)
             for leaf in range(self.spec.leaves):
                 out[f"s{sp}>l{leaf}"] = devs[f"l{leaf}"]["tx_bytes"]
         return out
 
     def qdisc_stats(self, ns: str) -> dict[str, dict]:
-        res = self.ns(ns, "tc", "-s", "-j", "qdisc", "show", check=False)
-        out = {}
-        try:
-            for q in json.loads(res.stdout or "[]"):
-                if q.get("root") and q.get("kind") == "tbf":
-                    out[q["dev"]] = {"drops": q.get("drops", 0), "overlimits": q.get("overlimits", 0),
-                                     "backlog": q.get("backlog", 0)}
-        except json.JSONDecodeError:
-            pass
-        return out
+        return netns.tbf_stats(ns)
 
     def loss_drops(self) -> dict[str, int]:
         """Packets the loss rule dropped at each leaf."""
-        out = {}
-        for leaf, ns in enumerate(self.leaf_ns):
-            res = self.ns(ns, "nft", "-j", "list", "table", "inet", "uccl_fabric", check=False)
-            n = 0
-            if res.returncode == 0:
-                for item in json.loads(res.stdout).get("nftables", []):
-                    for expr in item.get("rule", {}).get("expr", []):
-                        if "counter" in expr:
-                            n += expr["counter"]["packets"]
-            out[f"l{leaf}"] = n
-        return out
+        return {f"l{leaf}": netns.counted_packets(ns, LOSS_TABLE) for leaf, ns in enumerate(self.leaf_ns)}
 
     def status(self) -> dict:
         """Topology and per-link byte/packet/drop counters, as a dict (the CLI prints it)."""
         links = []
-        dev_cache = {ns: read_netdev(ns) for ns in self.namespaces}
+        dev_cache = {ns: netns.read_netdev(ns) for ns in self.namespaces}
         q_cache = {ns: self.qdisc_stats(ns) for ns in self.namespaces}
         for l in self.links:
             a, b = dev_cache[l.ns_a].get(l.dev_a, {}), dev_cache[l.ns_b].get(l.dev_b, {})
@@ -586,8 +472,7 @@ def stale_namespaces() -> list[str]:
     owner died without detaching (a SIGKILLed run)."""
     names = set(list_fabrics())
     out = []
-    for line in _run(["ip", "netns", "list"], check=False).stdout.splitlines():
-        ns = line.split()[0] if line.split() else ""
+    for ns in netns.list_namespaces():
         m = NS_RE.match(ns)
         if not m:
             continue
@@ -619,12 +504,8 @@ def remove_stale() -> list[str]:
     """Removes what a killed run left behind; returns the namespaces removed."""
     gone = stale_namespaces()
     for ns in gone:
-        for pid in _run(["ip", "netns", "pids", ns], check=False).stdout.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-        _run(["ip", "netns", "del", ns], check=False)
+        netns.kill_processes(ns)
+        netns.delete_namespace(ns)
     for fab in list_fabrics():
         try:
             with open(Fabric.state_path(fab)) as f:
@@ -635,8 +516,3 @@ def remove_stale() -> list[str]:
             os.unlink(Fabric.state_path(fab))
     return gone
 
-
-if __name__ == "__main__":
-    from uccl.launch.fabric_cli import main
-
-    main()

@@ -1,41 +1,31 @@
-"""Network namespaces joined by veth, for tests and benchmarks on one machine.
+"""Two network namespaces joined by one veth, for tests and benchmarks on one machine.
 
     with NetnsPair() as pair:            # two hosts, 10.a.b.1 and 10.a.b.2
         pair.set_loss(1.0)                # kernel drops 1% of UDP packets (nftables numgen)
         pair.set_rate("200mbit")          # tc tbf on both veth ends
-        proc = pair.popen(0, [sys.executable, "worker.py"], env=...)
+        results = run_pair(pair, "workers.py:exchange", {"sizes": [4096]})
 
 Names are unique per pair (pid + random), and everything is removed on exit,
 failures included: deleting a namespace removes its veth end, qdiscs and nft tables.
-Needs root and `ip`; `available()` says whether this machine can do it.
+Needs root and iproute2; `available()` says whether this machine can do it. Built from the
+primitives in uccl.fabric.netns (commands that fail raise FabricError).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
-import shutil
 import subprocess
+import sys
 from typing import Optional, Sequence
 
+from uccl.fabric import netns
+from uccl.fabric.netns import available
 
-def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(list(argv), check=check, capture_output=True, text=True)
+__all__ = ["NetnsPair", "available", "run_pair"]
 
-
-def available() -> tuple[bool, str]:
-    """(True, "") if namespaces can be made here, else (False, why)."""
-    if os.geteuid() != 0:
-        return False, "needs root"
-    if shutil.which("ip") is None:
-        return False, "needs iproute2 (ip)"
-    name = f"uccl-probe-{os.getpid()}-{random.randrange(1 << 30)}"
-    try:
-        _run("ip", "netns", "add", name)
-    except (subprocess.CalledProcessError, OSError) as exc:
-        return False, f"ip netns add failed: {getattr(exc, 'stderr', exc)}"
-    _run("ip", "netns", "del", name, check=False)
-    return True, ""
+LOSS_TABLE = "uccl_loss"  # the nftables table of the loss rule, in each host
 
 
 class NetnsPair:
@@ -54,13 +44,10 @@ class NetnsPair:
     def up(self) -> "NetnsPair":
         try:
             for ns in self.names:
-                _run("ip", "netns", "add", ns)
-                self.ns_run(self.names.index(ns), "ip", "link", "set", "lo", "up")
-            _run("ip", "link", "add", self.devs[0], "netns", self.names[0], "type", "veth", "peer", "name",
-                 self.devs[1], "netns", self.names[1])
+                netns.add_namespace(ns)
+            netns.add_veth(self.names[0], self.devs[0], self.names[1], self.devs[1])
             for i in range(2):
-                self.ns_run(i, "ip", "addr", "add", f"{self.addrs[i]}/24", "dev", self.devs[i])
-                self.ns_run(i, "ip", "link", "set", self.devs[i], "mtu", str(self.mtu), "up")
+                netns.set_address(self.names[i], self.devs[i], f"{self.addrs[i]}/24", self.mtu)
             self._up = True
         except BaseException:
             self.down()
@@ -69,7 +56,7 @@ class NetnsPair:
 
     def down(self) -> None:
         for ns in self.names:
-            _run("ip", "netns", "del", ns, check=False)
+            netns.delete_namespace(ns)
         self._up = False
 
     def __enter__(self) -> "NetnsPair":
@@ -80,49 +67,39 @@ class NetnsPair:
 
     # -- running things --------------------------------------------------
     def ns_run(self, host: int, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-        return _run("ip", "netns", "exec", self.names[host], *argv, check=check)
+        return netns.ns_run(self.names[host], *argv, check=check)
 
     def popen(self, host: int, argv: Sequence[str], env: Optional[dict] = None, **kw) -> subprocess.Popen:
-        full_env = dict(os.environ)
-        full_env.update({k: str(v) for k, v in (env or {}).items()})
-        return subprocess.Popen(["ip", "netns", "exec", self.names[host], *argv], env=full_env, **kw)
+        return netns.ns_popen(self.names[host], argv, env=env, **kw)
 
     # -- impairments (the kernel's own) -----------------------------------
     def set_loss(self, percent: float, hosts: Sequence[int] = (0, 1), protocols: Sequence[str] = ("udp",)) -> None:
         """Drops `percent`% of incoming packets of `protocols` at each host in `hosts` (nftables numgen)."""
-        threshold = int(round(percent * 100))  # out of 10000
         match = "meta l4proto { " + ", ".join(protocols) + " }"
         for h in hosts:
-            script = ("table inet uccl_loss {\n  chain input {\n"
-                      "    type filter hook input priority 0; policy accept;\n"
-                      f"    {match} numgen random mod 10000 < {threshold} drop\n  }}\n}}\n")
-            subprocess.run(["ip", "netns", "exec", self.names[h], "nft", "-f", "-"], input=script, text=True,
-                           check=True, capture_output=True)
+            netns.add_random_drop(self.names[h], LOSS_TABLE, "input", match, percent)
 
     def clear_loss(self) -> None:
         for h in range(2):
-            self.ns_run(h, "nft", "delete", "table", "inet", "uccl_loss", check=False)
+            netns.delete_table(self.names[h], LOSS_TABLE)
 
     def set_rate(self, rate: str, burst: str = "64kb", latency: str = "50ms", hosts: Sequence[int] = (0, 1)) -> None:
         """Token-bucket limits each host's egress on the veth (tc tbf)."""
         for h in hosts:
-            self.ns_run(h, "tc", "qdisc", "replace", "dev", self.devs[h], "root", "tbf", "rate", rate, "burst", burst,
-                        "latency", latency)
+            netns.set_tbf(self.names[h], self.devs[h], rate, burst, latency=latency)
 
     def clear_rate(self) -> None:
         for h in range(2):
-            self.ns_run(h, "tc", "qdisc", "del", "dev", self.devs[h], "root", check=False)
+            netns.clear_qdisc(self.names[h], self.devs[h])
 
     def segment_in_kernel(self, on: bool = True) -> None:
         """Makes the veth cut UDP GSO trains into single packets as they leave (gso_max_segs 1),
         so per-packet impairments (loss) apply to each packet, not to a whole train."""
         for h in range(2):
-            self.ns_run(h, "ip", "link", "set", self.devs[h], "gso_max_segs", "1" if on else "65535")
+            netns.set_segmentation(self.names[h], self.devs[h], on)
 
 
 # -- running one rank per namespace --------------------------------------------
-
-_RESULT = "UCCL_NETNS_RESULT "
 
 
 def run_pair(pair: NetnsPair, target: str, args: dict, env: Optional[dict] = None, timeout: float = 120.0,
@@ -130,8 +107,7 @@ def run_pair(pair: NetnsPair, target: str, args: dict, env: Optional[dict] = Non
     """Runs `target` ("path/to/file.py:function") as rank 0 in host 0 and rank 1 in host 1;
     function(bootstrap, **args) returns something JSON-able. Returns both results
     (None for a rank in `may_die` that exited without one); raises with each rank's stderr otherwise."""
-    import json
-    import sys
+    from uccl.testing._pair_rank import RESULT_PREFIX
 
     port = 20000 + random.randrange(20000)  # the namespaces are fresh: nothing else listens there
     procs = []
@@ -139,7 +115,7 @@ def run_pair(pair: NetnsPair, target: str, args: dict, env: Optional[dict] = Non
         rank_env = {"RANK": rank, "WORLD_SIZE": 2, "LOCAL_RANK": 0, "MASTER_ADDR": pair.addrs[0],
                     "MASTER_PORT": port, "UCCL_TRANSPORT": "net",
                     "UCCL_NETNS_MAY_DIE": ",".join(str(r) for r in may_die), **(env or {})}
-        procs.append(pair.popen(rank, [sys.executable, "-m", "uccl._netns", target, json.dumps(args)], env=rank_env,
+        procs.append(pair.popen(rank, [sys.executable, "-m", "uccl.testing._pair_rank", target, json.dumps(args)], env=rank_env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = []
     try:
@@ -157,9 +133,9 @@ def run_pair(pair: NetnsPair, target: str, args: dict, env: Optional[dict] = Non
                 p.wait()
     results, failures = [], []
     for rank, (p, (out, err)) in enumerate(zip(procs, outs)):
-        line = next((l for l in out.splitlines() if l.startswith(_RESULT)), None)
+        line = next((l for l in out.splitlines() if l.startswith(RESULT_PREFIX)), None)
         if line is not None and p.returncode == 0:
-            results.append(json.loads(line[len(_RESULT):]))
+            results.append(json.loads(line[len(RESULT_PREFIX):]))
         elif rank in may_die:
             results.append(None)
         else:
@@ -168,32 +144,3 @@ def run_pair(pair: NetnsPair, target: str, args: dict, env: Optional[dict] = Non
     if failures:
         raise AssertionError("\n".join(failures))
     return results
-
-
-def _rank_main(target: str, args_json: str) -> None:
-    import importlib.util
-    import json
-
-    from uccl.transport.bootstrap import bootstrap_from_env
-
-    path, func = target.rsplit(":", 1)
-    spec = importlib.util.spec_from_file_location("_uccl_netns_target", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    bs = bootstrap_from_env(timeout=60)
-    result = getattr(module, func)(bs, **json.loads(args_json))
-    # Rank 0 hosts the store: it leaves only after every other rank is done with it.
-    if bs.rank == 0:
-        may_die = {int(r) for r in os.environ.get("UCCL_NETNS_MAY_DIE", "").split(",") if r}
-        for r in range(1, bs.world_size):
-            if r not in may_die:
-                bs.store.get(f"netns/done/{r}")
-    else:
-        bs.store.set(f"netns/done/{bs.rank}", b"1")
-    print(_RESULT + json.dumps(result), flush=True)
-
-
-if __name__ == "__main__":
-    import sys
-
-    _rank_main(sys.argv[1], sys.argv[2])

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from uccl.launch.fabric import Fabric
+from uccl.fabric.emulator import Fabric
 
 log = logging.getLogger("uccl.fabric")
 

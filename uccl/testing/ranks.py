@@ -1,4 +1,4 @@
-"""Runs a function on N local ranks (separate processes) and collects what each returns.
+"""run_ranks: a function on N local ranks (separate processes), and what each returns.
 
 The parent hosts the bootstrap store, so no port is ever raced for; a rank that raises
 or hangs fails the whole run with every rank's report.

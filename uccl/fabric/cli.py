@@ -8,7 +8,7 @@
     uccl-fabric down [--all]
 
 `up` without --detach holds the fabric until Ctrl-C or SIGTERM and removes it then;
-`down --all` also removes what a killed run left behind. See uccl.launch.fabric.
+`down --all` also removes what a killed run left behind. The library: uccl.fabric.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import signal
 import sys
 from typing import Optional, Sequence
 
-from uccl.launch import fabric as fabmod
-from uccl.launch.fabric import Fabric, FabricError, FabricSpec
+from uccl.fabric.emulator import Fabric, FabricError, FabricSpec, handle_signals, list_fabrics, remove_stale
+from uccl.fabric.ranks import command, launch
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -120,7 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def _dispatch(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
-    fabmod.handle_signals()
+    handle_signals()
     if args.cmd == "up":
         fab = Fabric(spec_from_args(args))
         if args.detach:
@@ -139,16 +139,16 @@ def _dispatch(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
         fab = Fabric.attach(args.name)
         return fab.ns(fab.resolve(args.node), *cmd, check=False, capture=False).returncode
     if args.cmd == "status":
-        if args.name is None and not fabmod.list_fabrics():
+        if args.name is None and not list_fabrics():
             print("no fabric is up")
             return 0
         print_status(Fabric.attach(args.name), args.json)
         return 0
     if args.cmd == "down":
         if args.all:
-            for name in fabmod.list_fabrics():
+            for name in list_fabrics():
                 Fabric.attach(name).down()
-            gone = fabmod.remove_stale()
+            gone = remove_stale()
             print(f"removed every fabric{f' and {len(gone)} stale namespaces' if gone else ''}")
             return 0
         fab = Fabric.attach(args.name)
@@ -156,8 +156,6 @@ def _dispatch(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
         print(f"removed {fab.name}")
         return 0
     if args.cmd == "run":
-        from uccl.launch.fabric_run import command, launch
-
         script_args = args.script_args[1:] if args.script_args[:1] == ["--"] else args.script_args
         script = args.script
         if script == "--":
@@ -176,6 +174,3 @@ def _dispatch(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
             return launch(fab, argv, args.nproc_per_host, env)
     raise AssertionError(args.cmd)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,5 @@
+"""python -m uccl.fabric: the uccl-fabric command."""
+
+from uccl.fabric.cli import main
+
+main()

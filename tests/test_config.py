@@ -27,6 +27,7 @@ GOOD = {
     "UCCL_SWIFT_TARGET_US": ("300", 300.0), "UCCL_NET_DEBUG": ("/tmp/x", "/tmp/x"),
     "UCCL_ALGO": ("ring", "ring"), "UCCL_CHUNK_SIZE": ("256K", 256 << 10), "UCCL_CHANNELS": ("3", 3),
     "UCCL_TORCH_AUTOLOAD": ("0", False),
+    "UCCL_TORCH_PATCHES": ("0", False),
 }
 
 # Bad texts per kind of check, each with what the message must say.
@@ -46,6 +47,7 @@ BAD = [
     ("UCCL_SWIFT_TARGET_US", "-1", "must be > 0"),
     ("UCCL_MAX_RETRIES", "0", "must be >= 1"),
     ("UCCL_TORCH_AUTOLOAD", "maybe", "not a boolean"),
+    ("UCCL_TORCH_PATCHES", "perhaps", "not a boolean"),
 ]
 
 
@@ -123,7 +125,7 @@ def test_config_does_not_import_the_collectives():
 
 def test_readme_table_matches_the_declarations():
     assert markdown_table() in (ROOT / "README.md").read_text(), \
-        "README's configuration table is stale: paste `python -m uccl.config --markdown`"
+        "README's configuration table is stale: paste `python -m uccl.config_cli --markdown`"
 
 
 def test_uccl_run_options_come_from_the_declarations():

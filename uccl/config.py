@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -163,6 +162,9 @@ SETTINGS: tuple = (
     # torch
     Setting("torch_autoload", "UCCL_TORCH_AUTOLOAD", bool, True,
             "register the `uccl` torch.distributed backend when torch is imported", native=False),
+    Setting("torch_patches", "UCCL_TORCH_PATCHES", bool, True,
+            "patch torch's `monitored_barrier` (uccl groups only) and fill `env://` from mpirun/srun "
+            "(uccl jobs only); see uccl/distributed/torch_patches.py", native=False),
 )
 
 SETTINGS_BY_ENV = {s.env: s for s in SETTINGS}
@@ -220,26 +222,3 @@ def native_header() -> str:
             out.append(f"inline constexpr {types[s.kind]} {s.name} = {s.default!r};")
     out += ["", "}  // namespace uccl::defaults", ""]
     return "\n".join(out)
-
-
-def main(argv: Sequence[str]) -> int:
-    if len(argv) == 2 and argv[0] == "--native-header":
-        text = native_header()
-        try:
-            with open(argv[1]) as f:
-                if f.read() == text:
-                    return 0  # unchanged: keep the timestamp, so nothing rebuilds
-        except OSError:
-            pass
-        with open(argv[1], "w") as f:
-            f.write(text)
-        return 0
-    if len(argv) == 1 and argv[0] == "--markdown":
-        print(markdown_table())
-        return 0
-    print("usage: python -m uccl.config --native-header FILE | --markdown", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

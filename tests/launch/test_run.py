@@ -94,7 +94,7 @@ def test_mpirun_without_launcher(worker, mpirun):
 
 
 def test_slurm_and_mpi_variables_map_to_torch_env():
-    from uccl.distributed.registration import _first_host, launcher_env
+    from uccl.distributed.launcher_env import _first_host, launcher_env
 
     assert _first_host("gpu[003-005,9],cpu1") == "gpu003"
     assert _first_host("node7") == "node7"

@@ -8,7 +8,9 @@ entry-point autoload: `import uccl.distributed` there). The process group class 
 first use.
 """
 
-from uccl.distributed.registration import BACKEND_NAME, fill_env_from_launcher, launcher_env, register
+from uccl.distributed.launcher_env import fill_env_from_launcher, launcher_env
+from uccl.distributed.names import BACKEND_NAME
+from uccl.distributed.registration import register
 
 register()
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import itertools
 import queue
 import threading
 import time
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -29,10 +28,10 @@ from uccl.distributed._compat import (ALIASES, ProcessGroup, init_process_group_
                                       red_op_name, timedelta_seconds)
 from uccl.distributed._compat import c10d_native as _c10d
 from uccl.distributed.cuda_staging import Stage
+from uccl.distributed.names import BACKEND_NAME
 from uccl.distributed.work import Completer, UcclWork, _as_runtime
-from uccl.errors import PeerFailureError, UcclError, UcclTimeoutError
+from uccl.errors import PeerFailureError, UcclTimeoutError
 
-BACKEND_NAME = "uccl"
 
 _NATIVE = frozenset({torch.int8, torch.uint8, torch.int32, torch.int64, torch.float16, torch.bfloat16,
                      torch.float32, torch.float64, torch.bool})

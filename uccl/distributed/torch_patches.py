@@ -17,7 +17,7 @@ the replacement's `__wrapped__`.
    What: a call whose backend names uccl ("uccl", "cpu:uccl,cuda:nccl") and that uses the
    env:// rendezvous (no store; init_method None or env://) first fills RANK, WORLD_SIZE,
    LOCAL_RANK, MASTER_ADDR and MASTER_PORT from what mpirun or srun set (only the ones not
-   set already: registration.fill_env_from_launcher).
+   set already: launcher_env.fill_env_from_launcher).
    Why: so that a program started by mpirun or srun needs no launcher.
    When: installed when the backend is registered (at `import torch` through the
    torch.backends entry point, or at `import uccl.distributed`).
@@ -35,17 +35,18 @@ import functools
 import inspect
 import os
 
+from uccl.config import SETTINGS_BY_ENV
+from uccl.distributed.names import BACKEND_NAME
+
 ENV_SWITCH = "UCCL_TORCH_PATCHES"
 
 
 def enabled() -> bool:
-    return os.environ.get(ENV_SWITCH, "1") != "0"  # declared in uccl/config.py
+    return bool(SETTINGS_BY_ENV[ENV_SWITCH].read())
 
 
 def names_uccl(backend) -> bool:
     """Whether a backend argument ("uccl", "cpu:gloo,cuda:uccl", Backend) selects uccl anywhere."""
-    from uccl.distributed.registration import BACKEND_NAME
-
     if backend is None:
         return False
     parts = str(backend).lower().replace(":", ",").split(",")
@@ -96,7 +97,7 @@ def install_init_process_group() -> None:
         return
     import torch.distributed.distributed_c10d as c10d
 
-    from uccl.distributed.registration import fill_env_from_launcher
+    from uccl.distributed.launcher_env import fill_env_from_launcher
 
     original = c10d.init_process_group
 

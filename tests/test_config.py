@@ -4,7 +4,6 @@ variable, native code never reads the environment, the README's table matches.""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 import subprocess
@@ -13,7 +12,7 @@ import sys
 import pytest
 
 from uccl import _native
-from uccl.config import SETTINGS, SETTINGS_BY_ENV, Config, markdown_table
+from uccl.config import SETTINGS_BY_ENV, Config, markdown_table
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

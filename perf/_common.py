@@ -62,3 +62,19 @@ def send_writes(ep, peer: int, src, rkey: int, size: int, iters: int, depth: int
     for r in pending:
         r.wait()
     ep.wait_remote_write(peer)
+
+
+def pingpong_one_way_us(ep, peer: int, initiator: bool, src, rkey: int, size: int, iters: int, warmup: int) -> float:
+    """One-way latency through Python: a ping-pong of writes-with-immediate, round trip / 2."""
+    import time
+
+    for i in range(warmup + iters):
+        if i == warmup:
+            t0 = time.perf_counter()
+        if initiator:
+            ep.write(peer, src, rkey, length=size, imm=i).wait()
+            ep.wait_remote_write(peer)
+        else:
+            ep.wait_remote_write(peer)
+            ep.write(peer, src, rkey, length=size, imm=i).wait()
+    return (time.perf_counter() - t0) / iters / 2 * 1e6

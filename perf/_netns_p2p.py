@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import parse_size, plot_series, rate_bps, send_writes, size_range  # noqa: E402
+from _common import parse_size, pingpong_one_way_us, plot_series, rate_bps, send_writes, size_range  # noqa: E402
 
 HERE = os.path.abspath(__file__)
 
@@ -50,17 +50,7 @@ def uccl_rank(bs, sizes, budget, lat_iters, depth):
         row = {"size": size, "iters": iters}
         if size <= (1 << 20):  # latency: ping-pong of writes-with-immediate, one-way = rtt / 2
             bs.barrier()
-            n = min(lat_iters, iters)
-            for i in range(n + 5):
-                if i == 5:
-                    t0 = time.perf_counter()
-                if bs.rank == 0:
-                    ep.write(peer, src, rkey, length=size, imm=i).wait()
-                    ep.wait_remote_write(peer)
-                else:
-                    ep.wait_remote_write(peer)
-                    ep.write(peer, src, rkey, length=size, imm=i).wait()
-            row["latency_us"] = (time.perf_counter() - t0) / n / 2 * 1e6
+            row["latency_us"] = pingpong_one_way_us(ep, peer, bs.rank == 0, src, rkey, size, min(lat_iters, iters), 5)
         # goodput: rank 0 keeps `depth` writes in flight; rank 1 answers the last one
         inbox.buffer[:size] = 0
         bs.barrier()

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import parse_size, plot_series, size_range  # noqa: E402
+from _common import parse_size, pingpong_one_way_us, plot_series, size_range  # noqa: E402
 
 
 def memcpy_gbps(size: int, iters: int) -> float:
@@ -56,16 +56,7 @@ def shm_rank(ctx, sizes, warmup):
         # Latency: ping-pong of writes-with-immediate; one-way = round trip / 2.
         lat_iters = min(iters, 2000)
         ctx.bootstrap.barrier()
-        for i in range(warmup + lat_iters):
-            if i == warmup:
-                t0 = time.perf_counter()
-            if ctx.rank == 0:
-                ep.write(peer, src, rkey, length=size, imm=i).wait()
-                ep.wait_remote_write(peer)
-            else:
-                ep.wait_remote_write(peer)
-                ep.write(peer, src, rkey, length=size, imm=i).wait()
-        one_way_us = (time.perf_counter() - t0) / lat_iters / 2 * 1e6
+        one_way_us = pingpong_one_way_us(ep, peer, ctx.rank == 0, src, rkey, size, lat_iters, warmup)
         ctx.bootstrap.barrier()
         native_us = _native.pingpong_one_way_us(ep._native, peer, ctx.rank == 0, src.key, rkey, size, lat_iters,
                                                 warmup)

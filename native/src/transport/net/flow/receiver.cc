@@ -113,7 +113,7 @@ Receiver::Arrival Receiver::accept(const DataHeader& h, uint32_t len, const RxPa
 void Receiver::refuse(RxOp& op, uint64_t msg_id, uint64_t code, uint64_t region_len, Replies* replies) {
   if (op.rejected) return;
   op.rejected = true;
-  ++refused_writes_;
+  ++refusals_sent_;
   bump(stats_.refused, 1);
   replies->push_back(refusal(msg_id, code, region_len));
 }
@@ -179,7 +179,10 @@ void Receiver::deliver_in_order(Replies* replies) {
       events_.push_back(std::move(e));
     } else if (op.kind == kOpReadReq) {
       auto answer = serve_read(*table_, op.a, op.b, op.c, it->first);
-      if (answer->kind == kOpError) bump(stats_.refused, 1);  // not a refused write: acks do not count it
+      if (answer->kind == kOpError) {  // a refused read: counted like a refused write
+        ++refusals_sent_;
+        bump(stats_.refused, 1);
+      }
       replies->push_back(std::move(answer));
     }
     if (last_rx_op_ == &it->second) last_rx_op_ = nullptr;
@@ -206,7 +209,7 @@ bool Receiver::take_ack(AckHeader* a, int* queue, uint32_t* ip, uint16_t* port, 
   a->common.type = kAck;
   a->cum_ack = rcv_cum_;
   a->echo_seq = echo_seq_;
-  a->rejects = refused_writes_;
+  a->rejects = refusals_sent_;
   a->echo_path = echo_path_;
   a->hold_us = uint16_t(std::min<uint64_t>(now > echo_arrival_ns_ ? (now - echo_arrival_ns_) / 1000 : 0, 65535));
   a->sent_ns = now;

@@ -97,7 +97,9 @@ class Receiver {
   RxOp* last_rx_op_ = nullptr;  // rx_ops_[last_rx_msg_] (map nodes stay put until erased)
   uint64_t last_rx_msg_ = 0;
   uint64_t rcv_next_msg_ = 0;  // the next operation to release
-  uint64_t refused_writes_ = 0;  // acks carry it (WriteHold)
+  // Error packets sent so far (refused writes and reads alike): acks carry it, and
+  // the writer counts the error packets it received against it (WriteHold).
+  uint64_t refusals_sent_ = 0;
 
   // the owed ack
   bool need_ack_ = false;

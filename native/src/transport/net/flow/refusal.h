@@ -7,8 +7,10 @@
 //
 // A write completes when all its packets are acknowledged, and an ack may
 // overtake the error packet that refuses the write. So acks carry how many
-// operations the acker has refused, and a writer holds its finished writes while
-// the peer reports more refusals than error packets have arrived (WriteHold).
+// error packets the acker has sent (refused writes and reads alike), and a
+// writer holds its finished writes while the peer reports more than have
+// arrived (WriteHold). Both sides must count the same thing: were refused reads
+// left out of one count, a refused write could complete as a success.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -37,8 +39,7 @@ class WriteHold {
     if (count > peer_refusals_) peer_refusals_ = count;
   }
   void on_error_packet() { ++errors_received_; }
-  // Note: the peer counts the writes it refused, this side every error packet
-  // (refused reads too); see docs/net-flow.md.
+  // Both counts cover every error packet, refused reads included.
   bool refusal_pending() const { return peer_refusals_ > errors_received_; }
 
   bool held = false;  // a finished write is waiting for refusal_pending() to clear

@@ -231,7 +231,7 @@ void Sender::pump(uint64_t now, TxBatch* b) {
 
 // ---------------------------------------------------------------- acks
 
-void Sender::ack_pkt(uint64_t seq, uint64_t* newest_sent) {
+void Sender::ack_pkt(uint64_t seq, uint64_t now, uint64_t* newest_sent) {
   if (seq < snd_una_ || seq >= snd_nxt_) return;
   TxPkt& t = pkt(seq);
   if (t.seq != seq || t.state == kAcked || t.state == kFree) return;
@@ -246,7 +246,7 @@ void Sender::ack_pkt(uint64_t seq, uint64_t* newest_sent) {
     --unacked_pkts_;
   }
   // kLost: a spurious loss verdict; the queued retransmission is skipped.
-  if (t.state == kLost) widen_reordering(now_ns());
+  if (t.state == kLost) widen_reordering(now);
   t.state = kAcked;
   TxOp* op = t.op;
   --op->unacked;
@@ -266,7 +266,7 @@ void Sender::on_ack(const AckHeader& a, uint64_t now) {
   uint64_t newest_sent = 0;
   uint64_t before = unacked_pkts_;
   uint64_t una_before = snd_una_;
-  for (uint64_t s = snd_una_; s < a.cum_ack; ++s) ack_pkt(s, &newest_sent);
+  for (uint64_t s = snd_una_; s < a.cum_ack; ++s) ack_pkt(s, now, &newest_sent);
   // Only what the last ack did not already report: behind a hole the same
   // thousands of bits arrive again on every ack.
   const bool newer = a.cum_ack >= last_sack_cum_;
@@ -276,14 +276,14 @@ void Sender::on_ack(const AckHeader& a, uint64_t now) {
     while (bits) {
       int i = __builtin_ctzll(bits);
       bits &= bits - 1;
-      ack_pkt(a.cum_ack + w * 64 + uint64_t(i), &newest_sent);
+      ack_pkt(a.cum_ack + w * 64 + uint64_t(i), now, &newest_sent);
     }
   }
   if (newer) {
     std::copy(std::begin(a.sack), std::end(a.sack), last_sack_.begin());
     last_sack_cum_ = a.cum_ack;
   }
-  ack_pkt(a.echo_seq, &newest_sent);
+  ack_pkt(a.echo_seq, now, &newest_sent);
   while (snd_una_ < snd_nxt_ && pkt(snd_una_).state == kAcked) ++snd_una_;
   update_rtt(now);
   // Every path whose packets this ack covers gets a CC sample (its newest one),

@@ -89,7 +89,7 @@ class Sender {
     return t.seq == r.seq && t.state == kInFlight && t.tx_count == r.tx_count;
   }
   void emit(TxPkt& t, int path, uint64_t now, TxBatch* b);
-  void ack_pkt(uint64_t seq, uint64_t* newest_sent);
+  void ack_pkt(uint64_t seq, uint64_t now, uint64_t* newest_sent);
   void update_rtt(uint64_t now);
   void mark_lost(TxPkt& t, bool timeout);
   void note_if_spurious(uint64_t echo_seq, uint64_t now);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "transport/net/cc/cc.h"
+#include "transport/net/rtt.h"
 
 namespace uccl::net {
 
@@ -24,16 +25,7 @@ struct Path {
   uint64_t next_tx_ns = 0;    // pacing: earliest next transmission
   PathStats* stats = nullptr;
 
-  void rtt_sample(uint64_t rtt) {
-    if (srtt_ns == 0) {
-      srtt_ns = rtt;
-      rttvar_ns = rtt / 2;
-    } else {
-      uint64_t dev = rtt > srtt_ns ? rtt - srtt_ns : srtt_ns - rtt;
-      rttvar_ns = (3 * rttvar_ns + dev) / 4;
-      srtt_ns = (7 * srtt_ns + rtt) / 8;
-    }
-  }
+  void rtt_sample(uint64_t rtt) { rtt_update(rtt, &srtt_ns, &rttvar_ns); }
   double pace_rate() const { return cc->rate(srtt_ns); }
   // Paced paths send when their time comes; the rest when the window has room,
   // and room for a train of `want` bytes (up to half the window) if asked: the

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/clock.h"
+#include "transport/net/rtt.h"
 #include "transport/net/flow/read_protocol.h"
 
 namespace uccl::net {
@@ -315,15 +316,7 @@ void Sender::on_ack(const AckHeader& a, uint64_t now) {
 void Sender::update_rtt(uint64_t now) {
   const uint64_t newest_first = *std::max_element(sample_sent_.begin(), sample_sent_.end());
   if (!newest_first || newest_first > now) return;
-  const uint64_t rtt = now - newest_first;
-  if (srtt_ns_ == 0) {
-    srtt_ns_ = rtt;
-    rttvar_ns_ = rtt / 2;
-  } else {
-    uint64_t dev = rtt > srtt_ns_ ? rtt - srtt_ns_ : srtt_ns_ - rtt;
-    rttvar_ns_ = (3 * rttvar_ns_ + dev) / 4;
-    srtt_ns_ = (7 * srtt_ns_ + rtt) / 8;
-  }
+  rtt_update(now - newest_first, &srtt_ns_, &rttvar_ns_);
 }
 
 // ---------------------------------------------------------------- loss detection

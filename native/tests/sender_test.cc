@@ -130,6 +130,22 @@ TEST_F(SenderScript, TimerBacksOffThenGivesUpAndFailsEveryPendingOperation) {
   EXPECT_TRUE(pump(a_, last).empty());
 }
 
+// A timeout's probe leaves even when the window has no room: from the second
+// timeout on cubic's window is 2 packets while 7 are still counted in flight,
+// and a probe that waited for room would never leave (each later timeout would
+// only move the oldest packet, and a live peer would be given up).
+TEST_F(SenderScript, TimeoutProbeLeavesWhenTheWindowIsFull) {
+  ASSERT_EQ(send_write(1, 8, t0_).size(), 8u);
+  a_.on_timer(t0_ + 5 * kMs);  // first timeout: probes packet 0, the window is left alone
+  EXPECT_EQ(seqs(pump(a_, t0_ + 5 * kMs)), (std::set<uint64_t>{0}));
+  a_.on_timer(t0_ + 15 * kMs);  // second: the window shrinks, packet 1 is the probe
+  ASSERT_EQ(timeouts(), 2u);
+  EXPECT_EQ(seqs(pump(a_, t0_ + 15 * kMs)), (std::set<uint64_t>{1}));
+  a_.on_timer(t0_ + 35 * kMs);  // third: packet 2
+  ASSERT_EQ(timeouts(), 3u);
+  EXPECT_EQ(seqs(pump(a_, t0_ + 35 * kMs)), (std::set<uint64_t>{2}));
+}
+
 // Progress (an ack that releases a packet) ends the backoff: the next timeout
 // is again one base RTO after the oldest packet still in flight was sent.
 TEST_F(SenderScript, ProgressResetsTheBackoff) {

@@ -127,6 +127,7 @@ void Sender::fail_all(ErrorKind kind, const std::string& cause) {
   sendq_.clear();
   queued_bytes_ = 0;
   retx_.clear();
+  timeout_probe_ = ~0ull;
   sendlog_.clear();
   for (auto& t : ring_) t = TxPkt{};
   for (auto& path : paths_) path.inflight = 0;
@@ -185,6 +186,18 @@ void Sender::emit(TxPkt& t, int path, uint64_t now, TxBatch* b) {
 void Sender::pump(uint64_t now, TxBatch* b) {
   if (closing_) return;
   const double mss = double(p_.mtu);
+  // A timeout's probe goes out on its own path even when the window is full:
+  // after a timeout the packets still counted in flight may be gone, and a probe
+  // that waited for room would never leave.
+  if (timeout_probe_ != ~0ull && b->n < TxBatch::kCap) {
+    TxPkt& t = pkt(timeout_probe_);
+    const uint64_t seq = timeout_probe_;
+    timeout_probe_ = ~0ull;
+    if (t.seq == seq && t.state == kLost) {
+      ++unacked_pkts_;  // back in flight; its retx_ entry is skipped as stale
+      emit(t, t.path, now, b);
+    }
+  }
   while (b->n < TxBatch::kCap) {
     while (!retx_.empty() && pkt(retx_.front()).state != kLost) retx_.pop_front();
     bool have_new = !sendq_.empty() && snd_nxt_ < snd_una_ + kWindow;
@@ -480,6 +493,7 @@ bool Sender::on_timer(uint64_t now) {
   sendlog_.pop_front();
   const uint16_t path = t.path;
   mark_lost(t, true);
+  timeout_probe_ = t.seq;
   // For the same reason the first timeout after progress leaves the window
   // alone; real loss still cuts windows through detect_losses.
   if (consecutive_rtos_ > 1) paths_[path].cc->on_timeout(now);

@@ -148,6 +148,7 @@ class Sender {
   int backoff_ = 0, consecutive_rtos_ = 0;
   uint64_t last_rto_ns_ = 0;  // when the retransmission timer last fired (0: not since progress)
   bool tail_probed_ = false;  // a tail probe is out (since the last progress)
+  uint64_t timeout_probe_ = ~0ull;  // the packet a timeout marked lost: it leaves whatever the window
 };
 
 }  // namespace uccl::net

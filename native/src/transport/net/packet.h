@@ -29,7 +29,13 @@ enum OpKind : uint8_t {
 // Kinds that never carry payload: their wire `total` field holds c instead.
 inline bool carries_c(uint8_t op) { return op == kOpReadReq || op == kOpError || op == kOpNop; }
 
-enum ErrorCode : uint64_t { kErrNoKey = 1, kErrNoWriteAccess = 2, kErrBounds = 3, kErrNoReadAccess = 4 };
+enum ErrorCode : uint64_t {
+  kErrNoKey = 1,
+  kErrNoWriteAccess = 2,
+  kErrBounds = 3,
+  kErrNoReadAccess = 4,
+  kErrTooLarge = 5,  // a message past kMaxNetMessage (c = the limit), or one memory cannot hold
+};
 
 constexpr uint8_t kFlagImm = 1;
 constexpr uint8_t kFlagLast = 2;  // the operation's last packet (its payload ends the operation)

@@ -14,6 +14,7 @@ command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v tc >/dev/null || need_pkgs+=(iproute2)
 command -v g++ >/dev/null || need_pkgs+=(g++)
 [ -f /usr/include/gtest/gtest.h ] || need_pkgs+=(libgtest-dev)  # native unit tests
+command -v clang++ >/dev/null || need_pkgs+=(clang)  # the fuzz harnesses (libFuzzer ships with clang)
 if ((${#need_pkgs[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "[setup] installing system packages: ${need_pkgs[*]}"

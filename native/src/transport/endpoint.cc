@@ -10,22 +10,14 @@
 
 #include "common/clock.h"
 #include "common/errors.h"
+#include "transport/descriptor.h"
 #include "transport/shm/shm_channel.h"
 
 namespace uccl {
 
 namespace {
 
-constexpr uint64_t kDescriptorMagic = 0x55434c4c44455331ull;  // "UCLLDES1"
 constexpr double kAutoYieldUs = 1000.0;  // yield before sleeping when every peer is on shm
-
-struct Descriptor {
-  uint64_t magic;
-  uint64_t secret;
-  int32_t rank, world, pid, fd;
-  uint64_t segment_bytes;
-  char host[128];  // boot id + pid and net namespaces: equal means same host, /proc/<pid>/fd and CMA reach the peer
-};
 
 std::string host_identity() {
   std::string boot;
@@ -84,9 +76,7 @@ std::string Endpoint::descriptor() const {
   d.segment_bytes = own_.size();
   std::string host = host_identity();
   std::strncpy(d.host, host.c_str(), sizeof(d.host) - 1);
-  std::string out(reinterpret_cast<const char*>(&d), sizeof(d));
-  if (net_) out += net_->local_address();  // variable tail, opaque here
-  return out;
+  return encode_descriptor(d, net_ ? net_->local_address() : std::string());  // the net address: an opaque tail
 }
 
 void Endpoint::connect(const std::vector<std::string>& descriptors) {
@@ -98,21 +88,22 @@ void Endpoint::connect(const std::vector<std::string>& descriptors) {
   std::string my_host = host_identity();
   peer_segments_.resize(size_t(cfg_.world));
   for (int p = 0; p < cfg_.world; ++p) {
-    Descriptor d{};
-    if (descriptors[size_t(p)].size() < sizeof(d))
+    PeerDescriptor peer;
+    const DescriptorCheck check = decode_descriptor(descriptors[size_t(p)], p, cfg_.world, cfg_.secret, &peer);
+    if (check == DescriptorCheck::kMalformed)
       raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": connect: descriptor from rank ", p, " is malformed");
-    std::memcpy(&d, descriptors[size_t(p)].data(), sizeof(d));
-    if (d.magic != kDescriptorMagic || d.rank != p || d.world != cfg_.world || d.secret != cfg_.secret)
+    if (check == DescriptorCheck::kForeign)
       raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": connect: descriptor from rank ", p,
             " belongs to another job or world");
-    bool same_host = my_host == std::string(d.host, strnlen(d.host, sizeof(d.host)));
+    const Descriptor& d = peer.d;
+    bool same_host = my_host == peer.host;
     ShmChannelParams params{cfg_.rank, p, pid_t(d.pid), cfg_.inline_max};
     if (p == cfg_.rank) {
       channels_.push_back(std::make_unique<ShmChannel>(params, own_.data(), own_.data(), layout_, table_.get()));
       continue;
     }
     if (cfg_.transport == "net" || !same_host) {
-      std::string peer_net = descriptors[size_t(p)].substr(sizeof(d));
+      const std::string& peer_net = peer.net_tail;
       if (!net_ || peer_net.empty())
         raise(ErrorKind::Argument, "rank ", cfg_.rank, ": connect to rank ", p,
               ": no net channel (UCCL_TRANSPORT=shm here or at the peer, but the peer ",

@@ -105,23 +105,13 @@ void Engine::dispatch(const RxPacket& p, uint64_t now) {
     drops_.add(kDropBadAuth);
     return;
   }
-  if (c.type == kData && p.len >= sizeof(DataWire)) {
-    DataWire w;
-    std::memcpy(&w, p.data, sizeof(w));
-    DataHeader h;
-    const uint32_t len = p.len - uint32_t(sizeof(w));
-    if (!decode_data(w, len, &h)) {
-      drops_.add(kDropMalformed);
-      return;
-    }
-    f->on_data(h, p.data + sizeof(w), len, p, now);
-  } else if (c.type == kAck && ack_length_ok(p.len)) {
-    AckHeader a;  // the SACK words the sender left off are all zero
-    std::memset(&a, 0, sizeof(a));
-    std::memcpy(&a, p.data, p.len);
-    f->on_ack(a, now);
-  } else {
-    drops_.add(kDropMalformed);
+  DataHeader h;
+  uint32_t payload_len = 0;
+  AckHeader a;
+  switch (decode_packet(p.data, p.len, &h, &payload_len, &a)) {
+    case Parsed::kData: f->on_data(h, p.data + sizeof(DataWire), payload_len, p, now); return;
+    case Parsed::kAck: f->on_ack(a, now); return;
+    case Parsed::kMalformed: drops_.add(kDropMalformed); return;
   }
 }
 

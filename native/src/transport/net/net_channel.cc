@@ -1,5 +1,8 @@
 #include "transport/net/net_channel.h"
 
+#include "common/errors.h"
+#include "transport/net/limits.h"
+
 namespace uccl::net {
 
 NetChannel::NetChannel(std::shared_ptr<Flow> flow, Engine* engine)
@@ -46,6 +49,10 @@ bool NetChannel::read(uint64_t wr_id, void* dst, uint64_t len, uint64_t rkey, ui
 }
 
 bool NetChannel::send(uint64_t wr_id, const void* data, uint64_t len, uint64_t tag, const WaitFn&) {
+  if (len > kMaxNetMessage)
+    raise(ErrorKind::Argument, "rank ", flow_->params().my_rank, ": send(tag=", tag, ") to rank ", peer_, ": message of ",
+          len, " bytes exceeds the net channel's limit of ", kMaxNetMessage,
+          " bytes (write large data into a registered region instead)");
   auto op = std::make_unique<TxOp>();
   op->kind = kOpSend;
   op->opcode = Opcode::Send;

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace uccl::net {
 
@@ -28,7 +29,13 @@ enum OpKind : uint8_t {
 // Kinds that never carry payload: their wire `total` field holds c instead.
 inline bool carries_c(uint8_t op) { return op == kOpReadReq || op == kOpError || op == kOpNop; }
 
-enum ErrorCode : uint64_t { kErrNoKey = 1, kErrNoWriteAccess = 2, kErrBounds = 3, kErrNoReadAccess = 4 };
+enum ErrorCode : uint64_t {
+  kErrNoKey = 1,
+  kErrNoWriteAccess = 2,
+  kErrBounds = 3,
+  kErrNoReadAccess = 4,
+  kErrTooLarge = 5,  // a message past kMaxNetMessage (c = the limit), or one memory cannot hold
+};
 
 constexpr uint8_t kFlagImm = 1;
 constexpr uint8_t kFlagLast = 2;  // the operation's last packet (its payload ends the operation)
@@ -140,6 +147,29 @@ inline size_t ack_length(const AckHeader& a) {
 }
 inline bool ack_length_ok(size_t len) {
   return len >= offsetof(AckHeader, sack) && len <= sizeof(AckHeader) && (len - offsetof(AckHeader, sack)) % 8 == 0;
+}
+
+// What a received datagram is once its common header has been checked (engine.cc):
+// a data packet (header decoded into `h`, its payload the `*payload_len` bytes after
+// the DataWire), an ack (into `a`, the SACK words its sender left off zeroed), or
+// malformed. Every field is checked against the datagram's length first.
+enum class Parsed { kMalformed, kData, kAck };
+inline Parsed decode_packet(const char* data, uint32_t len, DataHeader* h, uint32_t* payload_len, AckHeader* a) {
+  CommonHeader c;
+  if (len < sizeof(c)) return Parsed::kMalformed;
+  std::memcpy(&c, data, sizeof(c));
+  if (c.type == kData && len >= sizeof(DataWire)) {
+    DataWire w;
+    std::memcpy(&w, data, sizeof(w));
+    *payload_len = len - uint32_t(sizeof(w));
+    return decode_data(w, *payload_len, h) ? Parsed::kData : Parsed::kMalformed;
+  }
+  if (c.type == kAck && ack_length_ok(len)) {
+    std::memset(a, 0, sizeof(*a));
+    std::memcpy(a, data, len);
+    return Parsed::kAck;
+  }
+  return Parsed::kMalformed;
 }
 
 // The 64 bits of a SACK bitmap that start at bit `off` (zeros past its end).

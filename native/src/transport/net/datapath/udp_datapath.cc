@@ -146,18 +146,20 @@ UdpDatapath::~UdpDatapath() {
   if (epfd_ >= 0) close(epfd_);
 }
 
-std::string UdpDatapath::local_address() const {
-  std::string out(10 + 2 * ports_.size(), '\0');
+std::string encode_udp_address(uint32_t ipv4, const std::vector<uint16_t>& ports) {
+  std::string out(10 + 2 * ports.size(), '\0');
   uint32_t magic = kAddrMagic;
-  uint16_t n = uint16_t(ports_.size());
+  uint16_t n = uint16_t(ports.size());
   std::memcpy(&out[0], &magic, 4);
-  std::memcpy(&out[4], &ipv4_, 4);
+  std::memcpy(&out[4], &ipv4, 4);
   std::memcpy(&out[8], &n, 2);
-  std::memcpy(&out[10], ports_.data(), 2 * ports_.size());
+  if (n) std::memcpy(&out[10], ports.data(), 2 * ports.size());
   return out;
 }
 
-bool UdpDatapath::decode_address(const std::string& blob, PeerAddress* out) const {
+std::string UdpDatapath::local_address() const { return encode_udp_address(ipv4_, ports_); }
+
+bool decode_udp_address(const std::string& blob, PeerAddress* out) {
   if (blob.size() < 10) return false;
   uint32_t magic;
   uint16_t n;
@@ -168,6 +170,10 @@ bool UdpDatapath::decode_address(const std::string& blob, PeerAddress* out) cons
   std::memcpy(out->ports, &blob[10], 2u * n);
   out->num_queues = n;
   return true;
+}
+
+bool UdpDatapath::decode_address(const std::string& blob, PeerAddress* out) const {
+  return decode_udp_address(blob, out);
 }
 
 size_t UdpDatapath::send(const TxPacket* pkts, size_t n) {

@@ -32,6 +32,12 @@ struct DatapathStats {
   uint64_t rx_polls = 0;  // readiness checks (epoll)
 };
 
+// Reads a peer's address blob (UdpDatapath::local_address: magic, IPv4, port
+// count, ports), published at bootstrap; false if it is not one.
+bool decode_udp_address(const std::string& blob, PeerAddress* out);
+// The blob for an address (ports in network byte order, one per queue).
+std::string encode_udp_address(uint32_t ipv4, const std::vector<uint16_t>& ports);
+
 class UdpDatapath final : public Datapath {
  public:
   explicit UdpDatapath(const UdpDatapathConfig& cfg);  // throws uccl::Error

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
+
+#include "transport/net/limits.h"
 
 #include "common/stream_copy.h"
 #include "transport/net/flow/read_protocol.h"
@@ -143,7 +146,19 @@ void Receiver::place(const DataHeader& h, const Arrival& in, const char* payload
       return;
     }
     case kOpSend:
-      if (!op.data && op.total) op.data.reset(new char[op.total]);
+      if (op.rejected) {
+        drops_.add(kDropMalformed);
+        return;
+      }
+      if (!op.data && op.total) {
+        // The total is the peer's word: bounded, and an allocation that fails refuses the message.
+        if (op.total <= kMaxNetMessage) op.data.reset(new (std::nothrow) char[op.total]);
+        if (!op.data) {
+          drops_.add(kDropMalformed);
+          refuse(op, in.msg_id, kErrTooLarge, kMaxNetMessage, replies);
+          return;
+        }
+      }
       if (len) std::memcpy(op.data.get() + h.frag_off, payload, len);
       return;
     default:  // read requests and probes carry no payload; served in order
@@ -170,7 +185,7 @@ void Receiver::deliver_in_order(Replies* replies) {
       e.len = op.total;
       e.imm = op.imm;
       events_.push_back(std::move(e));
-    } else if (op.kind == kOpSend) {
+    } else if (op.kind == kOpSend && !op.rejected) {
       RxEvent e;
       e.is_message = true;
       e.key_or_tag = op.a;

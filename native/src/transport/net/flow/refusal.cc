@@ -35,11 +35,15 @@ std::string refusal_message(const TxOp& refused, uint64_t code, uint64_t region_
     case kErrNoReadAccess:
       cause = format_msg("region 0x", std::hex, refused.a, std::dec, " does not grant remote read access");
       break;
+    case kErrTooLarge:
+      cause = format_msg("message of ", refused.len, " bytes exceeds the net channel's limit of ", region_len,
+                         " bytes (or the receiver could not allocate it)");
+      break;
     default:
       cause = format_msg(read ? refused.c : refused.len, " bytes at offset ", refused.b,
                          " fall outside the remote region of ", region_len, " bytes");
   }
-  return format_msg("rank ", my_rank, ": ", read ? "read from" : "write to", " rank ", peer_rank, ": ", cause);
+  return format_msg("rank ", my_rank, ": ", read ? "read from" : refused.kind == kOpSend ? "send to" : "write to", " rank ", peer_rank, ": ", cause);
 }
 
 }  // namespace uccl::net

@@ -349,6 +349,12 @@ def main(coll_name: str, argv=None) -> int:
         plot_series(plot, f"{coll.name}, {world.size} ranks: busbw", series, ylabel="busbw (GB/s)")
         say(f"# wrote {args.json or ''} {plot}")
     world.control.barrier()
+    if world.gloo_group is not None:
+        # gloo's worker threads must be gone before the interpreter finalizes: one still
+        # releasing a tensor then takes the GIL and aborts the process.
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 1 if failed else 0
 
 

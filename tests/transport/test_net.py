@@ -151,7 +151,7 @@ def stats_and_paths(ctx, sizes):
 # Which algorithm ran, and with what target, seen from what stats() reports: each
 # path's final window after a transfer. stats() names neither the algorithm nor the
 # target, so the tests read them from the windows' growth, which the algorithms fix
-# exactly on a path that saw no loss (uccl/native/src/transport/net/cc/):
+# exactly on a path that saw no loss (native/src/transport/net/cc/):
 #   cubic in slow start adds every byte acked:   cwnd = 10 mtu + acked
 #   swift below its delay target adds one mtu per window acked, never less:
 #                                                cwnd^2 >= (16 mtu)^2 + 2 mtu acked

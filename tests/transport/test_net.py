@@ -151,11 +151,11 @@ def stats_and_paths(ctx, sizes):
 # Which algorithm ran, and with what target, seen from what stats() reports: each
 # path's final window after a transfer. stats() names neither the algorithm nor the
 # target, so the tests read them from the windows' growth, which the algorithms fix
-# exactly on a path that saw no loss (native/src/transport/net/cc/):
-#   cubic in slow start adds every byte acked:   cwnd = 10 mtu + acked
-#   swift below its delay target adds one mtu per window acked, never less:
-#                                                cwnd^2 >= (16 mtu)^2 + 2 mtu acked
-# (a full packet's wire bytes are the mtu; every byte sent is acked once the write completes).
+# (native/src/transport/net/cc/; a full packet's wire bytes are the mtu):
+#   cubic in slow start adds every byte acked: on a path without loss, cwnd = 10 mtu + acked;
+#   swift below its target adds mtu * acked / cwnd per ack: cwnd^2 grows by 2 mtu acked
+#   plus at most about a packet^2 per ack, so (16 mtu)^2 + 2 mtu acked <= cwnd^2 while it
+#   never decreases, and cwnd^2 <= (16 mtu)^2 + 8 mtu bytes_sent always (room included).
 BUSY_PATH_PKTS = 100  # paths with fewer packets are left out: too little growth to tell apart
 
 
@@ -175,6 +175,11 @@ def _additive_floor(path, mtu: int) -> float:
     return ((16 * mtu) ** 2 + 2 * mtu * path["bytes_sent"]) ** 0.5
 
 
+def _swift_ceiling(path, mtu: int) -> float:
+    """The most window swift can reach on a path, whatever happened on it."""
+    return ((16 * mtu) ** 2 + 8 * mtu * path["bytes_sent"]) ** 0.5
+
+
 @pytest.mark.parametrize("paths,cc", [(1, "swift"), (16, "swift"), (4, "cubic")])
 def test_stats_per_path_and_config(paths, cc):
     import sys
@@ -190,15 +195,17 @@ def test_stats_per_path_and_config(paths, cc):
     # The algorithm asked for is the one that ran (see the window rules above).
     mtu = _mtu()
     busy = [p for p in net["paths"] if p["packets_sent"] >= BUSY_PATH_PKTS]
+    assert busy, f"no path carried {BUSY_PATH_PKTS}+ packets: {net['paths']}"
     if cc == "cubic":
-        clean = _clean_busy_paths(net)
-        assert clean, f"no path without losses carried {BUSY_PATH_PKTS}+ packets: {net['paths']}"
-        for p in clean:  # slow start: the window grew by every byte acked
+        # Loopback may drop a slow-start burst (full socket buffers); a path without loss
+        # shows slow start exactly, and some path outgrew anything swift can reach.
+        for p in _clean_busy_paths(net):
             assert p["cwnd_bytes"] >= 10 * mtu + 0.9 * p["bytes_sent"], f"not cubic's slow start: {p}"
+        assert any(p["cwnd_bytes"] > _swift_ceiling(p, mtu) for p in busy), \
+            f"no window grew faster than swift's can: {busy}"
     else:
-        assert busy, f"no path carried {BUSY_PATH_PKTS}+ packets: {net['paths']}"
-        for p in busy:  # additive: far below slow start's window (cwnd ~ sqrt(acked), not acked)
-            assert p["cwnd_bytes"] < 10 * mtu + 0.5 * p["bytes_sent"], f"a window grown as cubic's: {p}"
+        for p in busy:  # additive: cwnd ~ sqrt(acked), far below slow start's cwnd ~ acked
+            assert p["cwnd_bytes"] <= _swift_ceiling(p, mtu), f"a window grown faster than swift's: {p}"
 
 
 @pytest.mark.parametrize("target_us", [1, 1_000_000])
@@ -218,7 +225,9 @@ def test_swift_target_is_a_setting(target_us):
     (path,) = net["paths"]
     floor = _additive_floor(path, _mtu())
     if target_us == 1_000_000:
-        assert not path["timeouts"], f"a timeout shrinks the window whatever the target: {path}"
+        # A timeout halves the window whatever the target (and the floor's argument then
+        # holds for the halved window): the one decrease allowed here.
+        floor *= 0.5 ** path["timeouts"]
         assert path["cwnd_bytes"] >= 0.9 * floor, f"swift decreased below a 1 s target: {path}, floor {floor:.0f}"
     else:
         assert path["cwnd_bytes"] < 0.5 * floor, f"swift never decreased above a 1 us target: {path}, " \

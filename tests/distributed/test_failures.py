@@ -77,12 +77,17 @@ def _mismatch(ctx, url, case):
 def test_mismatched_calls_raise(transport, case):
     env = transport_env(transport)
     res = run_ranks(_mismatch, 2, args=(init_url(), case), env=env, timeout=120)
+    op = "broadcast" if case == "root" else "all_reduce"
     for r, out in enumerate(res):
         assert out is not None, f"rank {r}: {case} mismatch went unnoticed"
-        assert out[0] < TIMEOUT + 10, out
+        elapsed, kind, msg = out
+        # Found as a mismatch (not a timeout, not some other failure), on this rank's call.
+        assert kind == "MismatchError", f"rank {r}: {case} mismatch raised {kind}: {msg}"
+        assert msg.startswith(f"rank {r}: {op}(") and "different" in msg, f"rank {r}: {msg}"
+        assert elapsed < TIMEOUT + 10, out
 
 
-def _timeout(ctx, url):
+def _late_collective(ctx, url):
     dist = _init(ctx, url)
     if ctx.rank == 0:
         start = time.monotonic()
@@ -90,17 +95,40 @@ def _timeout(ctx, url):
             dist.all_reduce(torch.ones(4))  # rank 1 never joins
         except RuntimeError as exc:
             elapsed = time.monotonic() - start
-            dist.monitored_barrier  # noqa: B018 - still there
-            return elapsed, str(exc)[:200]
+            return elapsed, type(exc).__name__, str(exc)[:300]
         return None
     time.sleep(TIMEOUT + 6)
     return "slept"
 
 
-def test_init_timeout_is_honoured():
-    res = run_ranks(_timeout, 2, args=(init_url(),), env=transport_env("shm"), timeout=120)
+def test_collective_timeout_is_honoured():
+    res = run_ranks(_late_collective, 2, args=(init_url(),), env=transport_env("shm"), timeout=120)
     assert res[0] is not None, "all_reduce with a missing peer never raised"
-    assert TIMEOUT - 1 <= res[0][0] < TIMEOUT + 10, res[0]
+    elapsed, kind, msg = res[0]
+    assert kind == "UcclTimeoutError" and "all_reduce" in msg, res[0]
+    assert TIMEOUT - 1 <= elapsed < TIMEOUT + 10, res[0]
+
+
+def _late_init(ctx, url):
+    """Rank 1 never joins the group: rank 0's init_process_group gives up after the
+    timeout it was given, naming the rank it waited for."""
+    if ctx.rank == 1:
+        time.sleep(TIMEOUT + 6)
+        return "never joined"
+    start = time.monotonic()
+    try:
+        _init(ctx, url)
+    except Exception as exc:
+        return time.monotonic() - start, type(exc).__name__, str(exc)[:300]
+    return None
+
+
+def test_init_timeout_is_honoured():
+    res = run_ranks(_late_init, 2, args=(init_url(),), env=transport_env("shm"), timeout=120)
+    assert res[0] is not None, "init_process_group completed without rank 1"
+    elapsed, kind, msg = res[0]
+    assert kind == "UcclTimeoutError" and "rank 1" in msg, f"init's error does not name the missing rank: {kind}: {msg}"
+    assert TIMEOUT - 1 <= elapsed < TIMEOUT + 10, f"init gave up after {elapsed:.1f} s, timeout {TIMEOUT} s: {msg}"
 
 
 def _monitored(ctx, url):

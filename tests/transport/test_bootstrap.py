@@ -35,6 +35,69 @@ def test_unreachable_store_times_out_clearly():
         TCPStore("127.0.0.1", 1, timeout=0.3)
 
 
+class _SilentServer:
+    """Accepts store connections and never answers (a hung or stopped store host)."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.conns: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:  # a client still blocked reading gets end-of-stream
+            c.close()
+
+
+def _bounded(call, limit: float):
+    """Runs call() on a thread; (finished, what it returned or raised). A call that never
+    returns is reported as unfinished instead of hanging the test."""
+    import threading
+
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["value"] = call()
+        except BaseException as exc:
+            out["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(limit)
+    return not t.is_alive(), out
+
+
+@pytest.mark.parametrize("op", ["get", "set", "add", "delete_key"])
+def test_store_that_never_answers_times_out_naming_key_and_address(op):
+    silent = _SilentServer()
+    try:
+        client = TCPStore("127.0.0.1", silent.port, timeout=0.5)
+        args = {"get": ("the-key",), "set": ("the-key", b"v"), "add": ("the-key", 1), "delete_key": ("the-key",)}[op]
+        finished, out = _bounded(lambda: getattr(client, op)(*args), 15.0)
+        assert finished, f"store {op} on a server that never answers did not return within 15 s (timeout 0.5 s)"
+        err = out.get("error")
+        assert isinstance(err, UcclTimeoutError), f"store {op}: expected UcclTimeoutError, got {out}"
+        assert "'the-key'" in str(err) and f"127.0.0.1:{silent.port}" in str(err), str(err)
+        # The late reply can no longer be taken for the next call's: the client reconnects.
+        finished, out = _bounded(lambda: client.get("other"), 15.0)
+        assert finished and isinstance(out.get("error"), UcclTimeoutError), out
+        client.close()
+    finally:
+        silent.close()
+
+
 def exchange_over(ctx, kind, path):
     """Builds an endpoint through a torch store and moves a torch tensor and a bytearray."""
     import torch

@@ -148,6 +148,38 @@ def stats_and_paths(ctx, sizes):
     return ep.stats()["peers"][peer]["net"]
 
 
+# Which algorithm ran, and with what target, seen from what stats() reports: each
+# path's final window after a transfer. stats() names neither the algorithm nor the
+# target, so the tests read them from the windows' growth, which the algorithms fix
+# (native/src/transport/net/cc/; a full packet's wire bytes are the mtu):
+#   cubic in slow start adds every byte acked: on a path without loss, cwnd = 10 mtu + acked;
+#   swift below its target adds mtu * acked / cwnd per ack: cwnd^2 grows by 2 mtu acked
+#   plus at most about a packet^2 per ack, so (16 mtu)^2 + 2 mtu acked <= cwnd^2 while it
+#   never decreases, and cwnd^2 <= (16 mtu)^2 + 8 mtu bytes_sent always (room included).
+BUSY_PATH_PKTS = 100  # paths with fewer packets are left out: too little growth to tell apart
+
+
+def _mtu() -> int:
+    from uccl.config import Config
+
+    return Config.from_env().mtu
+
+
+def _clean_busy_paths(net) -> list:
+    return [p for p in net["paths"]
+            if p["packets_sent"] >= BUSY_PATH_PKTS and not (p["losses"] or p["timeouts"] or p["retransmits"])]
+
+
+def _additive_floor(path, mtu: int) -> float:
+    """The least window swift reaches when it never decreases (always below its target)."""
+    return ((16 * mtu) ** 2 + 2 * mtu * path["bytes_sent"]) ** 0.5
+
+
+def _swift_ceiling(path, mtu: int) -> float:
+    """The most window swift can reach on a path, whatever happened on it."""
+    return ((16 * mtu) ** 2 + 8 * mtu * path["bytes_sent"]) ** 0.5
+
+
 @pytest.mark.parametrize("paths,cc", [(1, "swift"), (16, "swift"), (4, "cubic")])
 def test_stats_per_path_and_config(paths, cc):
     import sys
@@ -160,16 +192,46 @@ def test_stats_per_path_and_config(paths, cc):
     assert net["packets_sent"] >= (4 << 20) // 1500
     assert sum(p["packets_sent"] for p in net["paths"]) == net["packets_sent"]
     assert net["srtt_us"] > 0 and all(k in net["paths"][0] for k in ("cwnd_bytes", "srtt_us", "retransmits"))
+    # The algorithm asked for is the one that ran (see the window rules above).
+    mtu = _mtu()
+    busy = [p for p in net["paths"] if p["packets_sent"] >= BUSY_PATH_PKTS]
+    assert busy, f"no path carried {BUSY_PATH_PKTS}+ packets: {net['paths']}"
+    if cc == "cubic":
+        # Loopback may drop a slow-start burst (full socket buffers); a path without loss
+        # shows slow start exactly, and some path outgrew anything swift can reach.
+        for p in _clean_busy_paths(net):
+            assert p["cwnd_bytes"] >= 10 * mtu + 0.9 * p["bytes_sent"], f"not cubic's slow start: {p}"
+        assert any(p["cwnd_bytes"] > _swift_ceiling(p, mtu) for p in busy), \
+            f"no window grew faster than swift's can: {busy}"
+    else:
+        for p in busy:  # additive: cwnd ~ sqrt(acked), far below slow start's cwnd ~ acked
+            assert p["cwnd_bytes"] <= _swift_ceiling(p, mtu), f"a window grown faster than swift's: {p}"
 
 
-def test_swift_target_is_a_setting():
+@pytest.mark.parametrize("target_us", [1, 1_000_000])
+def test_swift_target_is_a_setting(target_us):
+    """A target no delay reaches (1 s) leaves swift growing additively and never
+    decreasing; a target every delay exceeds (1 us) makes it decrease (its flow scaling
+    caps the window near 64 packets then), far below that additive floor."""
     import sys
 
     from uccl.config import Config
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    net, _ = run_ranks(stats_and_paths, 2, ([1 << 20],), env={**NET, "UCCL_SWIFT_TARGET_US": "300"})
-    assert net["packets_sent"] >= (1 << 20) // 1500
+    size = 16 << 20  # ~11,000 packets on one path: the two windows differ several times over
+    net, _ = run_ranks(stats_and_paths, 2, ([size],),
+                       env={**NET, "UCCL_CC": "swift", "UCCL_NUM_PATHS": 1, "UCCL_SWIFT_TARGET_US": target_us})
+    assert net["packets_sent"] >= size // 1500
+    (path,) = net["paths"]
+    floor = _additive_floor(path, _mtu())
+    if target_us == 1_000_000:
+        # A timeout halves the window whatever the target (and the floor's argument then
+        # holds for the halved window): the one decrease allowed here.
+        floor *= 0.5 ** path["timeouts"]
+        assert path["cwnd_bytes"] >= 0.9 * floor, f"swift decreased below a 1 s target: {path}, floor {floor:.0f}"
+    else:
+        assert path["cwnd_bytes"] < 0.5 * floor, f"swift never decreased above a 1 us target: {path}, " \
+                                                f"additive floor {floor:.0f}"
     os.environ["UCCL_SWIFT_TARGET_US"] = "0"
     try:
         with pytest.raises(ValueError, match="UCCL_SWIFT_TARGET_US"):

@@ -12,12 +12,29 @@ import time
 from uccl.errors import PeerFailureError, UcclTimeoutError
 
 _SET, _GET, _ADD, _DELETE = range(4)
+_OPS = {_SET: "set", _GET: "get", _ADD: "add", _DELETE: "delete"}
 _OK, _TIMEOUT = 0, 1
+_REPLY_SLACK_S = 2.0  # a get's reply may come this much after the server's own wait for the key
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+class _Deadline:
+    """Bounds a client's socket operations: each gets the time left (socket.timeout after)."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self.sock, self.end = sock, time.monotonic() + seconds
+
+    def arm(self) -> None:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("deadline passed")
+        self.sock.settimeout(left)
+
+
+def _recv_exact(sock: socket.socket, n: int, deadline: "_Deadline | None" = None) -> bytes:
     chunks = []
     while n:
+        if deadline is not None:
+            deadline.arm()
         chunk = sock.recv(n)
         if not chunk:
             raise ConnectionError("store connection closed")
@@ -26,15 +43,17 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def _send_frame(sock: socket.socket, *fields: bytes) -> None:
+def _send_frame(sock: socket.socket, *fields: bytes, deadline: "_Deadline | None" = None) -> None:
+    if deadline is not None:
+        deadline.arm()
     sock.sendall(b"".join(struct.pack("!I", len(f)) + f for f in fields))
 
 
-def _recv_fields(sock: socket.socket, count: int) -> list[bytes]:
+def _recv_fields(sock: socket.socket, count: int, deadline: "_Deadline | None" = None) -> list[bytes]:
     out = []
     for _ in range(count):
-        (n,) = struct.unpack("!I", _recv_exact(sock, 4))
-        out.append(_recv_exact(sock, n))
+        (n,) = struct.unpack("!I", _recv_exact(sock, 4, deadline))
+        out.append(_recv_exact(sock, n, deadline))
     return out
 
 
@@ -82,7 +101,10 @@ class _Server(socketserver.ThreadingTCPServer):
 class TCPStore:
     """Rank 0 (is_master=True) serves; every rank, the server included, is a client.
 
-    `get` blocks until the key exists or `timeout` seconds pass (UcclTimeoutError).
+    `get` blocks until the key exists or `timeout` seconds pass (UcclTimeoutError). Every
+    client call is bounded: a server that stops answering raises UcclTimeoutError naming
+    the key and the server's address, and the next call reconnects (a late reply must not
+    be taken for its answer).
     """
 
     def __init__(self, host: str, port: int, world_size: int | None = None, is_master: bool = False,
@@ -96,7 +118,7 @@ class TCPStore:
             threading.Thread(target=self._server.serve_forever, daemon=True, name="uccl-store").start()
         self.host, self.port = host, port
         self._lock = threading.Lock()
-        self._sock = self._connect(host, port, timeout)
+        self._sock: "socket.socket | None" = self._connect(host, port, timeout)
 
     @staticmethod
     def _connect(host: str, port: int, timeout: float) -> socket.socket:
@@ -106,7 +128,6 @@ class TCPStore:
             try:
                 sock = socket.create_connection((host, port), timeout=max(1.0, timeout))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.settimeout(None)
                 return sock
             except OSError as exc:
                 if time.monotonic() >= deadline:
@@ -115,14 +136,25 @@ class TCPStore:
                 delay = min(delay * 2, 0.5)
 
     def _call(self, op: int, key: str, arg: bytes) -> bytes:
+        where = f"store at {self.host}:{self.port}"
+        limit = self.timeout + (_REPLY_SLACK_S if op == _GET else 0.0)
         with self._lock:
+            if self._sock is None:  # dropped after a call that timed out
+                self._sock = self._connect(self.host, self.port, self.timeout)
+            deadline = _Deadline(self._sock, limit)
             try:
-                _send_frame(self._sock, bytes([op]), key.encode(), arg)
-                status, value = _recv_fields(self._sock, 2)
+                _send_frame(self._sock, bytes([op]), key.encode(), arg, deadline=deadline)
+                status, value = _recv_fields(self._sock, 2, deadline)
+            except socket.timeout as exc:
+                self._drop()
+                raise UcclTimeoutError(f"{where}: no answer to {_OPS[op]} of key {key!r} within {limit:.1f} s") \
+                    from exc
             except (ConnectionError, OSError) as exc:
-                raise PeerFailureError(f"store at {self.host}:{self.port} is gone: {exc}") from exc
+                self._drop()
+                raise PeerFailureError(f"{where} is gone ({_OPS[op]} of key {key!r}): {exc}") from exc
         if status[0] == _TIMEOUT:
-            raise UcclTimeoutError(f"store: key {key!r} did not appear within {self.timeout:.1f} s")
+            raise UcclTimeoutError(f"store at {self.host}:{self.port}: key {key!r} did not appear within "
+                                   f"{self.timeout:.1f} s")
         return value
 
     def set(self, key: str, value) -> None:
@@ -137,8 +169,13 @@ class TCPStore:
     def delete_key(self, key: str) -> bool:
         return self._call(_DELETE, key, b"") == b"1"
 
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
     def close(self) -> None:
-        self._sock.close()
+        self._drop()  # not under the lock: a call blocked in another thread ends with it
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -47,10 +47,11 @@ def main() -> None:
     n = max(1, args.bytes // 4)
     a, b = np.ones(n, np.float32), np.empty(n, np.float32)
     sa, ra, nat = a.ctypes.data, b.ctypes.data, comm._native
+    all_reduce_at = _native.tools.all_reduce_at_addresses
     cases = {
         "Communicator.all_reduce(a, b)": (lambda: comm.all_reduce(a, b), comm.barrier),
         "native all_reduce, addresses pre-computed": (
-            lambda: nat.all_reduce(sa, ra, n, _native.DataType.float32, _native.ReduceOp.sum, False), comm.barrier),
+            lambda: all_reduce_at(nat, sa, ra, n, _native.DataType.float32, _native.ReduceOp.sum, False), comm.barrier),
         "native barrier": (lambda: nat.barrier(False), comm.barrier),
         "MPI_Allreduce (mpi4py)": (lambda: mpi.Allreduce(a, b), mpi.Barrier),
     }

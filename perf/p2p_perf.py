@@ -67,7 +67,7 @@ def shm_rank(ctx, sizes, warmup):
                 ep.write(peer, src, rkey, length=size, imm=i).wait()
         one_way_us = (time.perf_counter() - t0) / lat_iters / 2 * 1e6
         ctx.bootstrap.barrier()
-        native_us = _native.pingpong_one_way_us(ep._native, peer, ctx.rank == 0, src.key, rkey, size, lat_iters,
+        native_us = _native.tools.pingpong_one_way_us(ep._native, peer, ctx.rank == 0, src.key, rkey, size, lat_iters,
                                                 warmup)
         # Bandwidth: rank 0 streams writes, rank 1 acknowledges the last one.
         ctx.bootstrap.barrier()

@@ -178,7 +178,7 @@ class Communicator:
                      async_op: bool = False):
         """send_counts[j] elements go to rank j (from send_displs[j]); recv_counts[i] come from rank i."""
         work = self._native.all_to_all_v(send, _ints(send_counts), recv, _ints(recv_counts),
-                                                 _ints(send_displs), _ints(recv_displs), async_op)
+                                         _ints(send_displs), _ints(recv_displs), async_op)
         return self._done("all_to_all_v", work, send, recv)
 
     def gather(self, send: Any, recv: Any = None, root: int = 0, async_op: bool = False):

@@ -186,7 +186,8 @@ void bind_collectives(py::module_& m) {
              }
              return issue(async_op, [&] { return c.scatter(in, out, root, async_op); });
            })
-      .def("barrier", [](Communicator& c, bool async_op) { return issue(async_op, [&] { return c.barrier(async_op); }); });
+      .def("barrier",
+           [](Communicator& c, bool async_op) { return issue(async_op, [&] { return c.barrier(async_op); }); });
 }
 
 }  // namespace uccl::python

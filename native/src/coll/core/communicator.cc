@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <string_view>
 
 #include "coll/algorithms/algorithms.h"
@@ -326,7 +327,7 @@ void Communicator::run_barrier() {
 template <typename Op>
 std::shared_ptr<Work> Communicator::issue(bool async_op, Op&& op) {
   if (async_op) return submit(std::forward<Op>(op));
-  run_in_order(op);
+  run_in_order(std::ref(op));  // by reference: runs before returning, nothing to copy
   return nullptr;
 }
 
@@ -373,7 +374,9 @@ std::shared_ptr<Work> Communicator::reduce_scatter(const Buffer& in, const Buffe
 std::shared_ptr<Work> Communicator::reduce_scatter_v(const Buffer& in, const Buffer& out, const SignedCounts& counts,
                                                      ReduceOp op, bool async_op) {
   Counts c = check_reduce_scatter_v(check("reduce_scatter_v"), in, out, counts, op);
-  return issue(async_op, [this, in, out, op, c = std::move(c)] { run_reduce_scatter_v(in.addr, out.addr, c, in.dtype, op); });
+  return issue(async_op, [this, in, out, op, c = std::move(c)] {
+    run_reduce_scatter_v(in.addr, out.addr, c, in.dtype, op);
+  });
 }
 
 std::shared_ptr<Work> Communicator::all_to_all(const Buffer& in, const Buffer& out, bool async_op) {

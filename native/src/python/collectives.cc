@@ -18,14 +18,6 @@ namespace uccl::python {
 
 namespace {
 
-// A blocking call releases the GIL; a queued one (async_op) only enqueues, holding it.
-template <typename Call>
-std::shared_ptr<Work> issue(bool async_op, Call&& call) {
-  if (async_op) return call();
-  GilRelease nogil;
-  return call();
-}
-
 struct InOut {
   Buffer in, out;
 };
@@ -102,7 +94,7 @@ void bind_collectives(py::module_& m) {
            [](Communicator& c, py::handle send, py::handle recv, const std::string& op, bool async_op) {
              InOut io = in_out(c, send, recv, "all_reduce");
              ReduceOp rop = op_named(c, op, "all_reduce");
-             return issue(async_op, [&] { return c.all_reduce(io.in, io.out, rop, async_op); });
+             return issue_collective(async_op, [&] { return c.all_reduce(io.in, io.out, rop, async_op); });
            })
       .def("reduce",
            [](Communicator& c, py::handle send, py::handle recv, const std::string& op, int root, bool async_op) {
@@ -113,50 +105,48 @@ void bind_collectives(py::module_& m) {
                io.in = io.out = typed_buffer(send, false, ArgName{c.rank(), "reduce", "input"});
              }
              ReduceOp rop = op_named(c, op, "reduce");
-             return issue(async_op, [&] { return c.reduce(io.in, io.out, rop, root, async_op); });
+             return issue_collective(async_op, [&] { return c.reduce(io.in, io.out, rop, root, async_op); });
            })
       .def("broadcast",
            [](Communicator& c, py::handle buf, int root, bool async_op) {
              Buffer b = typed_buffer(buf, c.rank() != root, ArgName{c.rank(), "broadcast", "buffer"});
-             return issue(async_op, [&] { return c.broadcast(b, root, async_op); });
+             return issue_collective(async_op, [&] { return c.broadcast(b, root, async_op); });
            })
       .def("all_gather",
            [](Communicator& c, py::handle send, py::handle recv, bool async_op) {
              InOut io = in_out(c, send, recv, "all_gather");
-             return issue(async_op, [&] { return c.all_gather(io.in, io.out, async_op); });
+             return issue_collective(async_op, [&] { return c.all_gather(io.in, io.out, async_op); });
            })
       .def("all_gather_v",
            [](Communicator& c, py::handle send, py::handle recv, const SignedCounts& counts,
               const std::optional<SignedCounts>& displs, bool async_op) {
              InOut io = in_out(c, send, recv, "all_gather_v");
-             return issue(async_op,
-                          [&] { return c.all_gather_v(io.in, io.out, counts, displs, async_op); });
+             return issue_collective(async_op, [&] { return c.all_gather_v(io.in, io.out, counts, displs, async_op); });
            })
       .def("reduce_scatter",
            [](Communicator& c, py::handle send, py::handle recv, const std::string& op, bool async_op) {
              InOut io = in_out(c, send, recv, "reduce_scatter");
              ReduceOp rop = op_named(c, op, "reduce_scatter");
-             return issue(async_op, [&] { return c.reduce_scatter(io.in, io.out, rop, async_op); });
+             return issue_collective(async_op, [&] { return c.reduce_scatter(io.in, io.out, rop, async_op); });
            })
       .def("reduce_scatter_v",
            [](Communicator& c, py::handle send, py::handle recv, const SignedCounts& counts, const std::string& op,
               bool async_op) {
              InOut io = in_out(c, send, recv, "reduce_scatter_v");
              ReduceOp rop = op_named(c, op, "reduce_scatter_v");
-             return issue(async_op,
-                          [&] { return c.reduce_scatter_v(io.in, io.out, counts, rop, async_op); });
+             return issue_collective(async_op, [&] { return c.reduce_scatter_v(io.in, io.out, counts, rop, async_op); });
            })
       .def("all_to_all",
            [](Communicator& c, py::handle send, py::handle recv, bool async_op) {
              InOut io = in_out(c, send, recv, "all_to_all");
-             return issue(async_op, [&] { return c.all_to_all(io.in, io.out, async_op); });
+             return issue_collective(async_op, [&] { return c.all_to_all(io.in, io.out, async_op); });
            })
       .def("all_to_all_v",
            [](Communicator& c, py::handle send, const SignedCounts& send_counts, py::handle recv,
               const SignedCounts& recv_counts, const std::optional<SignedCounts>& send_displs,
               const std::optional<SignedCounts>& recv_displs, bool async_op) {
              InOut io = in_out(c, send, recv, "all_to_all_v");
-             return issue(async_op, [&] {
+             return issue_collective(async_op, [&] {
                return c.all_to_all_v(io.in, send_counts, send_displs, io.out, recv_counts, recv_displs, async_op);
              });
            })
@@ -171,7 +161,7 @@ void bind_collectives(py::module_& m) {
              } else {
                in = typed_buffer(send, false, ArgName{c.rank(), "gather", "input"});
              }
-             return issue(async_op, [&] { return c.gather(in, out, root, async_op); });
+             return issue_collective(async_op, [&] { return c.gather(in, out, root, async_op); });
            })
       .def("scatter",
            [](Communicator& c, py::handle send, py::handle recv, int root, bool async_op) {
@@ -184,10 +174,12 @@ void bind_collectives(py::module_& m) {
              } else {
                out = typed_buffer(recv, true, ArgName{c.rank(), "scatter", "output"});
              }
-             return issue(async_op, [&] { return c.scatter(in, out, root, async_op); });
+             return issue_collective(async_op, [&] { return c.scatter(in, out, root, async_op); });
            })
       .def("barrier",
-           [](Communicator& c, bool async_op) { return issue(async_op, [&] { return c.barrier(async_op); }); });
+           [](Communicator& c, bool async_op) {
+             return issue_collective(async_op, [&] { return c.barrier(async_op); });
+           });
 }
 
 }  // namespace uccl::python

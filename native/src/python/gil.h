@@ -35,4 +35,13 @@ class GilRelease {
 // For .def(...): the whole bound call runs without the GIL.
 using gil_free = pybind11::call_guard<GilRelease>;
 
+// A collective: a blocking call releases the GIL; a queued one (async_op) only
+// enqueues, holding it.
+template <typename Call>
+auto issue_collective(bool async_op, Call&& call) {
+  if (async_op) return call();
+  GilRelease nogil;
+  return call();
+}
+
 }  // namespace uccl::python

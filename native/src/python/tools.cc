@@ -35,9 +35,9 @@ void bind_tools(py::module_& m) {
   // Python buffers (the arguments are still checked, as for any C++ caller).
   tools.def("all_reduce_at_addresses",
             [](Communicator& c, uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op, bool async_op) {
-              if (async_op) return c.all_reduce(Buffer{send, count, t}, Buffer{recv, count, t}, op, true);
-              GilRelease nogil;
-              return c.all_reduce(Buffer{send, count, t}, Buffer{recv, count, t}, op, false);
+              return issue_collective(async_op, [&] {
+                return c.all_reduce(Buffer{send, count, t}, Buffer{recv, count, t}, op, async_op);
+              });
             },
             py::arg("comm"), py::arg("send"), py::arg("recv"), py::arg("count"), py::arg("dtype"), py::arg("op"),
             py::arg("async_op") = false);

@@ -4,9 +4,8 @@
 
 Times, in the same run and best of --repeat blocks: Communicator.all_reduce (the public
 call), the native all_reduce called with pre-computed addresses (no Python buffer/dtype
-handling), the native barrier, MPI_Allreduce (mpi4py) on the same buffers, and the
-generic Python argument handling the other collectives go through (`_pair`). A diagnostic: it reaches into
-Communicator's private members on purpose.
+handling), the native barrier, and MPI_Allreduce (mpi4py) on the same buffers. A
+diagnostic: it reaches into Communicator's private members on purpose.
 """
 
 from __future__ import annotations
@@ -47,10 +46,11 @@ def main() -> None:
     n = max(1, args.bytes // 4)
     a, b = np.ones(n, np.float32), np.empty(n, np.float32)
     sa, ra, nat = a.ctypes.data, b.ctypes.data, comm._native
+    all_reduce_at = _native.tools.all_reduce_at_addresses
     cases = {
         "Communicator.all_reduce(a, b)": (lambda: comm.all_reduce(a, b), comm.barrier),
         "native all_reduce, addresses pre-computed": (
-            lambda: nat.all_reduce(sa, ra, n, _native.DataType.float32, _native.ReduceOp.sum, False), comm.barrier),
+            lambda: all_reduce_at(nat, sa, ra, n, _native.DataType.float32, _native.ReduceOp.sum, False), comm.barrier),
         "native barrier": (lambda: nat.barrier(False), comm.barrier),
         "MPI_Allreduce (mpi4py)": (lambda: mpi.Allreduce(a, b), mpi.Barrier),
     }

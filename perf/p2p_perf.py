@@ -58,7 +58,7 @@ def shm_rank(ctx, sizes, warmup):
         ctx.bootstrap.barrier()
         one_way_us = pingpong_one_way_us(ep, peer, ctx.rank == 0, src, rkey, size, lat_iters, warmup)
         ctx.bootstrap.barrier()
-        native_us = _native.pingpong_one_way_us(ep._native, peer, ctx.rank == 0, src.key, rkey, size, lat_iters,
+        native_us = _native.tools.pingpong_one_way_us(ep._native, peer, ctx.rank == 0, src.key, rkey, size, lat_iters,
                                                 warmup)
         # Bandwidth: rank 0 streams writes, rank 1 acknowledges the last one.
         ctx.bootstrap.barrier()

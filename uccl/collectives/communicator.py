@@ -127,7 +127,7 @@ class Communicator:
 
     # -- helpers ---------------------------------------------------------------------------
     def _done(self, what: str, work, send: Any, recv: Any):
-        """The result of a *_buffers call: recv, or a Work when it was queued."""
+        """The result of a native collective: recv, or a Work when it was queued."""
         if work is None:
             return recv
         return Work(work, (send, recv), self.config.timeout, f"rank {self.rank}: {what}", recv)
@@ -136,58 +136,58 @@ class Communicator:
     def all_reduce(self, send: Any, recv: Any = None, op: str = "sum", async_op: bool = False):
         """recv = op over ranks of send (in place when recv is None). Returns recv."""
         recv = send if recv is None else recv
-        work = self._native.all_reduce_buffers(send, recv, _op_name(op), async_op)
+        work = self._native.all_reduce(send, recv, _op_name(op), async_op)
         return self._done("all_reduce", work, send, recv)
 
     def reduce(self, send: Any, recv: Any = None, op: str = "sum", root: int = 0, async_op: bool = False):
         """The root's recv gets op over ranks of send (in place when recv is None); other ranks' recv is untouched."""
         recv = send if recv is None else recv
-        return self._done("reduce", self._native.reduce_buffers(send, recv, _op_name(op), root, async_op), send, recv)
+        return self._done("reduce", self._native.reduce(send, recv, _op_name(op), root, async_op), send, recv)
 
     def broadcast(self, buf: Any, root: int = 0, async_op: bool = False):
         """Every rank's buf becomes the root's."""
-        return self._done("broadcast", self._native.broadcast_buffers(buf, root, async_op), buf, buf)
+        return self._done("broadcast", self._native.broadcast(buf, root, async_op), buf, buf)
 
     def all_gather(self, send: Any, recv: Any, async_op: bool = False):
         """recv = the concatenation of every rank's send (recv has world_size x len(send))."""
-        return self._done("all_gather", self._native.all_gather_buffers(send, recv, async_op), send, recv)
+        return self._done("all_gather", self._native.all_gather(send, recv, async_op), send, recv)
 
     def all_gather_v(self, send: Any, recv: Any, counts: Sequence[int], displs: Optional[Sequence[int]] = None,
                      async_op: bool = False):
         """Rank j contributes counts[j] elements, placed at displs[j] (default: packed)."""
-        work = self._native.all_gather_v_buffers(send, recv, _ints(counts), _ints(displs), async_op)
+        work = self._native.all_gather_v(send, recv, _ints(counts), _ints(displs), async_op)
         return self._done("all_gather_v", work, send, recv)
 
     def reduce_scatter(self, send: Any, recv: Any, op: str = "sum", async_op: bool = False):
         """recv = block `rank` of op over ranks of send (send has world_size x len(recv))."""
-        work = self._native.reduce_scatter_buffers(send, recv, _op_name(op), async_op)
+        work = self._native.reduce_scatter(send, recv, _op_name(op), async_op)
         return self._done("reduce_scatter", work, send, recv)
 
     def reduce_scatter_v(self, send: Any, recv: Any, counts: Sequence[int], op: str = "sum",
                          async_op: bool = False):
         """Rank j gets counts[j] elements: its block of op over ranks of send."""
-        work = self._native.reduce_scatter_v_buffers(send, recv, _ints(counts), _op_name(op), async_op)
+        work = self._native.reduce_scatter_v(send, recv, _ints(counts), _op_name(op), async_op)
         return self._done("reduce_scatter_v", work, send, recv)
 
     def all_to_all(self, send: Any, recv: Any, async_op: bool = False):
         """Block j of send goes to rank j; block i of recv comes from rank i (equal blocks)."""
-        return self._done("all_to_all", self._native.all_to_all_buffers(send, recv, async_op), send, recv)
+        return self._done("all_to_all", self._native.all_to_all(send, recv, async_op), send, recv)
 
     def all_to_all_v(self, send: Any, send_counts: Sequence[int], recv: Any, recv_counts: Sequence[int],
                      send_displs: Optional[Sequence[int]] = None, recv_displs: Optional[Sequence[int]] = None,
                      async_op: bool = False):
         """send_counts[j] elements go to rank j (from send_displs[j]); recv_counts[i] come from rank i."""
-        work = self._native.all_to_all_v_buffers(send, _ints(send_counts), recv, _ints(recv_counts),
-                                                 _ints(send_displs), _ints(recv_displs), async_op)
+        work = self._native.all_to_all_v(send, _ints(send_counts), recv, _ints(recv_counts),
+                                         _ints(send_displs), _ints(recv_displs), async_op)
         return self._done("all_to_all_v", work, send, recv)
 
     def gather(self, send: Any, recv: Any = None, root: int = 0, async_op: bool = False):
         """The root's recv (world_size x len(send)) gets every rank's send; other ranks pass no recv."""
-        return self._done("gather", self._native.gather_buffers(send, recv, root, async_op), send, recv)
+        return self._done("gather", self._native.gather(send, recv, root, async_op), send, recv)
 
     def scatter(self, send: Any, recv: Any, root: int = 0, async_op: bool = False):
         """Block j of the root's send (world_size x len(recv)) goes to rank j's recv; others pass send=None."""
-        return self._done("scatter", self._native.scatter_buffers(send, recv, root, async_op), send, recv)
+        return self._done("scatter", self._native.scatter(send, recv, root, async_op), send, recv)
 
     def barrier(self, async_op: bool = False):
         return self._done("barrier", self._native.barrier(async_op), None, None)

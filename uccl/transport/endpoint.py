@@ -8,7 +8,6 @@ import struct
 from typing import Any, Optional
 
 from uccl import _native
-from uccl._buffers import buffer_info
 from uccl.config import Config
 from uccl.errors import InvalidArgumentError
 from uccl.transport.bootstrap import Bootstrap
@@ -118,26 +117,23 @@ class Endpoint:
         """Reads the peer's region (which must grant 'r') into local[offset:offset+length]."""
         length = local.nbytes - offset if length is None else length
         _check_spans(self.rank, "read", local.itemsize, length=length, offset=offset, remote_offset=remote_offset)
-        if local.info.readonly:
+        if local.readonly:
             raise InvalidArgumentError(f"rank {self.rank}: read: the local target buffer is read-only")
         return Request(self, self._native.read(peer, local.key, offset, length, remote_key, remote_offset), None,
                        (_READ, peer, length))
 
     def send(self, peer: int, buf: Any, tag: int = 0) -> Request:
         """Sends a message; completes once `buf` may be reused."""
-        info = buffer_info(buf, f"rank {self.rank}: send")
+        addr, nbytes, _, _ = _native.describe_buffer(buf, False, self.rank, "send")
         self._check_tag(tag, "send")
-        return Request(self, self._native.send(peer, info.addr, info.nbytes, tag), info.owner,
-                       (_SEND, peer, info.nbytes, tag))
+        return Request(self, self._native.send(peer, addr, nbytes, tag), buf, (_SEND, peer, nbytes, tag))
 
     def recv(self, src: int, buf: Any, tag: int = 0) -> Request:
         """Receives a message from `src` (or ANY_SOURCE) into `buf`; the completion
         carries the sender and length. A message larger than `buf` is an error."""
-        info = buffer_info(buf, f"rank {self.rank}: recv")
-        if info.readonly:
-            raise InvalidArgumentError(f"rank {self.rank}: recv: the target buffer is read-only")
+        addr, nbytes, _, _ = _native.describe_buffer(buf, True, self.rank, "recv")
         self._check_tag(tag, "recv")
-        return Request(self, self._native.post_recv(src, info.addr, info.nbytes, tag), info.owner)
+        return Request(self, self._native.post_recv(src, addr, nbytes, tag), buf)
 
     def _check_tag(self, tag: int, op: str) -> None:
         if not 0 <= tag < 2**64:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from uccl import _native
-from uccl._buffers import BufferInfo, buffer_info
 from uccl.errors import InvalidArgumentError
 
 _FLAGS = {"w": _native.ACCESS_REMOTE_WRITE, "r": _native.ACCESS_REMOTE_READ}
@@ -26,28 +25,18 @@ class MemoryRegion:
     """A registered buffer. Share `key` with peers so they can write to / read from it."""
 
     def __init__(self, endpoint, buf: Any, access: str = "rw") -> None:
-        self.info: BufferInfo = buffer_info(buf, f"rank {endpoint.rank}: register")
+        self.addr, self.nbytes, self.itemsize, self.readonly = _native.describe_buffer(
+            buf, False, endpoint.rank, "register")
+        self.buffer = buf  # keeps the memory alive while it is registered
         flags = parse_access(access)
-        if self.info.readonly and flags & _native.ACCESS_REMOTE_WRITE:
+        if self.readonly and flags & _native.ACCESS_REMOTE_WRITE:
             raise InvalidArgumentError(
                 f"rank {endpoint.rank}: register: a read-only buffer cannot be a target of remote writes")
         self._native = endpoint._native
         self.rank = endpoint.rank
         self.access = access
-        self.key: int = self._native.register_region(self.info.addr, self.info.nbytes, flags)
+        self.key: int = self._native.register_region(self.addr, self.nbytes, flags)
         self._registered = True
-
-    @property
-    def nbytes(self) -> int:
-        return self.info.nbytes
-
-    @property
-    def itemsize(self) -> int:
-        return self.info.itemsize
-
-    @property
-    def buffer(self) -> Any:
-        return self.info.owner
 
     def deregister(self) -> None:
         if self._registered:

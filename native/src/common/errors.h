@@ -1,4 +1,4 @@
-// Error types thrown by the native core; bindings.cc maps each to a Python exception.
+// Error types thrown by the native core; python/module.cc maps each to a Python exception.
 #pragma once
 #include <sstream>
 #include <stdexcept>

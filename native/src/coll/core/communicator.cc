@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <string_view>
 
 #include "coll/algorithms/algorithms.h"
@@ -27,7 +28,7 @@ struct SigHash {
     return add(&v, sizeof(v));
   }
   SigHash& add(const std::string& s) { return add(s.data(), s.size()); }
-  SigHash& add(const std::vector<uint64_t>& v) { return add(v.data(), v.size() * sizeof(uint64_t)); }
+  SigHash& add(const Counts& v) { return add(v.data(), v.size() * sizeof(uint64_t)); }
   uint16_t fold() const { return uint16_t(h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48)); }
 };
 
@@ -133,17 +134,6 @@ uint64_t Communicator::chunk_for(const Tuner::Choice& c, DataType t) const {
   return chunk < es ? es : chunk;
 }
 
-void Communicator::check_root(int root, const char* what) const {
-  if (root < 0 || root >= world())
-    raise(ErrorKind::Argument, "rank ", rank(), ": ", what, ": root ", root, " is outside world of size ", world());
-}
-
-void Communicator::check_counts(const std::vector<uint64_t>& v, const char* name, const char* what) const {
-  if (int(v.size()) != world())
-    raise(ErrorKind::Argument, "rank ", rank(), ": ", what, ": ", name, " has ", v.size(), " entries for ", world(),
-          " ranks");
-}
-
 Scratch Communicator::published(uint64_t bytes) {
   if (transport() != "shm") return Scratch{nullptr, 0};
   if (published_bytes_ < bytes) {
@@ -204,7 +194,7 @@ void Communicator::collective(const CallInfo& info, uint64_t sig_seed, uint64_t 
   }
 }
 
-void Communicator::all_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op) {
+void Communicator::run_all_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op) {
   uint64_t bytes = count * dtype_size(t);
   collective(call("all_reduce", count, t, op), SigHash().add(count).h, bytes, [&](CollContext& c, std::string_view algo) {
     LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes), out(regs_, reinterpret_cast<void*>(recv), bytes);
@@ -221,8 +211,7 @@ void Communicator::all_reduce(uint64_t send, uint64_t recv, uint64_t count, Data
   });
 }
 
-void Communicator::reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op, int root) {
-  check_root(root, "reduce");
+void Communicator::run_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op, int root) {
   uint64_t bytes = count * dtype_size(t);
   collective(call("reduce", count, t, op, root), SigHash().add(count).h, bytes, [&](CollContext& c, std::string_view) {
     LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes);
@@ -231,8 +220,7 @@ void Communicator::reduce(uint64_t send, uint64_t recv, uint64_t count, DataType
   });
 }
 
-void Communicator::broadcast(uint64_t buf, uint64_t count, DataType t, int root) {
-  check_root(root, "broadcast");
+void Communicator::run_broadcast(uint64_t buf, uint64_t count, DataType t, int root) {
   uint64_t bytes = count * dtype_size(t);
   collective(rooted("broadcast", count, t, root), SigHash().add(count).h, bytes,
              [&](CollContext& c, std::string_view algo) {
@@ -245,10 +233,8 @@ void Communicator::broadcast(uint64_t buf, uint64_t count, DataType t, int root)
              });
 }
 
-void Communicator::all_gather_v(uint64_t send, uint64_t recv, const std::vector<uint64_t>& counts,
-                                const std::vector<uint64_t>& displs, DataType t) {
-  check_counts(counts, "counts", "all_gather");
-  check_counts(displs, "displacements", "all_gather");
+void Communicator::run_all_gather_v(uint64_t send, uint64_t recv, const Counts& counts,
+                                const Counts& displs, DataType t) {
   uint64_t es = dtype_size(t), total = 0, extent = 0;
   for (int j = 0; j < world(); ++j) {
     total += counts[size_t(j)];
@@ -265,9 +251,8 @@ void Communicator::all_gather_v(uint64_t send, uint64_t recv, const std::vector<
              });
 }
 
-void Communicator::reduce_scatter_v(uint64_t send, uint64_t recv, const std::vector<uint64_t>& counts, DataType t,
+void Communicator::run_reduce_scatter_v(uint64_t send, uint64_t recv, const Counts& counts, DataType t,
                                     ReduceOp op) {
-  check_counts(counts, "counts", "reduce_scatter");
   uint64_t es = dtype_size(t), total = 0, max_block = 0;
   for (auto n : counts) {
     total += n;
@@ -284,11 +269,10 @@ void Communicator::reduce_scatter_v(uint64_t send, uint64_t recv, const std::vec
              });
 }
 
-void Communicator::all_to_all_v(uint64_t send, const std::vector<uint64_t>& send_counts,
-                                const std::vector<uint64_t>& send_displs, uint64_t recv,
-                                const std::vector<uint64_t>& recv_counts, const std::vector<uint64_t>& recv_displs,
+void Communicator::run_all_to_all_v(uint64_t send, const Counts& send_counts,
+                                const Counts& send_displs, uint64_t recv,
+                                const Counts& recv_counts, const Counts& recv_displs,
                                 DataType t) {
-  for (auto* v : {&send_counts, &send_displs, &recv_counts, &recv_displs}) check_counts(*v, "a count list", "all_to_all");
   uint64_t es = dtype_size(t), in_extent = 0, out_extent = 0, total = 0;
   for (int j = 0; j < world(); ++j) {
     in_extent = std::max(in_extent, send_displs[size_t(j)] + send_counts[size_t(j)]);
@@ -313,8 +297,7 @@ void Communicator::all_to_all_v(uint64_t send, const std::vector<uint64_t>& send
   }, in_place && world() == 2 ? "pairwise" : nullptr);
 }
 
-void Communicator::gather(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root) {
-  check_root(root, "gather");
+void Communicator::run_gather(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root) {
   uint64_t es = dtype_size(t);
   collective(rooted("gather", count, t, root), SigHash().add(count).h, count * es,
              [&](CollContext& c, std::string_view) {
@@ -325,8 +308,7 @@ void Communicator::gather(uint64_t send, uint64_t recv, uint64_t count, DataType
              });
 }
 
-void Communicator::scatter(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root) {
-  check_root(root, "scatter");
+void Communicator::run_scatter(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root) {
   uint64_t es = dtype_size(t);
   collective(rooted("scatter", count, t, root), SigHash().add(count).h, count * es,
              [&](CollContext& c, std::string_view) {
@@ -337,9 +319,104 @@ void Communicator::scatter(uint64_t send, uint64_t recv, uint64_t count, DataTyp
              });
 }
 
-void Communicator::barrier() {
+void Communicator::run_barrier() {
   collective(call("barrier", 0, DataType::Uint8), 0, 0,
              [&](CollContext& c, std::string_view) { barrier_dissemination(c); });
+}
+
+template <typename Op>
+std::shared_ptr<Work> Communicator::issue(bool async_op, Op&& op) {
+  if (async_op) return submit(std::forward<Op>(op));
+  run_in_order(std::ref(op));  // by reference: runs before returning, nothing to copy
+  return nullptr;
+}
+
+std::shared_ptr<Work> Communicator::all_reduce(const Buffer& in, const Buffer& out, ReduceOp op, bool async_op) {
+  check_all_reduce(check("all_reduce"), in, out, op);
+  return issue(async_op, [this, in, out, op] { run_all_reduce(in.addr, out.addr, in.count, in.dtype, op); });
+}
+
+std::shared_ptr<Work> Communicator::reduce(const Buffer& in, const Buffer& out, ReduceOp op, int root, bool async_op) {
+  check_reduce(check("reduce"), in, out, op, root);
+  return issue(async_op, [this, in, out, op, root] { run_reduce(in.addr, out.addr, in.count, in.dtype, op, root); });
+}
+
+std::shared_ptr<Work> Communicator::broadcast(const Buffer& buf, int root, bool async_op) {
+  check_broadcast(check("broadcast"), root);
+  return issue(async_op, [this, buf, root] { run_broadcast(buf.addr, buf.count, buf.dtype, root); });
+}
+
+std::shared_ptr<Work> Communicator::all_gather(const Buffer& in, const Buffer& out, bool async_op) {
+  check_all_gather(check("all_gather"), in, out);
+  const size_t W = size_t(world());
+  Counts counts(W, in.count), displs(W);
+  for (size_t j = 0; j < W; ++j) displs[j] = j * in.count;
+  return issue(async_op, [this, in, out, counts = std::move(counts), displs = std::move(displs)] {
+    run_all_gather_v(in.addr, out.addr, counts, displs, in.dtype);
+  });
+}
+
+std::shared_ptr<Work> Communicator::all_gather_v(const Buffer& in, const Buffer& out, const SignedCounts& counts,
+                                                 const std::optional<SignedCounts>& displs, bool async_op) {
+  Layout l = check_all_gather_v(check("all_gather_v"), in, out, counts, displs);
+  return issue(async_op, [this, in, out, l = std::move(l)] {
+    run_all_gather_v(in.addr, out.addr, l.counts, l.displs, in.dtype);
+  });
+}
+
+std::shared_ptr<Work> Communicator::reduce_scatter(const Buffer& in, const Buffer& out, ReduceOp op, bool async_op) {
+  check_reduce_scatter(check("reduce_scatter"), in, out, op);
+  return issue(async_op, [this, in, out, op, counts = Counts(size_t(world()), out.count)] {
+    run_reduce_scatter_v(in.addr, out.addr, counts, in.dtype, op);
+  });
+}
+
+std::shared_ptr<Work> Communicator::reduce_scatter_v(const Buffer& in, const Buffer& out, const SignedCounts& counts,
+                                                     ReduceOp op, bool async_op) {
+  Counts c = check_reduce_scatter_v(check("reduce_scatter_v"), in, out, counts, op);
+  return issue(async_op, [this, in, out, op, c = std::move(c)] {
+    run_reduce_scatter_v(in.addr, out.addr, c, in.dtype, op);
+  });
+}
+
+std::shared_ptr<Work> Communicator::all_to_all(const Buffer& in, const Buffer& out, bool async_op) {
+  check_all_to_all(check("all_to_all"), in, out);
+  const size_t W = size_t(world());
+  const uint64_t block = in.count / W;
+  Counts counts(W, block), displs(W);
+  for (size_t j = 0; j < W; ++j) displs[j] = j * block;
+  return issue(async_op, [this, in, out, counts = std::move(counts), displs = std::move(displs)] {
+    run_all_to_all_v(in.addr, counts, displs, out.addr, counts, displs, in.dtype);
+  });
+}
+
+std::shared_ptr<Work> Communicator::all_to_all_v(const Buffer& in, const SignedCounts& send_counts,
+                                                 const std::optional<SignedCounts>& send_displs, const Buffer& out,
+                                                 const SignedCounts& recv_counts,
+                                                 const std::optional<SignedCounts>& recv_displs, bool async_op) {
+  std::pair<Layout, Layout> l =
+      check_all_to_all_v(check("all_to_all_v"), in, send_counts, send_displs, out, recv_counts, recv_displs);
+  return issue(async_op, [this, in, out, l = std::move(l)] {
+    run_all_to_all_v(in.addr, l.first.counts, l.first.displs, out.addr, l.second.counts, l.second.displs, in.dtype);
+  });
+}
+
+std::shared_ptr<Work> Communicator::gather(const Buffer& in, const std::optional<Buffer>& out, int root,
+                                           bool async_op) {
+  check_gather(check("gather"), in, out, root);
+  uint64_t recv = rank() == root ? out->addr : in.addr;
+  return issue(async_op, [this, in, recv, root] { run_gather(in.addr, recv, in.count, in.dtype, root); });
+}
+
+std::shared_ptr<Work> Communicator::scatter(const std::optional<Buffer>& in, const Buffer& out, int root,
+                                            bool async_op) {
+  check_scatter(check("scatter"), in, out, root);
+  uint64_t send = rank() == root ? in->addr : out.addr;
+  return issue(async_op, [this, send, out, root] { run_scatter(send, out.addr, out.count, out.dtype, root); });
+}
+
+std::shared_ptr<Work> Communicator::barrier(bool async_op) {
+  return issue(async_op, [this] { run_barrier(); });
 }
 
 std::shared_ptr<Work> Communicator::submit(std::function<void()> op) {

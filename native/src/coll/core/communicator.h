@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "coll/core/links.h"
 #include "coll/core/reg_cache.h"
 #include "coll/core/tuner.h"
+#include "coll/core/validate.h"
 #include "transport/endpoint.h"
 
 namespace uccl {
@@ -60,33 +62,57 @@ class Communicator {
   int world() const { return ep_->world(); }
   Endpoint& endpoint() { return *ep_; }
 
-  // Buffers are addresses of host memory; counts and displacements are elements.
-  void all_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op);
-  void reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op, int root);
-  void broadcast(uint64_t buf, uint64_t count, DataType t, int root);
-  void all_gather_v(uint64_t send, uint64_t recv, const std::vector<uint64_t>& counts,
-                    const std::vector<uint64_t>& displs, DataType t);
-  void reduce_scatter_v(uint64_t send, uint64_t recv, const std::vector<uint64_t>& counts, DataType t, ReduceOp op);
-  void all_to_all_v(uint64_t send, const std::vector<uint64_t>& send_counts, const std::vector<uint64_t>& send_displs,
-                    uint64_t recv, const std::vector<uint64_t>& recv_counts,
-                    const std::vector<uint64_t>& recv_displs, DataType t);
-  void gather(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root);
-  void scatter(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root);
-  void barrier();
+  // Each collective checks its arguments first (validate.h), then runs inline after the
+  // calls issued before it (returning nullptr) or, with async_op, queued to the worker
+  // thread (returning its Work). Counts and displacements are elements.
+  std::shared_ptr<Work> all_reduce(const Buffer& in, const Buffer& out, ReduceOp op, bool async_op = false);
+  // Only the root's output is written (other ranks' is unused).
+  std::shared_ptr<Work> reduce(const Buffer& in, const Buffer& out, ReduceOp op, int root, bool async_op = false);
+  std::shared_ptr<Work> broadcast(const Buffer& buf, int root, bool async_op = false);
+  std::shared_ptr<Work> all_gather(const Buffer& in, const Buffer& out, bool async_op = false);
+  // Displacements default to blocks packed one after another.
+  std::shared_ptr<Work> all_gather_v(const Buffer& in, const Buffer& out, const SignedCounts& counts,
+                                     const std::optional<SignedCounts>& displs, bool async_op = false);
+  std::shared_ptr<Work> reduce_scatter(const Buffer& in, const Buffer& out, ReduceOp op, bool async_op = false);
+  std::shared_ptr<Work> reduce_scatter_v(const Buffer& in, const Buffer& out, const SignedCounts& counts, ReduceOp op,
+                                         bool async_op = false);
+  std::shared_ptr<Work> all_to_all(const Buffer& in, const Buffer& out, bool async_op = false);
+  std::shared_ptr<Work> all_to_all_v(const Buffer& in, const SignedCounts& send_counts,
+                                     const std::optional<SignedCounts>& send_displs, const Buffer& out,
+                                     const SignedCounts& recv_counts, const std::optional<SignedCounts>& recv_displs,
+                                     bool async_op = false);
+  // Only the root needs an output.
+  std::shared_ptr<Work> gather(const Buffer& in, const std::optional<Buffer>& out, int root, bool async_op = false);
+  // Only the root needs an input.
+  std::shared_ptr<Work> scatter(const std::optional<Buffer>& in, const Buffer& out, int root, bool async_op = false);
+  std::shared_ptr<Work> barrier(bool async_op = false);
 
   // What the tuner would pick for a call (for uccl.config() and tests).
   Tuner::Choice choice(const char* collective, uint64_t bytes);
 
+ private:
   // Runs `op` on the worker thread after everything issued before it.
   std::shared_ptr<Work> submit(std::function<void()> op);
   // Blocking calls go through here: they wait for queued work, then run inline.
   void run_in_order(const std::function<void()>& op);
+  // Inline, or queued when async_op.
+  template <typename Op>
+  std::shared_ptr<Work> issue(bool async_op, Op&& op);
+  ArgCheck check(const char* op) const { return ArgCheck{rank(), world(), op}; }
 
- private:
-  struct Call;  // one call's context, built by begin()
+  // The collectives on checked arguments; buffers are addresses of host memory.
+  void run_all_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op);
+  void run_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op, int root);
+  void run_broadcast(uint64_t buf, uint64_t count, DataType t, int root);
+  void run_all_gather_v(uint64_t send, uint64_t recv, const Counts& counts, const Counts& displs, DataType t);
+  void run_reduce_scatter_v(uint64_t send, uint64_t recv, const Counts& counts, DataType t, ReduceOp op);
+  void run_all_to_all_v(uint64_t send, const Counts& send_counts, const Counts& send_displs, uint64_t recv,
+                        const Counts& recv_counts, const Counts& recv_displs, DataType t);
+  void run_gather(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root);
+  void run_scatter(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root);
+  void run_barrier();
+
   uint64_t chunk_for(const Tuner::Choice& c, DataType t) const;
-  void check_root(int root, const char* what) const;
-  void check_counts(const std::vector<uint64_t>& v, const char* name, const char* what) const;
   template <typename Body>
   // `prefer`: the algorithm to use unless UCCL_ALGO names one for this collective.
   void collective(const CallInfo& call, uint64_t sig_seed, uint64_t bytes, Body&& body,

@@ -1,5 +1,7 @@
 #include "python/stats.h"
 
+#include <pybind11/stl.h>  // drop counters: std::map -> dict
+
 namespace py = pybind11;
 
 namespace uccl::python {

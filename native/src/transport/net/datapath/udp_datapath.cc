@@ -368,7 +368,8 @@ size_t UdpDatapath::recv(RxPacket* out, size_t n) {
       const char* base = static_cast<const char*>(iovs[k].iov_base);
       stats_.rx_bytes += len;
       ++stats_.rx_msgs;
-      for (uint32_t off = 0; off < len && got < n; off += seg) {
+      // An empty datagram is passed on too, so the engine counts it (as malformed).
+      for (uint32_t off = 0; (off < len || (len == 0 && off == 0)) && got < n; off += len ? seg : 1) {
         out[got++] = RxPacket{q, base + off, std::min(seg, len - off), srcs[k].sin_addr.s_addr, srcs[k].sin_port};
         ++stats_.rx_packets;
       }

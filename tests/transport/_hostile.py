@@ -1,6 +1,6 @@
 """Tools for tests/transport/test_hostile_packets.py: the net channel's wire format as
 Python `struct`s (native/src/transport/net/packet.h), a capture of real uccl packets on
-loopback (AF_PACKET, needs root), verbatim replay of captured frames, the UDP sockets a
+loopback (AF_PACKET, needs root), their verbatim replay (a raw IP socket), the UDP sockets a
 process holds (with the kernel's per-socket drop counts), and the ranks' side of the
 handshake with the attacker, which runs in the pytest process and talks to the ranks
 through files in a per-run folder."""
@@ -172,21 +172,37 @@ class LoopbackCapture:
         self.sock.close()
 
 
+def segments(datagram: bytes) -> list:
+    """The uccl packets in a captured datagram. Over lo a batch sent with UDP GSO crosses
+    as one datagram (the receiver splits it by segment size): every segment but the last
+    has the same length and each starts with the same 20-byte common header."""
+    if len(datagram) < DATA_WIRE.size or Header.of(datagram).type != DATA:
+        return [datagram]
+    seg = datagram.find(datagram[:COMMON.size], DATA_WIRE.size)
+    if seg < 0:
+        return [datagram]
+    return [datagram[i:i + seg] for i in range(0, len(datagram), seg)]
+
+
 class FrameInjector:
-    """Sends captured frames back onto lo verbatim; the kernel takes them as if their
-    original sender had sent them again. Only the UDP checksum is cleared (0 means
-    none in IPv4): on lo it was never filled in, and a frame from a packet socket is
-    checked. The IP header and the uccl datagram go out byte for byte."""
+    """Sends captured packets again, verbatim, from their original source address and port
+    (a raw IP socket: the kernel takes them as if their sender had sent them again); a
+    GSO batch goes out as the packets it carries. The IP header is the captured one (the
+    kernel fills in its length and checksum); the UDP checksum is left out (0: none)."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self.sock.bind(("lo", 0))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 
-    def send(self, frame: bytes) -> None:
-        ihl = (frame[14] & 0xF) * 4
-        f = bytearray(frame)
-        f[14 + ihl + 6:14 + ihl + 8] = b"\x00\x00"
-        self.sock.send(bytes(f))
+    def send(self, frame: bytes) -> list:
+        """Sends the uccl packets of a captured frame; returns them."""
+        ip = frame[14:]
+        ihl = (ip[0] & 0xF) * 4
+        dst = socket.inet_ntoa(ip[16:20])
+        pkts = segments(ip[ihl + 8:])
+        for p in pkts:
+            udp = ip[ihl:ihl + 4] + struct.pack("!HH", 8 + len(p), 0)
+            self.sock.sendto(ip[:ihl] + udp + p, (dst, 0))
+        return pkts
 
     def close(self) -> None:
         self.sock.close()

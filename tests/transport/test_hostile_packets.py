@@ -113,6 +113,8 @@ def traffic(ctx, folder: str, phase: str):
             H.publish(folder, "iter", it)
         it += 1
     timed_out = bool(flag[1])
+    if phase == "c":
+        return _after_forgery(ctx, folder, comm, ep, regions, keys, it, bad, timed_out)
     x = _contribution(5, it, rank)  # one more collective after the attack: still right
     comm.all_reduce(x)
     if not np.array_equal(x, _reference(5, it, ctx.world_size)):
@@ -294,11 +296,10 @@ def replays(att: Attacker) -> None:
     kd_before = [att.kernel_drops(r) for r in range(2)]
     inj = H.FrameInjector()
     try:
-        for i, c in enumerate(frames):
-            inj.send(c.frame)
-            counts[att.target_of(c.dst_port)][H.Header.of(c.payload).type] += 1
-            if i % 32 == 31:
-                time.sleep(0.002)
+        for c in frames:
+            for p in inj.send(c.frame):
+                counts[att.target_of(c.dst_port)][H.Header.of(p).type] += 1
+            time.sleep(0.001)
     finally:
         inj.close()
     kd = [att.kernel_drops(r) - kd_before[r] for r in range(2)]
@@ -319,3 +320,155 @@ def test_late_replays_change_nothing_and_are_counted_as_duplicates():
         assert net.get(H.STALE_ACK, 0) >= att.counts[t][H.ACK] - att.kernel_dropped[t], (t, att.counts, net)
         for reason in (H.MALFORMED, H.BAD_AUTH, H.OUT_OF_BOUNDS):
             assert reason not in results[t]["drops"] and reason not in net, results[t]
+
+
+# ---- (c) altered packets with a valid tag ---------------------------------------------
+
+def _outcome(fn) -> str:
+    """'ok', or the uccl error an operation raised (anything else propagates: a test failure)."""
+    from uccl.errors import UcclError
+
+    try:
+        fn()
+        return "ok"
+    except UcclError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _after_forgery(ctx, folder, comm, ep, regions, keys, it, bad, timed_out):
+    """The ranks' side of (c): quiet while the attacker forges on `ep`'s connections,
+    then the regions are checked and later operations must work or fail cleanly."""
+    from uccl.transport import Endpoint
+
+    rank, peer = ctx.rank, 1 - ctx.rank
+    ctx.bootstrap.barrier()
+    if rank == 0:
+        H.publish(folder, "quiet", it)
+    expect = H.read(folder, "forged", 60)
+    _wait_counted([ep], peer, expect["total"][str(rank)], expect["peer"][str(rank)])
+    _, peer_drops = _drops([ep], peer)
+    total, _ = _drops([comm.endpoint, ep], peer)
+    bad += regions.untouched()
+    forged_landed = bytes(regions.inbox.buffer[-64:]) == b"\xee" * 64  # inside the window: allowed
+    ctx.bootstrap.barrier()
+    # Later operations on the forged connection: they work or fail with a uccl error, in bounded time.
+    out = ep.register(np.full(64, 7, np.uint8), "")
+    later = [_outcome(lambda: ep.write(peer, out, keys[peer]["inbox"], imm=1).wait(10)),
+             _outcome(lambda: ep.wait_remote_write(peer, timeout=10))]
+    ctx.bootstrap.barrier()
+    # Another endpoint's connection (the communicator's) is untouched, and a new one works.
+    x = _contribution(5, it, rank)
+    comm.all_reduce(x)
+    if not np.array_equal(x, _reference(5, it, ctx.world_size)):
+        bad.append("the all_reduce after the forgery differs from numpy")
+    fresh = Endpoint(ctx.bootstrap)
+    inbox = fresh.register(np.zeros(64, np.uint8), "w")
+    key = [int(k) for k in ctx.bootstrap.allgather(str(inbox.key).encode())][peer]
+    fresh.write(peer, fresh.register(np.full(64, rank + 1, np.uint8), ""), key, imm=2).wait(30)
+    fresh.wait_remote_write(peer, timeout=30)
+    if not (inbox.buffer == peer + 1).all():
+        bad.append("a new endpoint's write after the forgery differs")
+    bad += regions.untouched()
+    ctx.bootstrap.barrier()
+    return {"bad": bad, "iterations": it, "timed_out": timed_out, "drops": total, "peer_drops": peer_drops,
+            "refused": ep.refused_by_us(peer), "later": later, "forged_landed": forged_landed}
+
+
+def _forgeries(h: H.Header, seq: int, msg: int, own: dict, foreign: dict) -> tuple:
+    """Data packets under a captured header `h` (its tag valid), with the connection's next
+    sequence numbers and operation ids: (packets, how many must be refused as writes
+    outside a registered region). Operations that can never complete go last: the
+    receiver delivers in order, so they hold up what follows."""
+    big = bytes([0xEE]) * 64
+    ops = [  # (op, fields); every one reaches the receiver's checks
+        (H.OP_WRITE, dict(a=own["inbox"], b=H.INBOX, total=64, payload=big)),            # just past the end
+        (H.OP_WRITE, dict(a=own["inbox"], b=H.INBOX - 32, total=64, payload=big)),       # straddles the end
+        (H.OP_WRITE, dict(a=own["canary"], b=H.CANARY + 4096, total=64, payload=big)),
+        (H.OP_WRITE, dict(a=own["readonly"], b=0, total=64, payload=big)),               # no write access
+        (H.OP_WRITE, dict(a=foreign["inbox"], b=0, total=64, payload=big)),              # the other rank's key
+        (H.OP_WRITE, dict(a=0x5EED_0000_0000_0001, b=0, total=64, payload=big)),         # nobody's key
+        (H.OP_WRITE, dict(a=own["inbox"], b=2**64 - 32, total=64, payload=big)),         # offset wraps around
+        (H.OP_READ_REQ, dict(a=own["readonly"], b=H.READONLY, total=64)),                # read past the end
+        (H.OP_READ_REQ, dict(a=own["inbox"], b=0, total=2**63)),                         # no read access, huge
+        (H.OP_READ_RESP, dict(a=msg + 12345, total=64, payload=big)),                    # nobody asked
+        (H.OP_ERROR, dict(a=2**40, b=3, total=0)),                                       # refuses nothing known
+        (H.OP_WRITE, dict(a=own["inbox"], b=H.INBOX - 64, total=64, payload=big)),       # inside: it lands
+        (H.OP_SEND, dict(a=1, total=2**62, flags=0, payload=bytes(1024))),               # huge message
+        (H.OP_WRITE, dict(a=own["inbox"], b=0, total=2**63, index=5, flags=0, payload=bytes(1024))),  # huge total
+    ]
+    pkts = [H.data_packet(h, seq + j, msg + j, op, **f) for j, (op, f) in enumerate(ops)]
+    refused_writes = 8  # the first seven writes and the huge one
+    # Fields the flow's earlier checks catch (no sequence number is used up):
+    pkts += [H.data_packet(h, seq + 100, msg + 100, H.OP_WRITE, path=300, a=own["inbox"], total=64, payload=big),
+             H.data_packet(h, seq + 10**6, msg + 1, H.OP_WRITE, a=own["inbox"], total=64, payload=big),
+             H.data_packet(h, seq + 101, msg + 1, H.OP_WRITE, index=2**31, flags=0, a=own["inbox"], total=2**40,
+                           payload=bytes(1024))]
+    # Wrong ranks and instances under the captured tag: the tag does not cover a rewrite.
+    for fields in (dict(dst=h.src), dict(src=7), dict(src_nonce=h.src_nonce ^ 1), dict(dst_nonce=h.dst_nonce ^ 1)):
+        pkts.append(H.with_common(pkts[0], **fields))
+    return pkts, refused_writes
+
+
+def forgery(att: Attacker) -> None:
+    att.learn_ranks()
+    raw = {p: t for t, r in enumerate(att.ranks) for p in r["raw_ports"]}
+    newest: dict = {}   # target -> (seq, msg, header) of the newest data packet to it
+    acks: dict = {}     # target -> an ack to it
+    count = [0]
+
+    def keep(c) -> bool:
+        t = raw.get(c.dst_port)
+        h = H.Header.of(c.payload)
+        if t is None or h is None or h.magic != H.MAGIC:
+            return False
+        if h.type == H.DATA and len(c.payload) >= H.DATA_WIRE.size:
+            for p in H.segments(c.payload):
+                f = H.data_fields(p)
+                if t not in newest or f["seq"] > newest[t][0]:
+                    newest[t] = (f["seq"], f["msg"], h)
+        elif h.type == H.ACK:
+            acks[t] = c.payload
+        count[0] += 1
+        return False
+
+    cap = H.LoopbackCapture(raw)
+    try:
+        end = time.monotonic() + 30
+        while count[0] < 300 and time.monotonic() < end:
+            cap.take(keep, 1, 0.2)
+        H.publish(att.folder, "stop", True)  # the ranks go quiet; the capture sees their last packets
+        while not H.present(att.folder, "quiet") and time.monotonic() < end + 30:
+            cap.take(keep, 1, 0.2)
+        cap.take(keep, 1, 0.5)
+    finally:
+        cap.close()
+    assert set(newest) == {0, 1} and set(acks) == {0, 1}, (sorted(newest), sorted(acks))
+    expect, att.sent = {}, {}
+    for t in range(2):
+        r = att.ranks[t]
+        seq, msg, h = newest[t]
+        pkts, refused = _forgeries(h, seq + 1, msg + 1, r["keys"], att.ranks[1 - t]["keys"])
+        ack = acks[t]  # its echo path at byte 20, its cumulative ack at byte 24
+        pkts += [ack[:24] + (2**60).to_bytes(8, "little") + ack[32:],  # acks what was never sent
+                 ack[:20] + (999).to_bytes(2, "little") + ack[22:]]   # names a path that does not exist
+        for p in pkts:
+            att.udp.sendto(p, (r["ip"], r["raw_ports"][0]))
+        att.sent[t] = len(pkts)
+        expect[str(t)] = {H.OUT_OF_BOUNDS: refused}
+    H.publish(att.folder, "forged", {"peer": expect, "total": {
+        str(t): {H.MISDIRECTED: 2, H.UNKNOWN_CONN: 1, H.STALE_PEER: 1} for t in range(2)}})
+
+
+def test_altered_packets_crash_nothing_and_write_nowhere_else():
+    results, att = _run("c", forgery, {"UCCL_TIMEOUT": "15"})
+    for rank, res in enumerate(results):
+        assert not res["timed_out"], f"rank {rank}: the attacker never said stop"
+        assert not res["bad"], f"rank {rank}: {res['bad']}"
+        # the forgeries reached the receiver's checks (their tag is valid) and were refused there
+        assert res["peer_drops"].get(H.OUT_OF_BOUNDS, 0) >= 8, res
+        assert res["refused"] >= 10, res  # eight writes and two reads
+        assert res["forged_landed"], "a forged write inside a write-granted window is expected to land"
+        for outcome in res["later"]:
+            assert outcome == "ok" or (f"rank {rank}" in outcome), outcome
+        for reason, n in ((H.MISDIRECTED, 2), (H.UNKNOWN_CONN, 1), (H.STALE_PEER, 1)):  # rewritten ranks
+            assert res["drops"].get(reason, 0) >= n, (reason, res["drops"])

@@ -18,6 +18,7 @@ enum Drop : int {
   kDropOutOfBounds,     // a write outside a registered region, or without write access
   kDropBadRead,         // a read response nobody asked for, or out of its bounds
   kDropClosing,         // arrived while the endpoint was shutting down
+  kDropStaleAck,        // an ack older than one already taken (a late replay, or overtaken on another path)
   kNumDrops
 };
 
@@ -26,7 +27,7 @@ inline const char* drop_name(int d) {
       "net: malformed packet",        "net: unsupported wire version", "net: misdirected or stale packet",
       "net: unknown connection",      "net: stale peer instance",      "net: wrong job secret",
       "net: duplicate packet",        "net: beyond receive window",    "net: write outside a registered region",
-      "net: unexpected read response", "net: endpoint closing"};
+      "net: unexpected read response", "net: endpoint closing",  "net: stale ack"};
   return names[d];
 }
 

@@ -110,7 +110,18 @@ void Engine::dispatch(const RxPacket& p, uint64_t now) {
   AckHeader a;
   switch (decode_packet(p.data, p.len, &h, &payload_len, &a)) {
     case Parsed::kData: f->on_data(h, p.data + sizeof(DataWire), payload_len, p, now); return;
-    case Parsed::kAck: f->on_ack(a, now); return;
+    case Parsed::kAck: {
+      // A receiver never forgets what arrived, so an ack sent before one already
+      // taken says nothing new: a late replay, or one overtaken on another path.
+      uint64_t& newest = newest_ack_ns_[f];
+      if (a.sent_ns < newest) {
+        f->drops().add(kDropStaleAck);
+        return;
+      }
+      newest = a.sent_ns;
+      f->on_ack(a, now);
+      return;
+    }
     case Parsed::kMalformed: drops_.add(kDropMalformed); return;
   }
 }

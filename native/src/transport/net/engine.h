@@ -55,6 +55,7 @@ class Engine {
   std::vector<std::shared_ptr<Flow>> flows_;
   std::unordered_map<int, Flow*> by_rank_;
   Flow* last_flow_ = nullptr;  // the flow the last packet went to
+  std::unordered_map<Flow*, uint64_t> newest_ack_ns_;  // the acker's clock on each flow's newest ack taken
   DropCounters drops_;
 };
 

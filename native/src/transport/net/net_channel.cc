@@ -69,7 +69,7 @@ bool NetChannel::send(uint64_t wr_id, const void* data, uint64_t len, uint64_t t
 size_t NetChannel::poll(ChannelSink& sink) {
   size_t events = 0;
   for (int d = 0; d < kNumDrops; ++d) {
-    if (d == kDropDuplicate) continue;  // retransmission noise: per-peer stats only
+    if (d == kDropDuplicate || d == kDropStaleAck) continue;  // retransmission and reordering noise: per-peer stats only
     for (uint64_t n = flow_->drops().take_new(d) + engine_->drops().take_new(d); n; --n) sink.on_drop(drop_name(d));
   }
   flow_->take_output(&scratch_);

@@ -368,6 +368,10 @@ size_t UdpDatapath::recv(RxPacket* out, size_t n) {
       const char* base = static_cast<const char*>(iovs[k].iov_base);
       stats_.rx_bytes += len;
       ++stats_.rx_msgs;
+      if (len == 0 && got < n) {  // an empty datagram is passed on too: the engine counts it (as malformed)
+        out[got++] = RxPacket{q, base, 0, srcs[k].sin_addr.s_addr, srcs[k].sin_port};
+        ++stats_.rx_packets;
+      }
       for (uint32_t off = 0; off < len && got < n; off += seg) {
         out[got++] = RxPacket{q, base + off, std::min(seg, len - off), srcs[k].sin_addr.s_addr, srcs[k].sin_port};
         ++stats_.rx_packets;

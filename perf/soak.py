@@ -131,9 +131,7 @@ def check(got, want, p: dict) -> tuple[bool, str]:
 
 # ---- one rank -------------------------------------------------------------------------
 
-def resources() -> dict:
-    """VmRSS, and its anonymous and shared-memory parts (the shared memory arena's pages count
-    as they are first touched, up to UCCL_SHM_ARENA_BYTES per endpoint: bounded, not a leak)."""
+def _status() -> dict:
     fields = {"VmRSS:": "rss_kib", "RssAnon:": "rss_anon_kib", "RssShmem:": "rss_shmem_kib"}
     out = {}
     with open("/proc/self/status") as f:
@@ -141,6 +139,22 @@ def resources() -> dict:
             key = line.split(":", 1)[0] + ":"
             if key in fields:
                 out[fields[key]] = int(line.split()[1])
+    return out
+
+
+def resources() -> dict:
+    """Resident memory (VmRSS and its anonymous and shared-memory parts), open fds, threads.
+    `rss_raw_kib` is as found; the others are read after malloc_trim(0) hands the heap's free
+    pages back, so that what the allocator keeps from the last large reference buffers (tens
+    of MiB, different at every sample) does not hide or fake growth: what stays is live."""
+    import ctypes
+
+    raw = _status()["rss_kib"]
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the figures are as found
+    out = {"rss_raw_kib": raw, **_status()}
     out["fds"] = len(os.listdir("/proc/self/fd"))
     out["threads"] = len(os.listdir("/proc/self/task"))
     return out
@@ -246,7 +260,20 @@ def quarter(samples: list, q: int, total: float) -> list:
     return [s for s in samples if q * total / 4 <= s["t"] < (q + 1) * total / 4 + (1e-9 if q == 3 else 0)]
 
 
-def verdict(ranks: dict, rss_tol_mib: float) -> dict:
+def rss_slope(samples: list) -> float:
+    """Least-squares growth of resident memory (bytes per operation) over the samples after
+    warm-up (the first quarter): a leak that costs something per operation shows here long
+    before it shows against the quarter-max tolerance; a flat process gives about 0."""
+    total = samples[-1]["t"] if samples else 0.0
+    pts = [(s["ops"], s["rss_kib"] * 1024.0) for s in samples if s["t"] >= total / 4]
+    if len(pts) < 3:
+        return 0.0
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    var = sum((x - mx) ** 2 for x, _ in pts)
+    return 0.0 if var == 0 else sum((x - mx) * (y - my) for x, y in pts) / var
+
+
+def verdict(ranks: dict, rss_tol_mib: float, slope_limit: float = 256.0) -> dict:
     """Per rank and overall: zero wrong, zero errors, resources flat after warm-up."""
     out = {"ok": True, "reasons": [], "ranks": {}}
     for r, info in sorted(ranks.items()):
@@ -270,6 +297,10 @@ def verdict(ranks: dict, rss_tol_mib: float) -> dict:
             if rss4 - rss2 > rss_tol_mib:
                 why.append(f"RSS grew: last quarter's max {rss4:.1f} MiB vs second quarter's {rss2:.1f} MiB "
                            f"(tolerance {rss_tol_mib} MiB)")
+            slope = rss_slope(samples)
+            flat["rss_bytes_per_op"] = round(slope, 1)
+            if slope > slope_limit:
+                why.append(f"RSS grows {slope:.0f} bytes per operation after warm-up (limit {slope_limit:g})")
             for key in ("fds", "threads"):
                 a, b = max(s[key] for s in q2), max(s[key] for s in q4)
                 flat[f"{key}_q2_max"], flat[f"{key}_q4_max"] = a, b
@@ -384,7 +415,7 @@ def driver(args) -> int:
         if p.returncode != 0:
             with open(os.path.join(out_dir, f"rank{r}.stderr")) as f:
                 ranks[r]["stderr_tail"] = f.read()[-3000:]
-    v = verdict(ranks, args.rss_tolerance_mib)
+    v = verdict(ranks, args.rss_tolerance_mib, args.rss_bytes_per_op)
     for r, p in enumerate(procs):
         if p.returncode != 0:
             v["ok"] = False
@@ -395,7 +426,22 @@ def driver(args) -> int:
     summary = {"minutes": args.minutes, "world": world, "loss_percent": args.loss, "seed": args.seed,
                "max_bytes": args.max_bytes, "started": started, "wall_s": round(time.time() - started, 1),
                "ops_total": ops, "wrong_total": wrong, "packets_dropped_by_loss_rule": drops,
-               "rss_tolerance_mib": args.rss_tolerance_mib, "verdict": v, "ranks": ranks}
+               "rss_tolerance_mib": args.rss_tolerance_mib, "rss_bytes_per_op_limit": args.rss_bytes_per_op,
+               "verdict": v, "ranks": ranks}
+    report(summary)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)) or ".", exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
+    png = args.plot or (os.path.splitext(args.json)[0] + ".png" if args.json else None)
+    if png:
+        plot(png, ranks, f"uccl soak: world {world}, net channel, {args.loss:g}% loss, "
+                         f"{ops} ops, {wrong} wrong")
+    return 0 if v["ok"] else 1
+
+
+def report(summary: dict) -> None:
+    ranks, v = summary["ranks"], summary["verdict"]
     for r in sorted(ranks):
         s = ranks[r]["samples"]
         if s:
@@ -405,21 +451,32 @@ def driver(args) -> int:
                   f"fds {a['fds']} -> {b['fds']}, threads {a['threads']} -> {b['threads']}; "
                   f"flat: {v['ranks'][r]}")
         else:
-            print(f"rank {r}: no samples (exit {procs[r].returncode})")
+            print(f"rank {r}: no samples (exit {ranks[r].get('exit')})")
         for e in ranks[r]["errors"][:2]:
             print(f"rank {r} error at op {e['index']}: {e['error'][:500]}")
         for w in ranks[r]["wrong_examples"][:3]:
             print(f"rank {r} wrong at op {w['index']} {w['plan']}: {w['why']}")
-    print(f"loss rule dropped {drops} packets; {ops} ops, {wrong} wrong")
+    print(f"loss rule dropped {summary['packets_dropped_by_loss_rule']} packets; "
+          f"{summary['ops_total']} ops, {summary['wrong_total']} wrong")
     print("VERDICT: " + ("PASS" if v["ok"] else "FAIL: " + "; ".join(v["reasons"])), flush=True)
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)) or ".", exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
-    png = args.plot or (os.path.splitext(args.json)[0] + ".png" if args.json else None)
-    if png:
-        plot(png, ranks, f"uccl soak: world {world}, net channel, {args.loss:g}% loss, "
-                         f"{ops} ops, {wrong} wrong")
+
+
+def judge(args) -> int:
+    with open(args.judge) as f:
+        summary = json.load(f)
+    ranks = summary["ranks"]
+    v = verdict(ranks, args.rss_tolerance_mib, args.rss_bytes_per_op)
+    for r, info in ranks.items():
+        if info.get("exit") not in (0, None):
+            v["ok"] = False
+            v["reasons"].append(f"rank {r} exited with status {info['exit']}")
+    summary.update(verdict=v, rss_tolerance_mib=args.rss_tolerance_mib, rss_bytes_per_op_limit=args.rss_bytes_per_op)
+    report(summary)
+    with open(args.json or args.judge, "w") as f:
+        json.dump(summary, f, indent=1)
+    png = args.plot or os.path.splitext(args.json or args.judge)[0] + ".png"
+    plot(png, ranks, f"uccl soak: world {summary['world']}, net channel, {summary['loss_percent']:g}% loss, "
+                     f"{summary['ops_total']} ops, {summary['wrong_total']} wrong")
     return 0 if v["ok"] else 1
 
 
@@ -433,7 +490,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", type=float, default=5.0, help="seconds between resource samples")
     ap.add_argument("--op-timeout", type=float, default=60.0, help="the process group's timeout (s)")
     ap.add_argument("--check-every", type=int, default=10, help="ops between the end-of-run checks")
-    ap.add_argument("--rss-tolerance-mib", type=float, default=4.0)
+    ap.add_argument("--rss-tolerance-mib", type=float, default=8.0)
+    ap.add_argument("--rss-bytes-per-op", type=float, default=256.0,
+                    help="largest RSS growth per operation after warm-up that still counts as flat")
+    ap.add_argument("--judge", metavar="JSON", help="judge a finished run's figures again (and replot); no run")
     ap.add_argument("--json", help="write the figures here (and the plot next to it, .png)")
     ap.add_argument("--plot", help="the plot's path (default: next to --json)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -441,6 +501,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.judge:
+        return judge(args)
     if args.world and not 2 <= args.world <= 4:
         ap.error("--world must be 2, 3 or 4")
     return driver(args)

@@ -1,0 +1,45 @@
+"""The soak (perf/soak.py) for two minutes: random collectives over the net channel with 1 %
+loss on an emulated fabric; zero wrong results, no errors, fds and threads flat after
+warm-up, resident memory within a tolerance. Reads the verdict's figures from its JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SOAK = os.path.join(ROOT, "perf", "soak.py")
+RSS_TOLERANCE_MIB = 16.0  # two minutes: a quarter is 30 s, so allow for what is still settling
+
+
+@pytest.mark.netns
+def test_soak_two_minutes(tmp_path):
+    from uccl.fabric.netns import available
+
+    ok, why = available()
+    if not ok:
+        pytest.skip(why)
+    out = tmp_path / "soak.json"
+    proc = subprocess.run([sys.executable, SOAK, "--minutes", "2", "--world", "4", "--seed", "5", "--sample", "2",
+                           "--rss-tolerance-mib", str(RSS_TOLERANCE_MIB), "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    report = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert out.exists(), f"the soak wrote no figures (exit {proc.returncode}):\n{report}"
+    data = json.loads(out.read_text())
+    assert data["world"] == 4 and data["loss_percent"] == 1.0
+    assert sum(data["packets_dropped_by_loss_rule"].values()) > 0, "no packet was dropped: loss was not injected"
+    assert data["ops_total"] > 0, report
+    assert data["wrong_total"] == 0, report
+    for r, info in data["ranks"].items():
+        assert not info["errors"], f"rank {r}: {info['errors'][:2]}"
+        assert info["end"] is not None, f"rank {r} did not finish:\n{report}"
+        flat = data["verdict"]["ranks"][r]
+        assert flat["fds_q4_max"] <= flat["fds_q2_max"], f"rank {r}: fds grew: {flat}"
+        assert flat["threads_q4_max"] <= flat["threads_q2_max"], f"rank {r}: threads grew: {flat}"
+        assert flat["rss_mib_q4_max"] - flat["rss_mib_q2_max"] <= RSS_TOLERANCE_MIB, f"rank {r}: RSS grew: {flat}"
+    assert data["verdict"]["ok"], data["verdict"]["reasons"]
+    assert proc.returncode == 0, report

@@ -144,7 +144,9 @@ def _problems(res: list, p: dict, died: float) -> list:
         if late > TIMEOUT + SLACK:
             problems.append(f"rank {r}: raised {late:.1f} s after rank {victim} died (timeout {TIMEOUT} s)")
         base = out["baseline"]
-        assert out["during"]["nthreads"] > base["nthreads"], "the group started no thread: the release check sees nothing"
+        held = out["during"]
+        assert held["nthreads"] > base["nthreads"] or len(held["fds"]) > len(base["fds"]), \
+            f"rank {r}: the group held no thread or fd: the release check would see nothing"
         for stage in ("after_destroy", "after_regroup"):
             got = out[stage]
             if got["nthreads"] > base["nthreads"]:

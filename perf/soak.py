@@ -28,6 +28,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -415,6 +416,7 @@ def driver(args) -> int:
         if p.returncode != 0:
             with open(os.path.join(out_dir, f"rank{r}.stderr")) as f:
                 ranks[r]["stderr_tail"] = f.read()[-3000:]
+    shutil.rmtree(out_dir, ignore_errors=True)  # everything it held is in `ranks` now
     v = verdict(ranks, args.rss_tolerance_mib, args.rss_bytes_per_op)
     for r, p in enumerate(procs):
         if p.returncode != 0:

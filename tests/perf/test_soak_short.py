@@ -1,0 +1,61 @@
+"""The soak (perf/soak.py) for two minutes: random collectives over the net channel with 1 %
+loss on an emulated fabric; zero wrong results, no errors, fds and threads flat after
+warm-up, resident memory within a tolerance. Reads the verdict's figures from its JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SOAK = os.path.join(ROOT, "perf", "soak.py")
+RSS_TOLERANCE_MIB = 16.0  # two minutes: a quarter is 30 s, so allow for what is still settling
+
+
+@pytest.fixture(scope="module")
+def soak(tmp_path_factory):
+    """One 2-minute soak, judged by the tests below from its JSON."""
+    from uccl.fabric.netns import available
+
+    ok, why = available()
+    if not ok:
+        pytest.skip(why)
+    out = tmp_path_factory.mktemp("soak") / "soak.json"
+    proc = subprocess.run([sys.executable, SOAK, "--minutes", "2", "--world", "4", "--seed", "5", "--sample", "2",
+                           "--rss-tolerance-mib", str(RSS_TOLERANCE_MIB), "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    report = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert out.exists(), f"the soak wrote no figures (exit {proc.returncode}):\n{report}"
+    return json.loads(out.read_text()), report
+
+
+@pytest.mark.netns
+def test_soak_results_right_fds_and_threads_flat(soak):
+    data, report = soak
+    assert data["world"] == 4 and data["loss_percent"] == 1.0
+    assert sum(data["packets_dropped_by_loss_rule"].values()) > 0, "no packet was dropped: loss was not injected"
+    assert data["ops_total"] > 0, report
+    assert data["wrong_total"] == 0, report
+    for r, info in data["ranks"].items():
+        assert not info["errors"], f"rank {r}: {info['errors'][:2]}"
+        assert info["end"] is not None and info["exit"] == 0, f"rank {r} did not finish:\n{report}"
+        flat = data["verdict"]["ranks"][r]
+        assert flat["fds_q4_max"] <= flat["fds_q2_max"], f"rank {r}: fds grew: {flat}"
+        assert flat["threads_q4_max"] <= flat["threads_q2_max"], f"rank {r}: threads grew: {flat}"
+
+
+@pytest.mark.netns
+@pytest.mark.xfail(strict=True, reason="#17 Deliver 1, 'completions leak on the net channel' (not fixed on this "
+                   "branch): RSS grows ~500-900 B per soak operation after warm-up (~137 B per small net "
+                   "all_reduce, 0 on shm); remove this mark when the fix is merged")
+def test_soak_memory_flat(soak):
+    data, report = soak
+    for r in data["ranks"]:
+        flat = data["verdict"]["ranks"][r]
+        assert flat["rss_mib_q4_max"] - flat["rss_mib_q2_max"] <= RSS_TOLERANCE_MIB, f"rank {r}: RSS grew: {flat}"
+        assert flat["rss_bytes_per_op"] <= data["rss_bytes_per_op_limit"], f"rank {r}: RSS grows per op: {flat}"
+    assert data["verdict"]["ok"], data["verdict"]["reasons"]

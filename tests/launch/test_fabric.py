@@ -104,6 +104,15 @@ def test_up_and_down_clean():
 
 
 @needs_netns
+def test_one_leaf_fabric_connects_its_hosts(make_fabric):
+    fab = make_fabric(hosts=2, leaves=1, spines=2, rate=None)
+    sink = traffic(fab, 1, "udp-sink", fab.addr(1), 9000, 1.0)
+    assert first_json(sink)["listening"]
+    assert first_json(traffic(fab, 0, "udp-source", fab.addr(1), 9000, 100, 1))["sent"] == 100
+    assert first_json(sink)["received"] == 100
+
+
+@needs_netns
 def test_routes_are_ecmp_and_hash_on_ports(make_fabric):
     fab = make_fabric(hosts=4, leaves=2, spines=2, rate=None)
     for ns in fab.routers:

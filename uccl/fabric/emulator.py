@@ -298,7 +298,7 @@ class Fabric:
                     self._tbf(ns, dev, l.rate)
         for h in range(s.hosts):
             self.ns(self.host_ns[h], "ip", "route", "add", "default", "via", self._host_link(h).addr_b)
-        for leaf in range(s.leaves):
+        for leaf in range(s.leaves if s.leaves > 1 else 0):  # one leaf: no spines, no routes between leaves
             others = [f"10.0.{o}.0/24" for o in range(s.leaves) if o != leaf]
             hops = []
             for sp in range(s.spines):

@@ -458,6 +458,8 @@ Endpoint::Stats Endpoint::stats() {
   Stats s;
   for (auto& ch : channels_) s.peers.push_back(ch->counters());
   s.drops = drops_;
+  s.completions_held = done_.size();
+  s.operations_in_flight = pending_.size();
   return s;
 }
 

@@ -102,6 +102,8 @@ class Endpoint : private ChannelSink {
   struct Stats {
     std::vector<PeerCounters> peers;
     std::map<std::string, uint64_t> drops;
+    uint64_t completions_held = 0;      // completed operations nobody has waited for yet
+    uint64_t operations_in_flight = 0;  // posted operations not yet completed
   };
   Stats stats();
 

@@ -50,8 +50,11 @@ class Request:
         if self._done or self._completion is not None:
             return
         native = getattr(self._ep, "_native", None)
-        if native is not None:
-            native.detach(self.wr_id)
+        if native is not None:  # None: the endpoint was closed
+            try:
+                native.detach(self.wr_id)
+            except Exception:  # at interpreter exit the module may be half torn down
+                pass
 
 
 def _check_spans(rank: int, op: str, itemsize: int, **spans: int) -> None:

@@ -405,7 +405,14 @@ void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, 
   uint64_t next_liveness = 0;
   for (;;) {
     uint32_t armed = hdr_->bell.arm();
-    if (check()) {
+    bool ready_now;
+    try {
+      ready_now = check();
+    } catch (...) {  // a detached operation's failure: peers must not keep ringing for us
+      hdr_->bell.disarm();
+      throw;
+    }
+    if (ready_now) {
       hdr_->bell.disarm();
       return;
     }

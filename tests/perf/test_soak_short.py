@@ -49,9 +49,6 @@ def test_soak_results_right_fds_and_threads_flat(soak):
 
 
 @pytest.mark.netns
-@pytest.mark.xfail(strict=True, reason="#17 Deliver 1, 'completions leak on the net channel' (not fixed on this "
-                   "branch): RSS grows ~500-900 B per soak operation after warm-up (~137 B per small net "
-                   "all_reduce, 0 on shm); remove this mark when the fix is merged")
 def test_soak_memory_flat(soak):
     data, report = soak
     for r in data["ranks"]:

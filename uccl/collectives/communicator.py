@@ -72,16 +72,16 @@ def _op_name(op: Any) -> str:
 
 
 class Work:
-    """An async collective: wait(timeout) blocks until it is done (or raises its error)."""
+    """An async collective: wait(timeout) blocks until it is done (or raises its error).
+    The native call holds its buffers until it ends, whether or not this handle is kept."""
 
-    def __init__(self, native_work, keepalive: tuple, timeout: float, what: str, result: Any = None) -> None:
-        self._work, self._keepalive, self._timeout, self._what, self.result = native_work, keepalive, timeout, what, result
+    def __init__(self, native_work, timeout: float, what: str, result: Any = None) -> None:
+        self._work, self._timeout, self._what, self.result = native_work, timeout, what, result
 
     def wait(self, timeout: Optional[float] = None) -> Any:
         limit = self._timeout if timeout is None else timeout
         if not self._work.wait(limit):
             raise UcclTimeoutError(f"{self._what} did not complete within {limit:.3f} s")
-        self._keepalive = ()
         return self.result
 
     def is_completed(self) -> bool:
@@ -130,7 +130,7 @@ class Communicator:
         """The result of a native collective: recv, or a Work when it was queued."""
         if work is None:
             return recv
-        return Work(work, (send, recv), self.config.timeout, f"rank {self.rank}: {what}", recv)
+        return Work(work, self.config.timeout, f"rank {self.rank}: {what}", recv)
 
     # -- collectives -------------------------------------------------------------------------
     def all_reduce(self, send: Any, recv: Any = None, op: str = "sum", async_op: bool = False):

@@ -19,12 +19,16 @@ _WRITE, _READ, _SEND = _native.Opcode.WRITE, _native.Opcode.READ, _native.Opcode
 
 
 class Request:
-    """A posted operation; `wait()` returns its Completion or raises its error."""
+    """A posted operation; `wait()` returns its Completion or raises its error.
 
-    __slots__ = ("_ep", "wr_id", "_keepalive", "_completion", "_done", "_desc")
+    The endpoint keeps what the operation uses alive until it completes, so a request
+    may be dropped unwaited (fire and forget): its completion is then discarded, and
+    a failure is raised by the next wait that concerns its peer."""
 
-    def __init__(self, endpoint: "Endpoint", posted, keepalive: Any = None, desc: tuple = ()) -> None:
-        self._ep, self._keepalive, self._completion = endpoint, keepalive, None
+    __slots__ = ("_ep", "wr_id", "_completion", "_done", "_desc")
+
+    def __init__(self, endpoint: "Endpoint", posted, desc: tuple = ()) -> None:
+        self._ep, self._completion = endpoint, None
         if isinstance(posted, int):
             self.wr_id, self._done = posted, False
         else:  # a native Posted: `done` means it finished before returning
@@ -37,11 +41,20 @@ class Request:
                 self._completion = Completion(*self._desc)
             else:
                 self._completion = self._ep._native.wait(self.wr_id, self._ep._timeout(timeout))
-            self._keepalive = None
         return self._completion
 
     def test(self) -> bool:
         return self._done or self._completion is not None or self._ep._native.test(self.wr_id)
+
+    def __del__(self) -> None:
+        if self._done or self._completion is not None:
+            return
+        native = getattr(self._ep, "_native", None)
+        if native is not None:  # None: the endpoint was closed
+            try:
+                native.detach(self.wr_id)
+            except Exception:  # at interpreter exit the module may be half torn down
+                pass
 
 
 def _check_spans(rank: int, op: str, itemsize: int, **spans: int) -> None:
@@ -109,8 +122,8 @@ class Endpoint:
         if imm is not None and not 0 <= imm < 2**32:
             raise InvalidArgumentError(f"rank {self.rank}: write: imm must fit in 32 bits, got {imm}")
         posted = self._native.write(peer, local.key, offset, length, remote_key, remote_offset, imm is not None,
-                                    imm or 0)
-        return Request(self, posted, None, (_WRITE, peer, length))
+                                    imm or 0, local)
+        return Request(self, posted, (_WRITE, peer, length))
 
     def read(self, peer: int, local: MemoryRegion, remote_key: int, *, length: Optional[int] = None,
              offset: int = 0, remote_offset: int = 0) -> Request:
@@ -119,21 +132,21 @@ class Endpoint:
         _check_spans(self.rank, "read", local.itemsize, length=length, offset=offset, remote_offset=remote_offset)
         if local.readonly:
             raise InvalidArgumentError(f"rank {self.rank}: read: the local target buffer is read-only")
-        return Request(self, self._native.read(peer, local.key, offset, length, remote_key, remote_offset), None,
+        return Request(self, self._native.read(peer, local.key, offset, length, remote_key, remote_offset, local),
                        (_READ, peer, length))
 
     def send(self, peer: int, buf: Any, tag: int = 0) -> Request:
         """Sends a message; completes once `buf` may be reused."""
         addr, nbytes, _, _ = _native.describe_buffer(buf, False, self.rank, "send")
         self._check_tag(tag, "send")
-        return Request(self, self._native.send(peer, addr, nbytes, tag), buf, (_SEND, peer, nbytes, tag))
+        return Request(self, self._native.send(peer, addr, nbytes, tag, buf), (_SEND, peer, nbytes, tag))
 
     def recv(self, src: int, buf: Any, tag: int = 0) -> Request:
         """Receives a message from `src` (or ANY_SOURCE) into `buf`; the completion
         carries the sender and length. A message larger than `buf` is an error."""
         addr, nbytes, _, _ = _native.describe_buffer(buf, True, self.rank, "recv")
         self._check_tag(tag, "recv")
-        return Request(self, self._native.post_recv(src, addr, nbytes, tag), buf)
+        return Request(self, self._native.post_recv(src, addr, nbytes, tag, buf))
 
     def _check_tag(self, tag: int, op: str) -> None:
         if not 0 <= tag < 2**64:

@@ -28,6 +28,10 @@ class MemoryRegion:
         self.addr, self.nbytes, self.itemsize, self.readonly = _native.describe_buffer(
             buf, False, endpoint.rank, "register")
         self.buffer = buf  # keeps the memory alive while it is registered
+        try:  # and in place: a held export stops a bytearray or numpy array from being resized
+            self._export: Any = memoryview(buf)
+        except TypeError:  # torch tensors export no buffer
+            self._export = None
         flags = parse_access(access)
         if self.readonly and flags & _native.ACCESS_REMOTE_WRITE:
             raise InvalidArgumentError(

@@ -6,6 +6,7 @@
 
 #include "common/errors.h"
 #include "python/bind.h"
+#include "python/hold.h"
 
 namespace py = pybind11;
 
@@ -64,6 +65,7 @@ struct Decoded {
   HostBytes bytes;
   uint64_t count = 0;                // elements of `dtype` (typed decoding only)
   DataType dtype = DataType::Uint8;
+  std::shared_ptr<void> owner;       // the object, and its buffer export if it has one
 };
 
 // Buffer-protocol objects through PyObject_GetBuffer, torch CPU tensors through
@@ -71,18 +73,18 @@ struct Decoded {
 Decoded decode(py::handle obj, bool writable, bool typed, const ArgName& arg) {
   Decoded d;
   if (PyObject_CheckBuffer(obj.ptr())) {
-    Py_buffer view;
-    if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+    // The export is kept with the owner: the memory stays where it is while it is used.
+    const Py_buffer* view = nullptr;
+    d.owner = hold_export(obj, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT, &view);
+    if (!d.owner) {
       std::string why = py::str(py::error_already_set().value());
       refuse(arg, why);
     }
-    d.bytes = HostBytes{uint64_t(view.buf), uint64_t(view.len), uint64_t(view.itemsize), bool(view.readonly)};
-    const char* fmt = view.format ? view.format : "B";
-    bool known = !typed || format_dtype(fmt, view.itemsize, &d.dtype);
-    if (!known && is_numpy_bfloat16(obj, view.itemsize)) d.dtype = DataType::BFloat16, known = true;
-    std::string unknown_format = known ? "" : fmt;
-    PyBuffer_Release(&view);
-    if (!known) refuse(arg, "element format '", unknown_format, "' is not supported");
+    d.bytes = HostBytes{uint64_t(view->buf), uint64_t(view->len), uint64_t(view->itemsize), bool(view->readonly)};
+    const char* fmt = view->format ? view->format : "B";
+    bool known = !typed || format_dtype(fmt, view->itemsize, &d.dtype);
+    if (!known && is_numpy_bfloat16(obj, view->itemsize)) d.dtype = DataType::BFloat16, known = true;
+    if (!known) refuse(arg, "element format '", std::string(fmt), "' is not supported");
     if (typed) d.count = d.bytes.nbytes / dtype_size(d.dtype);
   } else {
     if (!py::hasattr(obj, "data_ptr"))
@@ -100,6 +102,7 @@ Decoded decode(py::handle obj, bool writable, bool typed, const ArgName& arg) {
     d.bytes.addr = obj.attr("data_ptr")().cast<uint64_t>();
     d.count = obj.attr("numel")().cast<uint64_t>();
     d.bytes.nbytes = d.count * d.bytes.itemsize;
+    d.owner = hold(obj);
   }
   if (writable && d.bytes.readonly) refuse(arg, "buffer is read-only");
   return d;
@@ -107,13 +110,15 @@ Decoded decode(py::handle obj, bool writable, bool typed, const ArgName& arg) {
 
 }  // namespace
 
-HostBytes host_bytes(py::handle obj, bool writable, const ArgName& arg) {
-  return decode(obj, writable, false, arg).bytes;
+HostBytes host_bytes(py::handle obj, bool writable, const ArgName& arg, std::shared_ptr<void>* owner) {
+  Decoded d = decode(obj, writable, false, arg);
+  if (owner) *owner = std::move(d.owner);
+  return d.bytes;
 }
 
 Buffer typed_buffer(py::handle obj, bool writable, const ArgName& arg) {
   Decoded d = decode(obj, writable, true, arg);
-  return Buffer{d.bytes.addr, d.count, d.dtype};
+  return Buffer{d.bytes.addr, d.count, d.dtype, std::move(d.owner)};
 }
 
 void bind_buffers(py::module_& m) {

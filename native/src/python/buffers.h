@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <memory>
 
 #include "coll/core/validate.h"
 
@@ -26,8 +27,11 @@ struct HostBytes {
 };
 
 // Any element type (registration, messages). `writable`: refuse read-only memory.
-HostBytes host_bytes(pybind11::handle obj, bool writable, const ArgName& arg);
-// Elements of a type the collectives know (dtype.h), for a collective's argument.
+// `owner`, when given, receives what keeps the memory alive and in place (hold.h).
+HostBytes host_bytes(pybind11::handle obj, bool writable, const ArgName& arg,
+                     std::shared_ptr<void>* owner = nullptr);
+// Elements of a type the collectives know (dtype.h), for a collective's argument; the
+// Buffer's owner keeps the object and its export until the last copy goes.
 Buffer typed_buffer(pybind11::handle obj, bool writable, const ArgName& arg);
 
 }  // namespace uccl::python

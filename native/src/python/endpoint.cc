@@ -8,12 +8,29 @@
 #include "common/errors.h"
 #include "python/bind.h"
 #include "python/gil.h"
+#include "python/hold.h"
 #include "python/stats.h"
 #include "transport/endpoint.h"
 
 namespace py = pybind11;
 
 namespace uccl::python {
+
+namespace {
+
+// What keeps an operation's local memory alive until it completes: `keep` (the
+// region or buffer the caller passed), with a buffer export when it has one.
+Endpoint::Hold keep_alive(py::handle keep) {
+  if (keep.is_none()) return nullptr;
+  if (PyObject_CheckBuffer(keep.ptr())) {
+    const Py_buffer* view = nullptr;
+    if (auto h = hold_export(keep, PyBUF_ANY_CONTIGUOUS, &view)) return h;
+    PyErr_Clear();
+  }
+  return hold(keep);
+}
+
+}  // namespace
 
 void bind_endpoint(py::module_& m) {
   m.attr("ACCESS_REMOTE_WRITE") = uint32_t(kRemoteWrite);
@@ -94,24 +111,59 @@ void bind_endpoint(py::module_& m) {
       .def("refused_by_us", &Endpoint::refused_by_us)
       .def("register_region", &Endpoint::register_region)
       .def("deregister_region", &Endpoint::deregister_region)
-      .def("write", &Endpoint::write, gil_free())
-      .def("read", &Endpoint::read, gil_free())
+      // Each operation takes `keep`: what must stay alive until it completes. The
+      // endpoint holds it that long whether or not the caller keeps the request. The
+      // holder is released here, with the GIL, when the operation finished at once.
+      .def(
+          "write",
+          [](Endpoint& e, int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff,
+             bool with_imm, uint32_t imm, py::handle keep) {
+            Endpoint::Hold h = keep_alive(keep);
+            GilRelease nogil;
+            return e.write(peer, lkey, loff, len, rkey, roff, with_imm, imm, h);
+          },
+          py::arg("peer"), py::arg("lkey"), py::arg("loff"), py::arg("len"), py::arg("rkey"), py::arg("roff"),
+          py::arg("with_imm"), py::arg("imm"), py::arg("keep") = py::none())
+      .def(
+          "read",
+          [](Endpoint& e, int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff,
+             py::handle keep) {
+            Endpoint::Hold h = keep_alive(keep);
+            GilRelease nogil;
+            return e.read(peer, lkey, loff, len, rkey, roff, h);
+          },
+          py::arg("peer"), py::arg("lkey"), py::arg("loff"), py::arg("len"), py::arg("rkey"), py::arg("roff"),
+          py::arg("keep") = py::none())
       .def(
           "send",
-          [](Endpoint& e, int peer, uint64_t addr, uint64_t len, uint64_t tag) {
-            return e.send(peer, reinterpret_cast<const void*>(addr), len, tag);
+          [](Endpoint& e, int peer, uint64_t addr, uint64_t len, uint64_t tag, py::handle keep) {
+            Endpoint::Hold h = keep_alive(keep);
+            GilRelease nogil;
+            return e.send(peer, reinterpret_cast<const void*>(addr), len, tag, h);
           },
-          gil_free())
+          py::arg("peer"), py::arg("addr"), py::arg("len"), py::arg("tag"), py::arg("keep") = py::none())
       .def(
           "post_recv",
-          [](Endpoint& e, int src, uint64_t addr, uint64_t cap, uint64_t tag) {
-            return e.post_recv(src, reinterpret_cast<void*>(addr), cap, tag);
+          [](Endpoint& e, int src, uint64_t addr, uint64_t cap, uint64_t tag, py::handle keep) {
+            Endpoint::Hold h = keep_alive(keep);
+            GilRelease nogil;
+            return e.post_recv(src, reinterpret_cast<void*>(addr), cap, tag, h);
           },
-          gil_free())
+          py::arg("src"), py::arg("addr"), py::arg("cap"), py::arg("tag"), py::arg("keep") = py::none())
+      .def("detach", &Endpoint::detach, "nobody will wait for this request (its completion is dropped)")
       .def("wait", &Endpoint::wait, gil_free())
       .def("test", &Endpoint::test, gil_free())
       .def("wait_remote_write", &Endpoint::wait_remote_write, gil_free())
-      .def("poll_remote_writes", &Endpoint::poll_remote_writes, gil_free())
+      .def("poll_remote_writes",
+           [](Endpoint& e, size_t max) {
+             std::vector<Completion> out;
+             {
+               GilRelease nogil;
+               out = e.poll_remote_writes(max);
+             }
+             release_dropped_holds();  // operations this progress completed
+             return out;
+           })
       .def("stats", [](Endpoint& e) { return stats_to_dict(e.stats()); });
 }
 

@@ -56,6 +56,8 @@ py::dict stats_to_dict(const Endpoint::Stats& s) {
   py::dict out;
   out["peers"] = peers;
   out["drops"] = s.drops;
+  out["completions_held"] = s.completions_held;
+  out["operations_in_flight"] = s.operations_in_flight;
   return out;
 }
 

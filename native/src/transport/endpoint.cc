@@ -171,32 +171,68 @@ WaitFn Endpoint::waiter(const OpDesc& op) {
   return [this, op](const std::function<bool()>& ready) { wait_until(ready, cfg_.timeout_s, op); };
 }
 
-Endpoint::Posted Endpoint::start(const OpDesc& op, const std::function<bool(uint64_t)>& post) {
+Endpoint::Posted Endpoint::start(const OpDesc& op, const std::function<bool(uint64_t)>& post, Hold hold) {
   uint64_t id = next_wr_id();
   if (post(id)) return Posted{id, true};  // synchronous: nothing to remember
   std::lock_guard<std::recursive_mutex> lock(mu_);
-  if (!done_.count(id)) pending_[id] = op;
+  if (!done_.count(id)) pending_[id] = Pending{op, std::move(hold)};  // else it completed meanwhile
   return Posted{id, false};
 }
 
+void Endpoint::settle(Completion c) {
+  auto p = pending_.find(c.wr_id);
+  bool detached = false;
+  if (p != pending_.end()) {
+    detached = p->second.detached;
+    pending_.erase(p);  // releases the caller's memory
+  }
+  if (!detached) {
+    done_[c.wr_id] = std::move(c);
+  } else if (!c.ok) {
+    detached_failures_.push_back(std::move(c));
+  }
+}
+
+void Endpoint::detach(uint64_t wr_id) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  auto p = pending_.find(wr_id);
+  if (p != pending_.end()) {
+    p->second.detached = true;
+    return;
+  }
+  auto d = done_.find(wr_id);
+  if (d == done_.end()) return;
+  if (!d->second.ok) detached_failures_.push_back(std::move(d->second));
+  done_.erase(d);
+}
+
+void Endpoint::raise_detached_failure(const OpDesc& op) {
+  for (auto it = detached_failures_.begin(); it != detached_failures_.end(); ++it) {
+    if (!(op.any_peer || op.peer == kAnySource || op.peer == it->peer)) continue;
+    Completion c = std::move(*it);
+    detached_failures_.erase(it);
+    raise(c.error_kind, c.error, " (an operation nobody waited for; reported by ", op.str(), ")");
+  }
+}
+
 Endpoint::Posted Endpoint::write(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey,
-                                 uint64_t roff, bool with_imm, uint32_t imm) {
+                                 uint64_t roff, bool with_imm, uint32_t imm, Hold hold) {
   check_peer(peer, "write");
   Region local = local_region(lkey, loff, len, "write");
   OpDesc op{Opcode::Write, peer, 0, nullptr};
   return start(op, [&](uint64_t id) {
     return channels_[size_t(peer)]->write(id, reinterpret_cast<const void*>(local.addr + loff), len, rkey, roff,
                                           with_imm, imm, waiter(op));
-  });
+  }, std::move(hold));
 }
 
 Endpoint::Posted Endpoint::read(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey,
-                                uint64_t roff) {
+                                uint64_t roff, Hold hold) {
   check_peer(peer, "read");
   Region local = local_region(lkey, loff, len, "read");
   return start(OpDesc{Opcode::Read, peer, 0, nullptr}, [&](uint64_t id) {
     return channels_[size_t(peer)]->read(id, reinterpret_cast<void*>(local.addr + loff), len, rkey, roff);
-  });
+  }, std::move(hold));
 }
 
 char* Endpoint::map_remote(int peer, uint64_t rkey, uint64_t roff, uint64_t len) {
@@ -209,25 +245,26 @@ void Endpoint::wake(int peer) {
   channels_[size_t(peer)]->wake();
 }
 
-Endpoint::Posted Endpoint::send(int peer, const void* data, uint64_t len, uint64_t tag) {
+Endpoint::Posted Endpoint::send(int peer, const void* data, uint64_t len, uint64_t tag, Hold hold) {
   check_peer(peer, "send");
   OpDesc op{Opcode::Send, peer, tag, nullptr};
-  return start(op, [&](uint64_t id) { return channels_[size_t(peer)]->send(id, data, len, tag, waiter(op)); });
+  return start(
+      op, [&](uint64_t id) { return channels_[size_t(peer)]->send(id, data, len, tag, waiter(op)); },
+      std::move(hold));
 }
 
 void Endpoint::on_local_complete(Completion c) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
-  pending_.erase(c.wr_id);
-  done_[c.wr_id] = std::move(c);
+  settle(std::move(c));
 }
 
-uint64_t Endpoint::post_recv(int src, void* buf, uint64_t cap, uint64_t tag) {
+uint64_t Endpoint::post_recv(int src, void* buf, uint64_t cap, uint64_t tag, Hold hold) {
   if (src != kAnySource) check_peer(src, "recv");
   uint64_t id = next_wr_id();
   PostedRecv r{id, src, tag, static_cast<char*>(buf), cap};
   std::lock_guard<std::recursive_mutex> lock(mu_);
   progress_locked();
-  pending_[id] = OpDesc{Opcode::Recv, src, tag, nullptr};
+  pending_[id] = Pending{OpDesc{Opcode::Recv, src, tag, nullptr}, std::move(hold)};
   // An already complete unexpected message matches first (arrival order).
   for (auto it = unexpected_.begin(); it != unexpected_.end(); ++it) {
     if ((src == kAnySource || it->src == src) && it->tag == tag && it->complete()) {
@@ -254,8 +291,7 @@ void Endpoint::complete_recv(const PostedRecv& r, int src, uint64_t tag, uint64_
     c.error = format_msg("rank ", cfg_.rank, ": recv(tag=", tag, ") from rank ", src, ": message of ", total,
                          " bytes does not fit the ", r.cap, "-byte buffer");
   }
-  pending_.erase(r.wr_id);
-  done_[r.wr_id] = std::move(c);
+  settle(std::move(c));
 }
 
 void Endpoint::on_remote_write(int src, uint64_t key, uint64_t offset, uint64_t len, uint32_t imm) {
@@ -348,6 +384,7 @@ void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, 
   auto check = [&] {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     progress_locked();
+    if (!detached_failures_.empty()) raise_detached_failure(op);
     return ready();
   };
   if (check()) return;
@@ -368,7 +405,14 @@ void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, 
   uint64_t next_liveness = 0;
   for (;;) {
     uint32_t armed = hdr_->bell.arm();
-    if (check()) {
+    bool ready_now;
+    try {
+      ready_now = check();
+    } catch (...) {  // a detached operation's failure: peers must not keep ringing for us
+      hdr_->bell.disarm();
+      throw;
+    }
+    if (ready_now) {
       hdr_->bell.disarm();
       return;
     }
@@ -398,7 +442,7 @@ Completion Endpoint::wait(uint64_t wr_id, double timeout_s) {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     auto p = pending_.find(wr_id);
     if (p != pending_.end()) {
-      op = p->second;
+      op = p->second.op;
     } else if (!done_.count(wr_id)) {
       raise(ErrorKind::Argument, "rank ", cfg_.rank, ": wait: unknown or already completed request ", wr_id);
     }
@@ -458,6 +502,8 @@ Endpoint::Stats Endpoint::stats() {
   Stats s;
   for (auto& ch : channels_) s.peers.push_back(ch->counters());
   s.drops = drops_;
+  s.completions_held = done_.size();
+  s.operations_in_flight = pending_.size();
   return s;
 }
 

@@ -72,19 +72,29 @@ class Endpoint : private ChannelSink {
   Region local_region(uint64_t key, uint64_t off, uint64_t len, const char* op) const;
 
   // Operations return a work request; if `done`, it completed before returning and
-  // nothing is kept for it, else wait(wr_id) returns its completion.
+  // nothing is kept for it, else wait(wr_id) returns its completion, or detach(wr_id)
+  // says nobody will.
   struct Posted {
     uint64_t wr_id;
     bool done;
   };
+  // `hold` keeps the caller's memory alive until the operation completes (it is
+  // released then, on whichever thread makes progress, possibly with the endpoint's
+  // lock held: its destruction must not block).
+  using Hold = std::shared_ptr<void>;
   Posted write(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm,
-               uint32_t imm);
-  Posted read(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff);
-  Posted send(int peer, const void* data, uint64_t len, uint64_t tag);
+               uint32_t imm, Hold hold = nullptr);
+  Posted read(int peer, uint64_t lkey, uint64_t loff, uint64_t len, uint64_t rkey, uint64_t roff,
+              Hold hold = nullptr);
+  Posted send(int peer, const void* data, uint64_t len, uint64_t tag, Hold hold = nullptr);
+  // Nobody will wait for `wr_id` (fire and forget): its completion is dropped when it
+  // arrives, unless it failed; a failure is raised by the next wait that concerns its
+  // peer (or any peer). An unknown or already collected id is ignored.
+  void detach(uint64_t wr_id);
   // Loads straight from a peer's region, where the channel maps it (Channel::map_remote).
   char* map_remote(int peer, uint64_t rkey, uint64_t roff, uint64_t len);
   void wake(int peer);
-  uint64_t post_recv(int src, void* buf, uint64_t cap, uint64_t tag);
+  uint64_t post_recv(int src, void* buf, uint64_t cap, uint64_t tag, Hold hold = nullptr);
 
   Completion wait(uint64_t wr_id, double timeout_s);
   bool test(uint64_t wr_id);
@@ -102,10 +112,18 @@ class Endpoint : private ChannelSink {
   struct Stats {
     std::vector<PeerCounters> peers;
     std::map<std::string, uint64_t> drops;
+    uint64_t completions_held = 0;      // completed operations nobody has waited for yet
+    uint64_t operations_in_flight = 0;  // posted operations not yet completed
   };
   Stats stats();
 
  private:
+  // An operation posted and not yet completed.
+  struct Pending {
+    OpDesc op;
+    Hold hold;              // the caller's memory, until completion
+    bool detached = false;  // nobody waits: keep the completion only if it failed
+  };
   struct PostedRecv {
     uint64_t wr_id;
     int src;
@@ -137,7 +155,11 @@ class Endpoint : private ChannelSink {
 
   // Registers a pending operation, posts it, and records its completion if the
   // channel finished it synchronously.
-  Posted start(const OpDesc& op, const std::function<bool(uint64_t)>& post);
+  Posted start(const OpDesc& op, const std::function<bool(uint64_t)>& post, Hold hold);
+  // Records a completion for whoever waits for it (or drops it: detach()).
+  void settle(Completion c);
+  // Raises the oldest failure of a detached operation that concerns `op`'s peer, if any.
+  void raise_detached_failure(const OpDesc& op);
 
   void check_peer(int peer, const char* op) const;
   uint64_t next_wr_id() { return next_wr_.fetch_add(1, std::memory_order_relaxed); }
@@ -161,7 +183,8 @@ class Endpoint : private ChannelSink {
   std::recursive_mutex mu_;  // progress and completion state
   std::atomic<uint64_t> next_wr_{1};
   std::unordered_map<uint64_t, Completion> done_;
-  std::unordered_map<uint64_t, OpDesc> pending_;
+  std::unordered_map<uint64_t, Pending> pending_;
+  std::deque<Completion> detached_failures_;  // failed detached operations, not yet raised
   std::deque<Completion> remote_writes_;
   std::list<PostedRecv> posted_;
   std::list<Unexpected> unexpected_;

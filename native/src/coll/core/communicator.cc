@@ -405,14 +405,18 @@ std::shared_ptr<Work> Communicator::gather(const Buffer& in, const std::optional
                                            bool async_op) {
   check_gather(check("gather"), in, out, root);
   uint64_t recv = rank() == root ? out->addr : in.addr;
-  return issue(async_op, [this, in, recv, root] { run_gather(in.addr, recv, in.count, in.dtype, root); });
+  return issue(async_op, [this, in, out, recv, root] {  // `out` keeps the root's output alive
+    run_gather(in.addr, recv, in.count, in.dtype, root);
+  });
 }
 
 std::shared_ptr<Work> Communicator::scatter(const std::optional<Buffer>& in, const Buffer& out, int root,
                                             bool async_op) {
   check_scatter(check("scatter"), in, out, root);
   uint64_t send = rank() == root ? in->addr : out.addr;
-  return issue(async_op, [this, send, out, root] { run_scatter(send, out.addr, out.count, out.dtype, root); });
+  return issue(async_op, [this, in, send, out, root] {  // `in` keeps the root's input alive
+    run_scatter(send, out.addr, out.count, out.dtype, root);
+  });
 }
 
 std::shared_ptr<Work> Communicator::barrier(bool async_op) {
@@ -467,6 +471,7 @@ void Communicator::worker_loop() {
     } catch (...) {
       error = std::current_exception();
     }
+    item.first = nullptr;  // done with the caller's buffers: release them before the Work completes
     lk.lock();
     busy_ = false;
     q_cv_.notify_all();

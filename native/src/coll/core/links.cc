@@ -186,7 +186,10 @@ void Links::release(int peer) {
   Peer& p = peers_[size_t(peer)];
   uint64_t slot = p.released % uint64_t(cfg_.slots);
   p.released++;
-  ep_.write(peer, zero_key_, 0, 0, p.inbox_key, 0, true, make_imm(kCredit, slot, seq_, sig_));
+  // Nobody waits for a credit: the peer's arrival is what counts. Detached, its
+  // completion is not kept (a failure still surfaces in the next wait on that peer).
+  auto posted = ep_.write(peer, zero_key_, 0, 0, p.inbox_key, 0, true, make_imm(kCredit, slot, seq_, sig_));
+  if (!posted.done) ep_.detach(posted.wr_id);
 }
 
 void Links::drain(double timeout_s) {

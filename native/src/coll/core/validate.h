@@ -5,6 +5,7 @@
 // C++ callers and the Python bindings get the same checks and the same messages.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -15,11 +16,13 @@
 
 namespace uccl {
 
-// Host memory holding `count` elements of `dtype`.
+// Host memory holding `count` elements of `dtype`. `owner`, when set, keeps that memory
+// alive (a Python object and its buffer export): a queued call holds it until it ends.
 struct Buffer {
   uint64_t addr = 0;
   uint64_t count = 0;
   DataType dtype = DataType::Uint8;
+  std::shared_ptr<void> owner;
 };
 
 // Per-rank element counts or displacements.

@@ -24,7 +24,13 @@ CallWindows::CallWindows(CollContext& c, const void* in, uint64_t in_bytes, void
   }
 }
 
-CallWindows::~CallWindows() { release(); }
+CallWindows::~CallWindows() {
+  // A call that failed before close() leaves its "done" notes unwaited: they carry no
+  // data, so nobody need wait, but their completions must not stay in the endpoint.
+  for (const auto& x : notes_)
+    if (!x.done) c_.ep.detach(x.wr_id);
+  release();
+}
 
 void CallWindows::release() {
   for (uint64_t* k : {&in_key_, &out_key_, &outbox_key_}) {
@@ -49,9 +55,22 @@ void CallWindows::grant(const std::vector<int>& to, const std::vector<Window>& g
   }
   // All at once: each descriptor has its own outbox entry, so none waits for another's ack.
   std::vector<Endpoint::Posted> posted;
-  for (int p : to)
-    posted.push_back(c_.links.post(p, outbox_key_, uint64_t(p) * sizeof(Window), sizeof(Window), Links::Carries::Window));
-  for (const auto& x : posted) c_.links.sent(x);
+  size_t waited = 0;
+  try {
+    for (int p : to)
+      posted.push_back(
+          c_.links.post(p, outbox_key_, uint64_t(p) * sizeof(Window), sizeof(Window), Links::Carries::Window));
+    for (; waited < posted.size(); ++waited) c_.links.sent(posted[waited]);
+  } catch (...) {
+    // The descriptors still in flight read outbox_, which goes away with this call.
+    for (size_t i = waited + 1; i < posted.size(); ++i) {
+      try {
+        c_.links.sent(posted[i]);
+      } catch (...) {
+      }
+    }
+    throw;
+  }
 }
 
 void CallWindows::learn(const std::vector<int>& from) {

@@ -4,8 +4,12 @@
 
 namespace uccl {
 
-RegionTable::RegionTable(void* mem, uint32_t capacity, bool owner)
-    : slots_(static_cast<RegionSlot*>(mem)), capacity_(capacity), rng_(std::random_device{}()) {
+RegionTable::RegionTable(void* mem, uint32_t capacity, bool owner, std::string name, double stall_timeout_s)
+    : slots_(static_cast<RegionSlot*>(mem)),
+      capacity_(capacity),
+      rng_(std::random_device{}()),
+      name_(std::move(name)),
+      stall_timeout_s_(stall_timeout_s) {
   if (!owner) return;
   free_.reserve(capacity);
   for (uint32_t i = capacity; i > 0; --i) free_.push_back(i - 1);

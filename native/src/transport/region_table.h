@@ -7,7 +7,10 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <string>
 #include <vector>
+
+#include "generated/setting_defaults.h"
 
 namespace uccl {
 
@@ -34,7 +37,10 @@ class RegionTable {
   static size_t bytes_for(uint32_t capacity) { return sizeof(RegionSlot) * capacity; }
 
   RegionTable() = default;
-  RegionTable(void* mem, uint32_t capacity, bool owner);
+  // `name` says whose table this is in errors ("rank 3's region table");
+  // `stall_timeout_s` bounds how long lookup waits on a slot left mid-update.
+  RegionTable(void* mem, uint32_t capacity, bool owner, std::string name = "this process's region table",
+              double stall_timeout_s = defaults::timeout);
 
   // Owner only.
   uint64_t add(uint64_t addr, uint64_t len, uint32_t flags);
@@ -50,6 +56,8 @@ class RegionTable {
   std::mutex mu_;
   std::vector<uint32_t> free_;
   std::mt19937_64 rng_;
+  std::string name_;
+  double stall_timeout_s_ = defaults::timeout;
 };
 
 }  // namespace uccl

@@ -23,13 +23,17 @@ struct Region {
   uint32_t flags;
 };
 
+// Every field is atomic (accessed relaxed; the sequence orders them) so that a
+// reader racing the owner's update reads a stale value rather than racing in the
+// C++ sense; on x86-64 the code is the same as for plain fields.
 struct alignas(32) RegionSlot {
   std::atomic<uint32_t> seq;  // odd while the owner is changing the slot
-  uint32_t flags;
+  std::atomic<uint32_t> flags;
   std::atomic<uint64_t> key;  // 0 = free
-  uint64_t addr;
-  uint64_t len;
+  std::atomic<uint64_t> addr;
+  std::atomic<uint64_t> len;
 };
+static_assert(sizeof(RegionSlot) == 32, "the slot layout is shared between processes");
 
 // A view of a table living in shared memory; the owner also keeps the free list.
 class RegionTable {
@@ -47,10 +51,17 @@ class RegionTable {
   bool remove(uint64_t key);
 
   // Anyone: a consistent snapshot of the slot named by key, if it still holds key.
+  // A slot that stays mid-update past the stall bound (its owner died between the
+  // two sequence bumps) raises PeerFailure naming the key and this table.
   std::optional<Region> lookup(uint64_t key) const;
   uint32_t capacity() const { return capacity_; }
 
  private:
+  // One seqlock read attempt: true with *out filled when the slot was stable.
+  static bool read_stable(const RegionSlot& s, Region* out);
+  // After the spins of the fast path: waits against a deadline, yielding the CPU.
+  std::optional<Region> lookup_stalled(uint64_t key) const;
+
   RegionSlot* slots_ = nullptr;
   uint32_t capacity_ = 0;
   std::mutex mu_;

@@ -15,9 +15,17 @@ LIBTSAN=$(g++ -print-file-name=libtsan.so)
 LIBTSAN=$(readlink -f "$LIBTSAN")
 [ -f "$LIBTSAN" ] || { echo "tsan: libtsan not found (g++ -print-file-name=libtsan.so)" >&2; exit 2; }
 
+# pybind11 is a build-time requirement only (pip's isolated build env): keep a copy here.
+PYBIND_DIR=$BUILD/pybind11/pybind11/share/cmake/pybind11
+if [ ! -d "$PYBIND_DIR" ]; then
+  "$PY" -m pip install -q --target "$BUILD/pybind11" "pybind11>=2.12" 2>&1 | grep -v "^WARNING: Location" || true
+fi
+[ -d "$PYBIND_DIR" ] || { echo "tsan: could not install pybind11 into $BUILD/pybind11" >&2; exit 2; }
+
 echo "[tsan] building uccl._native and the native tests with -fsanitize=thread in $BUILD"
+mkdir -p "$BUILD"
 cmake -S native -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUCCL_TSAN=ON -DUCCL_TESTS=ON \
-  -DPython_EXECUTABLE="$PY" -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >"$BUILD.configure.log" 2>&1 \
+  -DPython_EXECUTABLE="$PY" -Dpybind11_DIR="$PYBIND_DIR" >"$BUILD.configure.log" 2>&1 \
   || { tail -40 "$BUILD.configure.log"; exit 1; }
 cmake --build "$BUILD" -j"$JOBS" --target _native uccl_native_tests
 NATIVE=$(ls "$BUILD"/_native*.so)

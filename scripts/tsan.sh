@@ -35,8 +35,21 @@ NATIVE=$(ls "$BUILD"/_native*.so)
 RUN=()
 if setarch "$(uname -m)" -R true 2>/dev/null; then RUN=(setarch "$(uname -m)" -R); fi
 
+# Reports go to files (one per process): pytest captures stderr, and a process that
+# halts on a report takes its captured stderr with it.
+REPORTS=$BUILD/reports
+rm -rf "$REPORTS" && mkdir -p "$REPORTS"
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 report_signal_unsafe=0 \
-suppressions=$ROOT/scripts/tsan/suppressions.txt ${UCCL_TSAN_OPTIONS:-}"
+suppressions=$ROOT/scripts/tsan/suppressions.txt log_path=$REPORTS/tsan ${UCCL_TSAN_OPTIONS:-}"
+show_reports() {
+  local rc=$?
+  if compgen -G "$REPORTS/tsan*" >/dev/null; then
+    echo "[tsan] ThreadSanitizer reports ($REPORTS):"; cat "$REPORTS"/tsan*; [ "$rc" -ne 0 ] || rc=66
+  fi
+  echo "[tsan] $( [ "$rc" -eq 0 ] && echo clean || echo "FAILED (exit $rc)" )"
+  exit "$rc"
+}
+trap show_reports EXIT
 
 echo "[tsan] native unit tests (region table seqlock among them)"
 "${RUN[@]}" "$BUILD/tests/uccl_native_tests" --gtest_filter="${UCCL_TSAN_GTEST_FILTER:-RegionTable*}"
@@ -48,4 +61,4 @@ export LD_PRELOAD=$LIBTSAN
 export UCCL_CONCURRENCY_ROUNDS=${UCCL_CONCURRENCY_ROUNDS:-3}
 "${RUN[@]}" "$PY" -c "import uccl._native as n, os; assert n.__file__ == os.environ['UCCL_TSAN_NATIVE'], n.__file__"
 TESTS=(${UCCL_TSAN_TESTS:-tests/concurrency tests/transport/test_exchange.py tests/collectives/test_algorithms.py})
-exec "${RUN[@]}" timeout "${UCCL_TSAN_TIMEOUT:-3000}" "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+"${RUN[@]}" timeout "${UCCL_TSAN_TIMEOUT:-3000}" "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"

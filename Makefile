@@ -9,3 +9,8 @@ test:
 
 setup:
 	./scripts/setup.sh
+
+# ThreadSanitizer build of uccl._native running the concurrency tests (docs/tsan.md).
+.PHONY: tsan
+tsan:
+	./scripts/tsan.sh

@@ -55,7 +55,7 @@ Endpoint::Endpoint(const EndpointConfig& cfg) : cfg_(cfg) {
   hdr_->arena_bytes = layout_.total() - layout_.arena_offset();
   arena_.init(static_cast<char*>(own_.data()) + hdr_->arena_offset, hdr_->arena_bytes);
   table_ = std::make_unique<RegionTable>(static_cast<char*>(own_.data()) + layout_.table_offset(), cfg_.max_regions,
-                                         true);
+                                         true, format_msg("rank ", cfg_.rank, "'s region table"), cfg_.timeout_s);
   assembly_.resize(size_t(cfg_.world));
   if (cfg_.transport != "shm") net_ = NetTransport::create(cfg_.rank, cfg_.secret, cfg_.net, &hdr_->bell, table_.get());
 }
@@ -97,7 +97,7 @@ void Endpoint::connect(const std::vector<std::string>& descriptors) {
             " belongs to another job or world");
     const Descriptor& d = peer.d;
     bool same_host = my_host == peer.host;
-    ShmChannelParams params{cfg_.rank, p, pid_t(d.pid), cfg_.inline_max};
+    ShmChannelParams params{cfg_.rank, p, pid_t(d.pid), cfg_.inline_max, cfg_.timeout_s};
     if (p == cfg_.rank) {
       channels_.push_back(std::make_unique<ShmChannel>(params, own_.data(), own_.data(), layout_, table_.get()));
       continue;

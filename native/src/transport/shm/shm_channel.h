@@ -19,6 +19,7 @@ struct ShmChannelParams {
   int peer_rank;
   pid_t peer_pid;
   uint64_t inline_max;  // writes-with-imm up to this size go through the ring
+  double timeout_s = defaults::timeout;  // bounds a wait on the peer's region table
 };
 
 class ShmChannel final : public Channel {

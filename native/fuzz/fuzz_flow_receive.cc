@@ -137,30 +137,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           break;
         }
         case kCmdSubmit: {  // this side starts an operation
-          auto op = std::make_unique<TxOp>();
           const uint64_t kind = in.in_range(0, 2);
           const uint64_t len = in.in_range(0, kMaxOpBytes);
-          op->wr_id = uint64_t(steps);
-          op->a = in.take<uint64_t>();
-          op->b = in.in_range(0, kMaxRegion);
+          const uint64_t key_or_tag = in.take<uint64_t>();
+          const uint64_t off = in.in_range(0, kMaxRegion);
+          const uint64_t wr_id = uint64_t(steps);
           if (kind == 0) {
-            op->kind = kOpWrite;
-            op->opcode = Opcode::Write;
-            op->src = src.data();
-            op->len = len;
+            flow.submit(write_op(wr_id, src.data(), len, key_or_tag, off));
           } else if (kind == 1) {
-            op->kind = kOpSend;
-            op->opcode = Opcode::Send;
-            op->src = src.data();
-            op->len = len;
+            flow.submit(send_op(wr_id, src.data(), len, key_or_tag));
           } else {
-            op->kind = kOpReadReq;
-            op->opcode = Opcode::Read;
-            op->c = len;
             read_dsts.push_back(std::make_unique<GuardedRegion>(len ? len : 1));
-            op->read_dst = read_dsts.back()->addr();
+            flow.submit(read_op(wr_id, read_dsts.back()->addr(), len, key_or_tag, off));
           }
-          flow.submit(std::move(op));
           flow.take_submissions(now);
           break;
         }

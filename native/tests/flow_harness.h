@@ -112,35 +112,6 @@ inline std::vector<Completion> completions(Flow& f) {
   return std::move(out.completions);
 }
 
-inline std::unique_ptr<TxOp> write_op(uint64_t wr_id, const void* src, uint64_t len, uint64_t rkey, uint64_t off,
-                                      std::optional<uint32_t> imm = std::nullopt) {
-  auto op = std::make_unique<TxOp>();
-  op->kind = kOpWrite;
-  op->opcode = Opcode::Write;
-  op->wr_id = wr_id;
-  op->src = static_cast<const char*>(src);
-  op->len = len;
-  op->a = rkey;
-  op->b = off;
-  if (imm) {
-    op->flags = kFlagImm;
-    op->imm = *imm;
-  }
-  return op;
-}
-
-inline std::unique_ptr<TxOp> read_op(uint64_t wr_id, void* dst, uint64_t len, uint64_t rkey, uint64_t off) {
-  auto op = std::make_unique<TxOp>();
-  op->kind = kOpReadReq;
-  op->opcode = Opcode::Read;
-  op->wr_id = wr_id;
-  op->a = rkey;
-  op->b = off;
-  op->c = len;
-  op->read_dst = static_cast<char*>(dst);
-  return op;
-}
-
 constexpr uint64_t kUs = 1000, kMs = 1000 * kUs;
 
 }  // namespace uccl::net::testing

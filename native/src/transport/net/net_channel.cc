@@ -17,16 +17,7 @@ void NetChannel::post(std::unique_ptr<TxOp> op) {
 
 bool NetChannel::write(uint64_t wr_id, const void* src, uint64_t len, uint64_t rkey, uint64_t roff, bool with_imm,
                        uint32_t imm, const WaitFn&) {
-  auto op = std::make_unique<TxOp>();
-  op->kind = kOpWrite;
-  op->opcode = Opcode::Write;
-  op->wr_id = wr_id;
-  op->src = static_cast<const char*>(src);
-  op->len = len;
-  op->a = rkey;
-  op->b = roff;
-  op->imm = imm;
-  op->flags = with_imm ? kFlagImm : 0;
+  auto op = write_op(wr_id, src, len, rkey, roff, with_imm, imm);
   writes_.fetch_add(1, std::memory_order_relaxed);
   bytes_written_.fetch_add(len, std::memory_order_relaxed);
   post(std::move(op));
@@ -34,14 +25,7 @@ bool NetChannel::write(uint64_t wr_id, const void* src, uint64_t len, uint64_t r
 }
 
 bool NetChannel::read(uint64_t wr_id, void* dst, uint64_t len, uint64_t rkey, uint64_t roff) {
-  auto op = std::make_unique<TxOp>();
-  op->kind = kOpReadReq;
-  op->opcode = Opcode::Read;
-  op->wr_id = wr_id;
-  op->read_dst = static_cast<char*>(dst);
-  op->a = rkey;
-  op->b = roff;
-  op->c = len;
+  auto op = read_op(wr_id, dst, len, rkey, roff);
   reads_.fetch_add(1, std::memory_order_relaxed);
   bytes_read_.fetch_add(len, std::memory_order_relaxed);
   post(std::move(op));
@@ -53,13 +37,7 @@ bool NetChannel::send(uint64_t wr_id, const void* data, uint64_t len, uint64_t t
     raise(ErrorKind::Argument, "rank ", flow_->params().my_rank, ": send(tag=", tag, ") to rank ", peer_, ": message of ",
           len, " bytes exceeds the net channel's limit of ", kMaxNetMessage,
           " bytes (write large data into a registered region instead)");
-  auto op = std::make_unique<TxOp>();
-  op->kind = kOpSend;
-  op->opcode = Opcode::Send;
-  op->wr_id = wr_id;
-  op->src = static_cast<const char*>(data);
-  op->len = len;
-  op->a = tag;
+  auto op = send_op(wr_id, data, len, tag);
   msgs_sent_.fetch_add(1, std::memory_order_relaxed);
   bytes_sent_.fetch_add(len, std::memory_order_relaxed);
   post(std::move(op));

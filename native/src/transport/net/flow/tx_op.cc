@@ -4,6 +4,44 @@
 
 namespace uccl::net {
 
+std::unique_ptr<TxOp> write_op(uint64_t wr_id, const void* src, uint64_t len, uint64_t rkey, uint64_t roff,
+                               bool with_imm, uint32_t imm) {
+  auto op = std::make_unique<TxOp>();
+  op->kind = kOpWrite;
+  op->opcode = Opcode::Write;
+  op->wr_id = wr_id;
+  op->src = static_cast<const char*>(src);
+  op->len = len;
+  op->a = rkey;
+  op->b = roff;
+  op->imm = imm;
+  op->flags = with_imm ? kFlagImm : 0;
+  return op;
+}
+
+std::unique_ptr<TxOp> read_op(uint64_t wr_id, void* dst, uint64_t len, uint64_t rkey, uint64_t roff) {
+  auto op = std::make_unique<TxOp>();
+  op->kind = kOpReadReq;
+  op->opcode = Opcode::Read;
+  op->wr_id = wr_id;
+  op->read_dst = static_cast<char*>(dst);
+  op->a = rkey;
+  op->b = roff;
+  op->c = len;
+  return op;
+}
+
+std::unique_ptr<TxOp> send_op(uint64_t wr_id, const void* data, uint64_t len, uint64_t tag) {
+  auto op = std::make_unique<TxOp>();
+  op->kind = kOpSend;
+  op->opcode = Opcode::Send;
+  op->wr_id = wr_id;
+  op->src = static_cast<const char*>(data);
+  op->len = len;
+  op->a = tag;
+  return op;
+}
+
 std::string op_name(const TxOp& op, int peer_rank) {
   switch (op.kind) {
     case kOpWrite: return format_msg("write to rank ", peer_rank);

@@ -2,6 +2,7 @@
 // traffic: read responses, error packets, liveness probes) and its progress.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "transport/completion.h"
@@ -32,6 +33,12 @@ struct TxOp {
   ErrorKind error_kind = ErrorKind::Generic;
   std::string error;
 };
+
+// An application's operations, as a channel submits them to its flow.
+std::unique_ptr<TxOp> write_op(uint64_t wr_id, const void* src, uint64_t len, uint64_t rkey, uint64_t roff,
+                               bool with_imm = false, uint32_t imm = 0);
+std::unique_ptr<TxOp> read_op(uint64_t wr_id, void* dst, uint64_t len, uint64_t rkey, uint64_t roff);
+std::unique_ptr<TxOp> send_op(uint64_t wr_id, const void* data, uint64_t len, uint64_t tag);
 
 // "write to rank 3", "send(tag=7) to rank 3", ...: how error messages name an operation.
 std::string op_name(const TxOp& op, int peer_rank);

@@ -325,25 +325,25 @@ void Communicator::run_barrier() {
 }
 
 template <typename Op>
-std::shared_ptr<Work> Communicator::issue(bool async_op, Op&& op) {
+std::shared_ptr<Work> Communicator::issue(const char* what, bool async_op, Op&& op) {
   if (async_op) return submit(std::forward<Op>(op));
-  run_in_order(std::ref(op));  // by reference: runs before returning, nothing to copy
+  run_in_order(std::ref(op), what);  // by reference: runs before returning, nothing to copy
   return nullptr;
 }
 
 std::shared_ptr<Work> Communicator::all_reduce(const Buffer& in, const Buffer& out, ReduceOp op, bool async_op) {
   check_all_reduce(check("all_reduce"), in, out, op);
-  return issue(async_op, [this, in, out, op] { run_all_reduce(in.addr, out.addr, in.count, in.dtype, op); });
+  return issue("all_reduce", async_op, [this, in, out, op] { run_all_reduce(in.addr, out.addr, in.count, in.dtype, op); });
 }
 
 std::shared_ptr<Work> Communicator::reduce(const Buffer& in, const Buffer& out, ReduceOp op, int root, bool async_op) {
   check_reduce(check("reduce"), in, out, op, root);
-  return issue(async_op, [this, in, out, op, root] { run_reduce(in.addr, out.addr, in.count, in.dtype, op, root); });
+  return issue("reduce", async_op, [this, in, out, op, root] { run_reduce(in.addr, out.addr, in.count, in.dtype, op, root); });
 }
 
 std::shared_ptr<Work> Communicator::broadcast(const Buffer& buf, int root, bool async_op) {
   check_broadcast(check("broadcast"), root);
-  return issue(async_op, [this, buf, root] { run_broadcast(buf.addr, buf.count, buf.dtype, root); });
+  return issue("broadcast", async_op, [this, buf, root] { run_broadcast(buf.addr, buf.count, buf.dtype, root); });
 }
 
 std::shared_ptr<Work> Communicator::all_gather(const Buffer& in, const Buffer& out, bool async_op) {
@@ -351,7 +351,7 @@ std::shared_ptr<Work> Communicator::all_gather(const Buffer& in, const Buffer& o
   const size_t W = size_t(world());
   Counts counts(W, in.count), displs(W);
   for (size_t j = 0; j < W; ++j) displs[j] = j * in.count;
-  return issue(async_op, [this, in, out, counts = std::move(counts), displs = std::move(displs)] {
+  return issue("all_gather", async_op, [this, in, out, counts = std::move(counts), displs = std::move(displs)] {
     run_all_gather_v(in.addr, out.addr, counts, displs, in.dtype);
   });
 }
@@ -359,14 +359,14 @@ std::shared_ptr<Work> Communicator::all_gather(const Buffer& in, const Buffer& o
 std::shared_ptr<Work> Communicator::all_gather_v(const Buffer& in, const Buffer& out, const SignedCounts& counts,
                                                  const std::optional<SignedCounts>& displs, bool async_op) {
   Layout l = check_all_gather_v(check("all_gather_v"), in, out, counts, displs);
-  return issue(async_op, [this, in, out, l = std::move(l)] {
+  return issue("all_gather_v", async_op, [this, in, out, l = std::move(l)] {
     run_all_gather_v(in.addr, out.addr, l.counts, l.displs, in.dtype);
   });
 }
 
 std::shared_ptr<Work> Communicator::reduce_scatter(const Buffer& in, const Buffer& out, ReduceOp op, bool async_op) {
   check_reduce_scatter(check("reduce_scatter"), in, out, op);
-  return issue(async_op, [this, in, out, op, counts = Counts(size_t(world()), out.count)] {
+  return issue("reduce_scatter", async_op, [this, in, out, op, counts = Counts(size_t(world()), out.count)] {
     run_reduce_scatter_v(in.addr, out.addr, counts, in.dtype, op);
   });
 }
@@ -374,7 +374,7 @@ std::shared_ptr<Work> Communicator::reduce_scatter(const Buffer& in, const Buffe
 std::shared_ptr<Work> Communicator::reduce_scatter_v(const Buffer& in, const Buffer& out, const SignedCounts& counts,
                                                      ReduceOp op, bool async_op) {
   Counts c = check_reduce_scatter_v(check("reduce_scatter_v"), in, out, counts, op);
-  return issue(async_op, [this, in, out, op, c = std::move(c)] {
+  return issue("reduce_scatter_v", async_op, [this, in, out, op, c = std::move(c)] {
     run_reduce_scatter_v(in.addr, out.addr, c, in.dtype, op);
   });
 }
@@ -385,7 +385,7 @@ std::shared_ptr<Work> Communicator::all_to_all(const Buffer& in, const Buffer& o
   const uint64_t block = in.count / W;
   Counts counts(W, block), displs(W);
   for (size_t j = 0; j < W; ++j) displs[j] = j * block;
-  return issue(async_op, [this, in, out, counts = std::move(counts), displs = std::move(displs)] {
+  return issue("all_to_all", async_op, [this, in, out, counts = std::move(counts), displs = std::move(displs)] {
     run_all_to_all_v(in.addr, counts, displs, out.addr, counts, displs, in.dtype);
   });
 }
@@ -396,7 +396,7 @@ std::shared_ptr<Work> Communicator::all_to_all_v(const Buffer& in, const SignedC
                                                  const std::optional<SignedCounts>& recv_displs, bool async_op) {
   std::pair<Layout, Layout> l =
       check_all_to_all_v(check("all_to_all_v"), in, send_counts, send_displs, out, recv_counts, recv_displs);
-  return issue(async_op, [this, in, out, l = std::move(l)] {
+  return issue("all_to_all_v", async_op, [this, in, out, l = std::move(l)] {
     run_all_to_all_v(in.addr, l.first.counts, l.first.displs, out.addr, l.second.counts, l.second.displs, in.dtype);
   });
 }
@@ -405,7 +405,7 @@ std::shared_ptr<Work> Communicator::gather(const Buffer& in, const std::optional
                                            bool async_op) {
   check_gather(check("gather"), in, out, root);
   uint64_t recv = rank() == root ? out->addr : in.addr;
-  return issue(async_op, [this, in, out, recv, root] {  // `out` keeps the root's output alive
+  return issue("gather", async_op, [this, in, out, recv, root] {  // `out` keeps the root's output alive
     run_gather(in.addr, recv, in.count, in.dtype, root);
   });
 }
@@ -414,13 +414,13 @@ std::shared_ptr<Work> Communicator::scatter(const std::optional<Buffer>& in, con
                                             bool async_op) {
   check_scatter(check("scatter"), in, out, root);
   uint64_t send = rank() == root ? in->addr : out.addr;
-  return issue(async_op, [this, in, send, out, root] {  // `in` keeps the root's input alive
+  return issue("scatter", async_op, [this, in, send, out, root] {  // `in` keeps the root's input alive
     run_scatter(send, out.addr, out.count, out.dtype, root);
   });
 }
 
 std::shared_ptr<Work> Communicator::barrier(bool async_op) {
-  return issue(async_op, [this] { run_barrier(); });
+  return issue("barrier", async_op, [this] { run_barrier(); });
 }
 
 std::shared_ptr<Work> Communicator::submit(std::function<void()> op) {
@@ -434,10 +434,14 @@ std::shared_ptr<Work> Communicator::submit(std::function<void()> op) {
   return work;
 }
 
-void Communicator::run_in_order(const std::function<void()>& op) {
+void Communicator::run_in_order(const std::function<void()>& op, const char* what) {
   {
     std::unique_lock<std::mutex> lk(q_mu_);
-    q_cv_.wait(lk, [&] { return queue_.empty() && !busy_; });
+    const size_t earlier = queue_.size() + (busy_ ? 1 : 0);
+    const auto limit = std::chrono::duration<double>(ep_->config().timeout_s);
+    if (!q_cv_.wait_for(lk, limit, [&] { return queue_.empty() && !busy_; }))
+      raise(ErrorKind::Timeout, "rank ", rank(), ": ", what, ": the ", earlier,
+            " operation(s) issued before it on this communicator did not finish within ", limit.count(), " s");
     busy_ = true;
   }
   auto done = [this] {

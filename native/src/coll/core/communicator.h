@@ -94,10 +94,12 @@ class Communicator {
   // Runs `op` on the worker thread after everything issued before it.
   std::shared_ptr<Work> submit(std::function<void()> op);
   // Blocking calls go through here: they wait for queued work, then run inline.
-  void run_in_order(const std::function<void()>& op);
+  // `what` names the call in the error raised if the operations issued before it do
+  // not finish within the configured timeout.
+  void run_in_order(const std::function<void()>& op, const char* what);
   // Inline, or queued when async_op.
   template <typename Op>
-  std::shared_ptr<Work> issue(bool async_op, Op&& op);
+  std::shared_ptr<Work> issue(const char* what, bool async_op, Op&& op);
   ArgCheck check(const char* op) const { return ArgCheck{rank(), world(), op}; }
 
   // The collectives on checked arguments; buffers are addresses of host memory.

@@ -75,9 +75,23 @@ inline std::vector<Packet> pump(Flow& f, uint64_t now) {
   return out;
 }
 
-inline void deliver(Flow& to, const Packet& p, uint64_t now) {
-  RxPacket from{0, nullptr, 0, 0, 0};
+inline void deliver(Flow& to, const Packet& p, uint64_t now, const RxPacket& from = RxPacket{0, nullptr, 0, 0, 0}) {
   to.on_data(p.h, p.payload.data(), uint32_t(p.payload.size()), from, now);
+}
+
+// Where an ack goes: the local queue it leaves from and the destination.
+struct AckRoute {
+  int queue;
+  uint32_t ip;
+  uint16_t port;
+};
+
+// The ack `f` owes at `now` and where it goes.
+inline std::optional<AckRoute> ack_route(Flow& f, uint64_t now) {
+  AckHeader a{};
+  AckRoute r{};
+  if (!f.take_ack(&a, &r.queue, &r.ip, &r.port, now)) return std::nullopt;
+  return r;
 }
 
 // The ack `f` owes, taken as late as `now` (delayed acks are due by then).

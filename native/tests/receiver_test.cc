@@ -105,5 +105,39 @@ TEST_F(ReceiverScript, DuplicatesAreAckedAtOnceAndPacketsBeyondTheWindowDropped)
   EXPECT_FALSE(ack(b_, t_ + 10 * kMs).has_value());
 }
 
+// Acks go back on the path a packet came in on, but only to the peer's own sockets
+// (its published address): a packet sent from anywhere else -- a valid packet replayed
+// by a third party -- is processed, and its ack still goes to the peer.
+TEST(ReceiverReplies, AcksGoOnlyToThePeersPublishedSockets) {
+  Regions regions;
+  std::vector<char> region(kTotal, 0), src(kTotal, 1);
+  const uint64_t key = regions.add(region.data(), region.size(), kRemoteWrite);
+  FlowParams p = params(1, 0);
+  p.peer_addr.ipv4 = 0x0100000a;  // 10.0.0.1
+  p.peer_addr.num_queues = 2;
+  p.peer_addr.ports[0] = 4000;
+  p.peer_addr.ports[1] = 4001;
+  Flow b(p, regions.table());
+  const uint64_t t = now_ns();
+  deliver(b, write_packet(0, src, key), t, RxPacket{1, nullptr, 0, 0x0100000a, 4001});
+  auto r = ack_route(b, t + 2 * kMs);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->queue, 1);
+  EXPECT_EQ(r->ip, 0x0100000au);
+  EXPECT_EQ(r->port, 4001);
+  // The same packet again, from a stranger's socket: a duplicate, acked at once, to the peer.
+  deliver(b, write_packet(0, src, key), t + 3 * kMs, RxPacket{0, nullptr, 0, 0x0200000a, 5555});
+  r = ack_route(b, t + 3 * kMs);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->ip, 0x0100000au) << "an ack was redirected to the replaying host";
+  EXPECT_EQ(r->port, 4001);
+  // The peer's own address, another of its sockets: followed.
+  deliver(b, write_packet(1, src, key), t + 4 * kMs, RxPacket{0, nullptr, 0, 0x0100000a, 4000});
+  r = ack_route(b, t + 8 * kMs);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->queue, 0);
+  EXPECT_EQ(r->port, 4000);
+}
+
 }  // namespace
 }  // namespace uccl::net::testing

@@ -26,7 +26,7 @@ Flow::Flow(const FlowParams& p, const RegionTable* own_table)
     : p_(p),
       rx_auth_(conn_auth(p.secret, uint16_t(p.peer_rank), uint16_t(p.my_rank), p.peer_nonce, p.my_nonce)),
       sender_(p, tx_header(p), stats_, drops_, staged_.completions),
-      receiver_(tx_header(p), own_table, stats_, drops_, staged_.events),
+      receiver_(tx_header(p), p_.peer_addr, own_table, stats_, drops_, staged_.events),
       last_rx_ns_(now_ns()) {
   last_rx_atomic_.store(last_rx_ns_);
 }

@@ -21,14 +21,22 @@ constexpr uint64_t kAckDelayNs = 30'000;
 constexpr uint64_t kMaxLoneAckDelayNs = 1'000'000;
 }  // namespace
 
-Receiver::Receiver(const CommonHeader& tx_common, const RegionTable* own_table, FlowStats& stats, DropCounters& drops,
-                   std::vector<RxEvent>& events)
+Receiver::Receiver(const CommonHeader& tx_common, const PeerAddress& peer, const RegionTable* own_table,
+                   FlowStats& stats, DropCounters& drops, std::vector<RxEvent>& events)
     : tx_common_(tx_common),
+      peer_(peer),
       table_(own_table),
       stats_(stats),
       drops_(drops),
       events_(events),
-      rcv_bits_(kSackWords, 0) {}
+      rcv_bits_(kSackWords, 0),
+      reply_ip_(peer.ipv4),
+      reply_port_(peer.ports[0]) {}
+
+bool Receiver::from_peer(const RxPacket& from) const {
+  if (from.src_ipv4 != peer_.ipv4) return false;
+  return std::find(peer_.ports, peer_.ports + peer_.num_queues, from.src_port) != peer_.ports + peer_.num_queues;
+}
 
 void Receiver::note_arrival_gap(uint64_t now, uint64_t last_heard_ns) {
   if (last_heard_ns && now > last_heard_ns) {
@@ -41,7 +49,8 @@ void Receiver::note_arrival_gap(uint64_t now, uint64_t last_heard_ns) {
 }
 
 // The ack answers on the path the packet came in on, naming the newest arrival
-// (the sender takes RTT from its own send times).
+// (the sender takes RTT from its own send times). A packet from anywhere but the
+// peer's sockets (a replay by a third party) is acked to the peer all the same.
 void Receiver::owe_ack(uint64_t seq, const DataHeader& h, const RxPacket& from, uint64_t now) {
   if (!need_ack_) first_unacked_ns_ = now;
   need_ack_ = true;
@@ -49,9 +58,11 @@ void Receiver::owe_ack(uint64_t seq, const DataHeader& h, const RxPacket& from, 
   echo_seq_ = seq;
   echo_path_ = h.path;
   echo_arrival_ns_ = now;
-  reply_queue_ = from.queue;
-  reply_ip_ = from.src_ipv4;
-  reply_port_ = from.src_port;
+  if (from_peer(from)) {
+    reply_queue_ = from.queue;
+    reply_ip_ = from.src_ipv4;
+    reply_port_ = from.src_port;
+  }
 }
 
 Receiver::Arrival Receiver::accept(const DataHeader& h, uint32_t len, const RxPacket& from, uint64_t now,

@@ -49,9 +49,10 @@ struct RxOp {
 
 class Receiver {
  public:
-  // `tx_common`: the header every ack starts with; released events are appended to `events`.
-  Receiver(const CommonHeader& tx_common, const RegionTable* own_table, FlowStats& stats, DropCounters& drops,
-           std::vector<RxEvent>& events);
+  // `tx_common`: the header every ack starts with; `peer`: the peer's published sockets,
+  // the only places acks go; released events are appended to `events`.
+  Receiver(const CommonHeader& tx_common, const PeerAddress& peer, const RegionTable* own_table, FlowStats& stats,
+           DropCounters& drops, std::vector<RxEvent>& events);
 
   struct Arrival {
     RxOp* op = nullptr;  // null: the packet was dropped (its ack is owed all the same)
@@ -81,6 +82,8 @@ class Receiver {
   void deliver_in_order(Replies* replies);
 
   const CommonHeader tx_common_;
+  const PeerAddress& peer_;
+  bool from_peer(const RxPacket& from) const;
   const RegionTable* table_;
   FlowStats& stats_;
   DropCounters& drops_;
@@ -111,7 +114,9 @@ class Receiver {
   uint64_t echo_seq_ = 0;   // the newest arrival, its path and arrival time
   uint16_t echo_path_ = 0;
   uint64_t echo_arrival_ns_ = 0;
-  int reply_queue_ = 0;  // where the newest arrival came from: the ack goes back there
+  // Where the peer's newest arrival came from: the ack goes back there (the peer's
+  // first socket until one of its packets has arrived).
+  int reply_queue_ = 0;
   uint32_t reply_ip_ = 0;
   uint16_t reply_port_ = 0;
 };

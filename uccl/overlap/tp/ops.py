@@ -133,10 +133,12 @@ def _all_gather_matmul_k(a_shard, bs, upg, rank, world, pieces, return_a):
     return a, [o.view(*lead, -1) for o in outs]
 
 
-def all_gather_matmul(a_shard: torch.Tensor, bs: Sequence[torch.Tensor], gather_dim: int, group: Any = None, *,
-                      return_a: bool = True) -> Tuple[Optional[torch.Tensor], List[torch.Tensor]]:
+def all_gather_matmul_forward(a_shard: torch.Tensor, bs: Sequence[torch.Tensor], gather_dim: int,
+                              group: Any = None, *, return_a: bool = True
+                              ) -> Tuple[Optional[torch.Tensor], List[torch.Tensor]]:
     """(all_gather(a_shard, gather_dim) or None, [A @ B for B in bs]), computed piece by piece
-    as the shards land: the local shard at once, then each peer's."""
+    as the shards land: the local shard at once, then each peer's. (No autograd: see
+    uccl.overlap.tp.autograd.all_gather_matmul.)"""
     pg, upg, rank, world, transport = _context(group, a_shard)
     gd = _check_ag(a_shard, bs, gather_dim, rank)
     rows = a_shard.numel() // a_shard.shape[-1] if a_shard.shape[-1] else 0
@@ -174,7 +176,11 @@ def _check_rs(a: torch.Tensor, b: torch.Tensor, reduce_op: str, scatter_dim: int
 def _matmul_reduce_scatter_unfused(a, b, reduce_op, sd, pg, world):
     """a @ b, then reduce_scatter along scatter_dim as torch's funcol.reduce_scatter_tensor
     does it (chunks along the dim stacked along dim 0); the result is contiguous."""
-    c = a @ b
+    return reduce_scatter_along(a @ b, reduce_op, sd, pg, world)
+
+
+def reduce_scatter_along(c: torch.Tensor, reduce_op: str, sd: int, pg, world: int) -> torch.Tensor:
+    """reduce_scatter of c along dim sd, laid out as funcol.reduce_scatter_tensor's result."""
     if sd != 0:
         c = torch.cat(torch.chunk(c, world, dim=sd))
     out = torch.empty((c.shape[0] // world, *c.shape[1:]), dtype=c.dtype, device=c.device)
@@ -226,9 +232,10 @@ def _matmul_reduce_scatter_fused(a, b, reduce_op, sd, upg, rank, world, pieces):
     return out if last or sd == 0 else out.movedim(0, sd).clone(memory_format=torch.contiguous_format)
 
 
-def matmul_reduce_scatter(a: torch.Tensor, b: torch.Tensor, reduce_op: str, scatter_dim: int,
-                          group: Any = None) -> torch.Tensor:
-    """reduce_scatter(a @ b, scatter_dim) with reduce_op "sum" or "avg"."""
+def matmul_reduce_scatter_forward(a: torch.Tensor, b: torch.Tensor, reduce_op: str, scatter_dim: int,
+                                  group: Any = None) -> torch.Tensor:
+    """reduce_scatter(a @ b, scatter_dim) with reduce_op "sum" or "avg". (No autograd: see
+    uccl.overlap.tp.autograd.matmul_reduce_scatter.)"""
     pg, upg, rank, world, transport = _context(group, a)
     sd = _check_rs(a, b, reduce_op, scatter_dim, rank, world)
     rows = a.numel() // a.shape[-1] if a.shape[-1] else 0

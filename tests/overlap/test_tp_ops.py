@@ -75,8 +75,18 @@ def _check_ops(ctx, url):
                     assert_same(y, want_y, label + " residual out")
                     assert_same(normed, torch.nn.functional.rms_norm(want_y, (9,), weight, 1e-5), label)
                     same_strides(normed, want_y, label)
+    with splits(0):  # the plan's own choice: one host never fuses
+        tp.all_gather_matmul(rand((256, 64), torch.float32, seed, small=True), [torch.ones(64, 8)], 0, group)
+        auto = tp.last_plan()
+    assert auto.path == "unfused" and auto.transport == ("shm" if _transport() == "shm" else "loopback"), auto
     dist.destroy_process_group()
     return plans
+
+
+def _transport() -> str:
+    import os
+
+    return os.environ["UCCL_TRANSPORT"]
 
 
 def _check_plans(results: list) -> None:

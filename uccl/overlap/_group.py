@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any, Optional
 
 import torch
@@ -36,8 +38,28 @@ def uccl_process_group(group: Any = None) -> Optional[Any]:
     return pg if isinstance(pg, ProcessGroupUCCL) else None
 
 
-def group_transport(endpoint) -> str:
-    """'net' when any peer is reached over the net channel, else 'shm'. The same on every
-    rank: with ranks on more than one host every rank has a peer on another host."""
-    kinds = {endpoint.channel(p) for p in range(endpoint.world_size) if p != endpoint.rank}
-    return "net" if "net" in kinds else "shm"
+def _where() -> bytes:
+    """This process's host and network namespace (ranks in different namespaces of one
+    machine are different hosts to the net channel: an emulated fabric)."""
+    try:
+        netns = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        netns = 0
+    return f"{socket.gethostname()}/{netns}".encode()
+
+
+def group_transport(pg) -> str:
+    """How the group's ranks reach each other: 'shm' (every peer over shared memory),
+    'loopback' (the net channel, every peer on this host and network namespace: its wire
+    is this host's CPU) or 'net' (some peer on another host). Asked of every rank once
+    per group (an allgather on the group's bootstrap, on its first use), so the answer is
+    the same on every rank."""
+    cached = pg.__dict__.get("_uccl_overlap_transport")
+    if cached is None:
+        comm = pg.communicator
+        ep = comm.endpoint
+        kinds = {ep.channel(p) for p in range(ep.world_size) if p != ep.rank}
+        places = set(comm.bootstrap.allgather(_where()))
+        cached = "net" if len(places) > 1 else ("shm" if kinds <= {"shm"} else "loopback")
+        pg.__dict__["_uccl_overlap_transport"] = cached
+    return cached

@@ -26,7 +26,7 @@ def _context(group: Any, t: torch.Tensor):
     pg = resolve_group(group)
     upg = uccl_process_group(pg)
     rank, world = dist.get_rank(pg), dist.get_world_size(pg)
-    transport = group_transport(upg.communicator.endpoint) if upg is not None and world > 1 else "none"
+    transport = group_transport(upg) if upg is not None and world > 1 else "none"
     return pg, upg, rank, world, transport
 
 

@@ -7,10 +7,16 @@ let ranks disagree would hang the job). UCCL_TP_SPLITS overrides it.
 Why these rules:
 - shm: a shared-memory copy runs on the caller's core (the channel copies in the posting
   thread), so there is no idle engine to overlap with; the unfused path is never slower.
-- net: the engine thread and the wire move the pieces while torch computes; a piece must
-  be large enough that its per-message overhead stays small (PIECE_BYTES), and there are
-  enough of them that the last one's exposed tail is short (at most MAX_PIECES).
+- loopback (the net channel, every rank on one host): the "wire" is this host's CPU,
+  which the GEMMs need too; measured slower fused (perf/results/tp_perf.json).
+- net (ranks on other hosts): the engine thread and the wire move the pieces while torch
+  computes; a piece must be large enough that its per-message overhead stays small
+  (PIECE_BYTES), and there are enough of them that the last one's exposed tail is short
+  (at most MAX_PIECES).
 - tiny blocks (under MIN_BLOCK_BYTES per peer) run unfused: nothing worth hiding.
+- all_reduce_rmsnorm: the only work its token split can hide is one half's add+norm,
+  about 1% of the all-reduce on a CPU over a 100 Mbit/s link (measured: no gain), while
+  it issues four collectives for one; it runs unfused unless UCCL_TP_SPLITS asks.
 """
 
 from __future__ import annotations
@@ -81,8 +87,12 @@ def make_plan(op: str, *, uccl: bool, cpu: bool, world: int, transport: str, blo
         return unfused("UCCL_TP_SPLITS=-1")
     if splits > 0:
         return fused(splits, f"UCCL_TP_SPLITS={splits}")
-    if transport != "net":
+    if op == "all_reduce_rmsnorm":
+        return unfused("the add+norm it could hide is small beside the all-reduce")
+    if transport == "shm":
         return unfused("shared memory: copies run on the caller's core, nothing to overlap with")
+    if transport == "loopback":
+        return unfused("net channel within one host: its wire is the CPU the GEMMs use")
     if block_bytes < MIN_BLOCK_BYTES:
         return unfused(f"block of {block_bytes} B < {MIN_BLOCK_BYTES} B")
     pieces = max(1, min(MAX_PIECES, block_bytes // PIECE_BYTES))

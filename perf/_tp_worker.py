@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
@@ -17,6 +18,8 @@ import torch.distributed as dist
 
 from uccl.overlap import tp
 
+TARGET_S = 1.0   # seconds of iterations per variant, for short ones
+MAX_ITERS = 40
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -26,12 +29,17 @@ class Timer:
 
     def __call__(self, variants: dict) -> dict:
         """Median over iterations of the slowest rank's seconds, per variant. The variants
-        take turns within each iteration, so a change in the host's load hits them alike."""
+        take turns within each iteration, so a change in the host's load hits them alike;
+        short ones get more iterations (about TARGET_S each, at most MAX_ITERS)."""
+        t0 = time.perf_counter()
         for fn in variants.values():
             for _ in range(self.warmup):
                 fn()
-        times = torch.zeros(len(variants), self.iters, dtype=torch.float64)
-        for i in range(self.iters):
+        per_round = torch.tensor([(time.perf_counter() - t0) / max(self.warmup, 1)], dtype=torch.float64)
+        dist.all_reduce(per_round, op=dist.ReduceOp.MAX, group=self.gloo)  # every rank runs as many
+        iters = max(self.iters, min(MAX_ITERS, math.ceil(TARGET_S * len(variants) / max(per_round.item(), 1e-6))))
+        times = torch.zeros(len(variants), iters, dtype=torch.float64)
+        for i in range(iters):
             for v, fn in enumerate(variants.values()):
                 dist.barrier(group=self.gloo)
                 t0 = time.perf_counter()

@@ -36,7 +36,7 @@ OPS = ("all_gather_matmul", "matmul_reduce_scatter", "block", "all_reduce_rmsnor
 def launcher(place: str, args) -> list:
     run = [sys.executable, "-m", "uccl.launch.run"]
     if place == "fabric":
-        spec = f"hosts={args.world},leaves=2,spines=1,rate={args.rate}"
+        spec = f"hosts={args.world},leaves=2,spines=1,rate={args.rate},mtu={args.mtu}"
         return run + ["--fabric", spec, "--nproc-per-node", "1"]
     return run + ["--nproc-per-node", str(args.world), "--transport", "net" if place == "host-net" else "auto"]
 
@@ -44,7 +44,7 @@ def launcher(place: str, args) -> list:
 def run_place(place: str, args, tmp: str) -> dict:
     out = os.path.join(tmp, f"{place}.json")
     cmd = launcher(place, args) + [WORKER, "--tokens", str(args.tokens), "--hidden", str(args.hidden),
-                                   "--ffn", args.ffn, "--dtype", args.dtype, "--pieces", args.pieces,
+                                   "--ffn", args.ffn, "--dtype", args.dtype, "--ops", args.ops, "--pieces", args.pieces,
                                    "--iters", str(args.iters), "--warmup", str(args.warmup),
                                    "--threads", str(args.threads), "--out", out]
     print(f"[{place}] {' '.join(cmd)}", flush=True)
@@ -160,10 +160,12 @@ def main(argv=None) -> None:
     ap.add_argument("--ffn", default="512,2048,4096,8192", help="FFN widths: the compute:comm sweep")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--pieces", default="1,2,4,8")
+    ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads per rank")
     ap.add_argument("--rate", default="100mbit", help="fabric uplink rate")
+    ap.add_argument("--mtu", type=int, default=1500, help="fabric link MTU (uccl-run sets UCCL_MTU to fill it)")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--json", default=os.path.join(HERE, "results", "tp_perf.json"))
     args = ap.parse_args(argv)

@@ -133,3 +133,29 @@ def _check_errors(ctx, url):
 
 def test_bad_arguments_name_rank_and_op():
     launch(_check_errors, 2, "shm")
+
+
+def _check_cuda(ctx, url):
+    import torch.distributed as dist
+
+    from uccl.overlap import tp
+
+    group, _ = init(ctx, url)
+    torch.cuda.set_device(ctx.rank % torch.cuda.device_count())
+    a, b = rand((4, 3, 8), torch.float32, ctx.rank, small=True), rand((8, 6), torch.float32, 5, small=True)
+    x, res, w = rand((6, 8), torch.float32, ctx.rank), rand((6, 8), torch.float32, 1), torch.ones(8)
+    want = [tp.all_gather_matmul(a, [b], 1, group)[1][0], tp.matmul_reduce_scatter(a, b, "sum", 0, group),
+            *tp.all_reduce_rmsnorm(x, res, w, 1e-6, group)]
+    got = [tp.all_gather_matmul(a.cuda(), [b.cuda()], 1, group)[1][0],
+           tp.matmul_reduce_scatter(a.cuda(), b.cuda(), "sum", 0, group),
+           *tp.all_reduce_rmsnorm(x.cuda(), res.cuda(), w.cuda(), 1e-6, group)]
+    assert tp.last_plan().reason == "tensors not on the CPU"
+    assert_same([g.cpu() for g in got], want, "CUDA tensors")
+    dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_tensors_gemm_on_the_gpu_transport_on_the_host():
+    """CUDA tensors: GEMMs on the GPU, the collectives staged through the host by the backend
+    (the unfused path: the fused one is CPU-only so far); results equal the CPU ones."""
+    launch(_check_cuda, 2, "shm")

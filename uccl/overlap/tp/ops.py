@@ -69,6 +69,26 @@ def _all_gather_matmul_unfused(a_shard, bs, gd, pg, world, return_a):
     return (a.movedim(0, gd) if return_a else None), [torch.matmul(a, b).movedim(0, gd) for b in bs]
 
 
+def _gather_pieces(upg, own: torch.Tensor, slots: torch.Tensor, rank: int, world: int, pieces: int,
+                   on_own, on_piece) -> None:
+    """Sends this rank's rows `own` ([m, k]) to every peer in `pieces` row pieces while
+    their rows land in slots[src] ([world, m, k]); runs on_own() once everything is posted,
+    then on_piece(src, lo, hi, rows) for each peer's piece as it lands (nearest peer first)."""
+    ex = Exchange(upg, "all_gather_matmul")
+    cuts = bounds(own.shape[0], pieces)
+    posted = [[ex.recv(_ring(rank, world, -j), slots[_ring(rank, world, -j), lo:hi], i)
+               for i, (lo, hi) in enumerate(cuts)] for j in range(1, world)]
+    for i, (lo, hi) in enumerate(cuts):
+        for j in range(1, world):
+            ex.send(_ring(rank, world, j), own[lo:hi], i)
+    on_own()
+    slots[rank].copy_(own)
+    for j in range(1, world):
+        for (lo, hi), p in zip(cuts, posted[j - 1]):
+            on_piece(_ring(rank, world, -j), lo, hi, ex.wait(p))
+    ex.finish()
+
+
 def _all_gather_matmul_rows(a_shard, bs, gd, upg, rank, world, pieces, return_a):
     """Gather along a non-last dim: the gathered A in gather-dim-first layout holds each
     rank's shard as one contiguous row range; each output row range is computed as soon
@@ -76,27 +96,19 @@ def _all_gather_matmul_rows(a_shard, bs, gd, upg, rank, world, pieces, return_a)
     x = a_shard.movedim(gd, 0).contiguous()           # [s, *rest, K]
     m, k = x[..., 0].numel(), x.shape[-1]
     gathered = torch.empty((world * x.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device)
-    flat = gathered.view(world, m, k)
     outs = [torch.empty((world * x.shape[0], *x.shape[1:-1], b.shape[1]), dtype=x.dtype) for b in bs]
     out_flat = [o.view(world, m, -1) for o in outs]
     own = x.view(m, k)
-    ex = Exchange(upg, "all_gather_matmul")
-    cuts = bounds(m, pieces)
-    posted = [[ex.recv(_ring(rank, world, -j), flat[_ring(rank, world, -j), lo:hi], i)
-               for i, (lo, hi) in enumerate(cuts)] for j in range(1, world)]
-    for i, (lo, hi) in enumerate(cuts):
-        for j in range(1, world):
-            ex.send(_ring(rank, world, j), own[lo:hi], i)
-    for b, o in zip(bs, out_flat):
-        torch.mm(own, b, out=o[rank])
-    flat[rank].copy_(own)
-    for j in range(1, world):
-        src = _ring(rank, world, -j)
-        for (lo, hi), p in zip(cuts, posted[j - 1]):
-            piece = ex.wait(p)
-            for b, o in zip(bs, out_flat):
-                torch.mm(piece, b, out=o[src, lo:hi])
-    ex.finish()
+
+    def on_own():
+        for b, o in zip(bs, out_flat):
+            torch.mm(own, b, out=o[rank])
+
+    def on_piece(src, lo, hi, rows):
+        for b, o in zip(bs, out_flat):
+            torch.mm(rows, b, out=o[src, lo:hi])
+
+    _gather_pieces(upg, own, gathered.view(world, m, k), rank, world, pieces, on_own, on_piece)
     return (gathered.movedim(0, gd) if return_a else None), [o.movedim(0, gd) for o in outs]
 
 
@@ -112,23 +124,16 @@ def _all_gather_matmul_k(a_shard, bs, upg, rank, world, pieces, return_a):
     shards = torch.empty((world, m, k), dtype=x.dtype, device=x.device)
     own = x.view(m, k)
     outs = [torch.empty((m, b.shape[1]), dtype=x.dtype) for b in bs]
-    ex = Exchange(upg, "all_gather_matmul")
-    cuts = bounds(m, pieces)
-    posted = [[ex.recv(_ring(rank, world, -j), shards[_ring(rank, world, -j), lo:hi], i)
-               for i, (lo, hi) in enumerate(cuts)] for j in range(1, world)]
-    for i, (lo, hi) in enumerate(cuts):
-        for j in range(1, world):
-            ex.send(_ring(rank, world, j), own[lo:hi], i)
-    for b, o in zip(bs, outs):
-        torch.mm(own, b[rank * k:(rank + 1) * k], out=o)
-    shards[rank].copy_(own)
-    for j in range(1, world):
-        src = _ring(rank, world, -j)
-        for (lo, hi), p in zip(cuts, posted[j - 1]):
-            piece = ex.wait(p)
-            for b, o in zip(bs, outs):
-                o[lo:hi].addmm_(piece, b[src * k:(src + 1) * k])
-    ex.finish()
+
+    def on_own():
+        for b, o in zip(bs, outs):
+            torch.mm(own, b[rank * k:(rank + 1) * k], out=o)
+
+    def on_piece(src, lo, hi, rows):
+        for b, o in zip(bs, outs):
+            o[lo:hi].addmm_(rows, b[src * k:(src + 1) * k])
+
+    _gather_pieces(upg, own, shards, rank, world, pieces, on_own, on_piece)
     a = shards.movedim(0, 1).reshape(*lead, world * k) if return_a else None
     return a, [o.view(*lead, -1) for o in outs]
 

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from uccl.overlap import tp
+from uccl.overlap._group import all_gather_single, reduce_scatter_single
 
 TARGET_S = 1.0   # seconds of iterations per variant, for short ones
 MAX_ITERS = 40
@@ -98,10 +99,10 @@ def measure(args, ffn: int, world: int, rank: int, uccl, gloo, timer: Timer) -> 
 
     def comm(group):
         return {
-            "all_gather_matmul": lambda: dist.all_gather_into_tensor(gathered, x_shard, group=group),
-            "matmul_reduce_scatter": lambda: dist.reduce_scatter_tensor(scattered, x_full, group=group),
-            "block": lambda: (dist.all_gather_into_tensor(gathered, x_shard, group=group),
-                              dist.reduce_scatter_tensor(scattered, x_full, group=group)),
+            "all_gather_matmul": lambda: all_gather_single(gathered, x_shard, group),
+            "matmul_reduce_scatter": lambda: reduce_scatter_single(scattered, x_full, group),
+            "block": lambda: (all_gather_single(gathered, x_shard, group),
+                              reduce_scatter_single(scattered, x_full, group)),
             "all_reduce_rmsnorm": lambda: dist.all_reduce(x_full.clone(), group=group),
         }
 

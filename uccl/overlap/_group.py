@@ -63,3 +63,17 @@ def group_transport(pg) -> str:
         cached = "net" if len(places) > 1 else ("shm" if kinds <= {"shm"} else "loopback")
         pg.__dict__["_uccl_overlap_transport"] = cached
     return cached
+
+
+def all_gather_single(out: torch.Tensor, inp: torch.Tensor, group) -> None:
+    """dist.all_gather_single where torch has it (2.13 deprecates all_gather_into_tensor), else the latter."""
+    import torch.distributed as dist
+
+    (getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor)(out, inp, group=group)
+
+
+def reduce_scatter_single(out: torch.Tensor, inp: torch.Tensor, group) -> None:
+    """dist.reduce_scatter_single where torch has it, else reduce_scatter_tensor; summing."""
+    import torch.distributed as dist
+
+    (getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor)(out, inp, group=group)

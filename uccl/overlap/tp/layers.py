@@ -17,14 +17,14 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
-from uccl.overlap._group import resolve_group
+from uccl.overlap._group import all_gather_single, resolve_group
 from uccl.overlap.tp.autograd import all_gather_matmul, matmul_reduce_scatter
 
 
 def _gather_last(x: torch.Tensor, pg) -> torch.Tensor:
     world = dist.get_world_size(pg)
     out = torch.empty((world, *x.shape), dtype=x.dtype, device=x.device)
-    dist.all_gather_into_tensor(out, x.contiguous(), group=pg)
+    all_gather_single(out, x.contiguous(), pg)
     return torch.cat(out.unbind(0), dim=-1)
 
 

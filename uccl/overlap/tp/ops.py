@@ -10,7 +10,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 
-from uccl.overlap._group import group_transport, resolve_group, uccl_process_group
+from uccl.overlap._group import (all_gather_single, group_transport, reduce_scatter_single, resolve_group,
+                                  uccl_process_group)
 from uccl.overlap.tp.pieces import Exchange
 from uccl.overlap.tp.plan import Plan, bounds, make_plan
 
@@ -61,7 +62,7 @@ def _check_ag(a_shard: torch.Tensor, bs: Sequence[torch.Tensor], gather_dim: int
 def _all_gather_matmul_unfused(a_shard, bs, gd, pg, world, return_a):
     """all_gather then matmul, laid out as torch's _fused_all_gather_matmul_fallback."""
     a = torch.empty((world * a_shard.shape[0], *a_shard.shape[1:]), dtype=a_shard.dtype, device=a_shard.device)
-    dist.all_gather_into_tensor(a, a_shard.contiguous(), group=pg)
+    all_gather_single(a, a_shard.contiguous(), pg)
     if gd == a_shard.dim() - 1:
         a_mm = torch.cat(a.chunk(world), dim=-1)
         return (a_mm if return_a else None), [torch.matmul(a_mm, b) for b in bs]
@@ -189,7 +190,7 @@ def reduce_scatter_along(c: torch.Tensor, reduce_op: str, sd: int, pg, world: in
     if sd != 0:
         c = torch.cat(torch.chunk(c, world, dim=sd))
     out = torch.empty((c.shape[0] // world, *c.shape[1:]), dtype=c.dtype, device=c.device)
-    dist.reduce_scatter_tensor(out, c.contiguous(), op=dist.ReduceOp.SUM, group=pg)
+    reduce_scatter_single(out, c.contiguous(), pg)
     return out.div_(world) if reduce_op == "avg" else out
 
 

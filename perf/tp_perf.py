@@ -101,7 +101,7 @@ def plot(result: dict, path: str) -> None:
     fig, axes = plt.subplots(2, len(places), figsize=(5.5 * len(places), 8), squeeze=False)
     for col, place in enumerate(places):
         rows = result["places"][place]["by_ffn"]
-        ffns = sorted(rows, key=int)
+        ffns = sorted(rows, key=lambda f: rows[f]["block"]["compute_to_comm"])  # the x axis, left to right
         ratio = [rows[f]["block"]["compute_to_comm"] for f in ffns]
         ax = axes[0][col]
         for key, label in (("unfused_gloo_s", "unfused, gloo"), ("unfused_uccl_s", "unfused, uccl"),

@@ -27,6 +27,7 @@ GOOD = {
     "UCCL_ALGO": ("ring", "ring"), "UCCL_CHUNK_SIZE": ("256K", 256 << 10), "UCCL_CHANNELS": ("3", 3),
     "UCCL_TORCH_AUTOLOAD": ("0", False),
     "UCCL_TORCH_PATCHES": ("0", False),
+    "UCCL_TP_SPLITS": ("4", 4),
 }
 
 # Bad texts per kind of check, each with what the message must say.
@@ -47,6 +48,7 @@ BAD = [
     ("UCCL_MAX_RETRIES", "0", "must be >= 1"),
     ("UCCL_TORCH_AUTOLOAD", "maybe", "not a boolean"),
     ("UCCL_TORCH_PATCHES", "perhaps", "not a boolean"),
+    ("UCCL_TP_SPLITS", "-2", "must be in [-1, 64]"),
 ]
 
 

@@ -159,6 +159,11 @@ SETTINGS: tuple = (
             low=0, size=True, shown_default="tuner"),
     Setting("channels", "UCCL_CHANNELS", int, 0, "threads per rank that split a large direct call (0: the tuner's)",
             low=0, high=64, shown_default="tuner"),
+    # overlap
+    Setting("tp_splits", "UCCL_TP_SPLITS", int, 0,
+            "pieces per rank block in uccl.overlap.tp's fused ops: 0 lets the plan decide from shapes, world "
+            "and transport; -1 always runs the unfused path; N >= 1 forces N pieces",
+            low=-1, high=64, native=False, shown_default="auto (0)"),
     # torch
     Setting("torch_autoload", "UCCL_TORCH_AUTOLOAD", bool, True,
             "register the `uccl` torch.distributed backend when torch is imported", native=False),

@@ -1,0 +1,112 @@
+"""The piece plan of a fused TP op: which path runs and in how many pieces.
+
+A deterministic function of the op, its shapes, the world size and the transport, so
+every rank takes the same path and posts the same pieces (a per-rank timing tuner that
+let ranks disagree would hang the job). UCCL_TP_SPLITS overrides it.
+
+Why these rules:
+- shm: a shared-memory copy runs on the caller's core (the channel copies in the posting
+  thread), so there is no idle engine to overlap with; the unfused path is never slower.
+- loopback (the net channel, every rank on one host): the "wire" is this host's CPU,
+  which the GEMMs need too; measured slower fused (perf/results/tp_perf.json).
+- net (ranks on other hosts): the engine thread and the wire move the pieces while torch
+  computes; a piece must be large enough that its per-message overhead stays small
+  (PIECE_BYTES), and there are enough of them that the last one's exposed tail is short
+  (at most MAX_PIECES).
+- blocks under two pieces (MIN_BLOCK_BYTES per peer) run unfused: with one piece per
+  block a peer's rows are computed only once all of them landed; 4 ranks with 256 KiB
+  blocks measured 0.90-1.13x of unfused (inside the test host's noise), not worth the risk.
+- all_reduce_rmsnorm: the only work its token split can hide is one half's add+norm,
+  about 1% of the all-reduce on a CPU over a 100 Mbit/s link (measured: no gain), while
+  it issues four collectives for one; it runs unfused unless UCCL_TP_SPLITS asks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Optional
+
+from uccl.config import SETTINGS_BY_ENV
+
+PIECE_BYTES = 256 << 10      # target piece size on the net channel
+MIN_BLOCK_BYTES = 2 * PIECE_BYTES  # per peer block below this: unfused
+MAX_PIECES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a TP op did: `path` is "fused" or "unfused"; `pieces` per peer block (0 when unfused)."""
+
+    op: str
+    path: str
+    pieces: int
+    transport: str
+    world: int
+    block_bytes: int
+    reason: str
+
+
+_last = threading.local()
+
+
+def last_plan() -> Optional[Plan]:
+    """The plan of the last TP op this thread ran (None before the first)."""
+    return getattr(_last, "plan", None)
+
+
+def record(plan: Plan) -> Plan:
+    _last.plan = plan
+    return plan
+
+
+def splits_setting() -> int:
+    """UCCL_TP_SPLITS, read at each call (validated like every UCCL_* setting)."""
+    return SETTINGS_BY_ENV["UCCL_TP_SPLITS"].read()
+
+
+def make_plan(op: str, *, uccl: bool, cpu: bool, world: int, transport: str, block_bytes: int,
+              block_rows: int, splits: Optional[int] = None) -> Plan:
+    """The plan for one call. `block_bytes`: what one peer's block moves; `block_rows`: the
+    rows a block can be cut into (pieces never exceed it)."""
+    splits = splits_setting() if splits is None else splits
+
+    def unfused(reason: str) -> Plan:
+        return record(Plan(op, "unfused", 0, transport, world, block_bytes, reason))
+
+    def fused(pieces: int, reason: str) -> Plan:
+        return record(Plan(op, "fused", max(1, min(pieces, block_rows)), transport, world, block_bytes, reason))
+
+    if not uccl:
+        return unfused("not a uccl group")
+    if not cpu:
+        return unfused("tensors not on the CPU")
+    if world == 1:
+        return unfused("world of one")
+    if block_rows == 0:
+        return unfused("empty block")
+    if splits == -1:
+        return unfused("UCCL_TP_SPLITS=-1")
+    if splits > 0:
+        return fused(splits, f"UCCL_TP_SPLITS={splits}")
+    if op == "all_reduce_rmsnorm":
+        return unfused("the add+norm it could hide is small beside the all-reduce")
+    if transport == "shm":
+        return unfused("shared memory: copies run on the caller's core, nothing to overlap with")
+    if transport == "loopback":
+        return unfused("net channel within one host: its wire is the CPU the GEMMs use")
+    if block_bytes < MIN_BLOCK_BYTES:
+        return unfused(f"block of {block_bytes} B < {MIN_BLOCK_BYTES} B")
+    pieces = max(1, min(MAX_PIECES, block_bytes // PIECE_BYTES))
+    return fused(pieces, f"net channel, {block_bytes} B per block")
+
+
+def bounds(rows: int, pieces: int) -> list:
+    """[(lo, hi)] cutting `rows` into `pieces` near-equal parts (the first ones larger)."""
+    base, extra = divmod(rows, pieces)
+    out, lo = [], 0
+    for i in range(pieces):
+        hi = lo + base + (1 if i < extra else 0)
+        out.append((lo, hi))
+        lo = hi
+    return out

@@ -81,7 +81,18 @@ Communicator::Communicator(std::shared_ptr<Endpoint> ep, const CommConfig& cfg)
       cfg_(cfg),
       links_(*ep_, LinkConfig{cfg.slots, cfg.slot_bytes}),
       regs_(*ep_),
-      tuner_(cfg.rules, cfg.algo, cfg.chunk_bytes, cfg.channels, cfg.slot_bytes) {}
+      tuner_(cfg.rules, cfg.algo, cfg.chunk_bytes, cfg.channels, cfg.slot_bytes) {
+  for (size_t k = 0; k < cfg_.topology.levels.size(); ++k) {
+    const auto& level = cfg_.topology.levels[k];
+    if (int(level.size()) != world())
+      raise(ErrorKind::Argument, "rank ", rank(), ": topology level ", k, " names ", level.size(),
+            " ranks for a world of ", world());
+    for (int g : level)
+      if (g < 0 || g >= world())
+        raise(ErrorKind::Argument, "rank ", rank(), ": topology level ", k, " has group id ", g,
+              " (must be in [0, world))");
+  }
+}
 
 Communicator::~Communicator() {
   {
@@ -123,7 +134,11 @@ static const char* fallback_algo(const char* collective, const std::string& tran
 }
 
 Tuner::Choice Communicator::choice(const char* collective, uint64_t bytes) {
-  return tuner_.choose(collective, world(), transport(), bytes, fallback_algo(collective, transport()));
+  // With a topology whose groups meet over the network, large calls cross each slow
+  // level once (hierarchical); measured rules for this shape still win.
+  const bool layered = transport() == "net" && cfg_.topology.structured();
+  return tuner_.choose(collective, world(), transport(), bytes, fallback_algo(collective, transport()),
+                       layered ? "layered" : "flat");
 }
 
 uint64_t Communicator::chunk_for(const Tuner::Choice& c, DataType t) const {
@@ -202,6 +217,9 @@ void Communicator::run_all_reduce(uint64_t send, uint64_t recv, uint64_t count, 
       if (send != recv) move_out(out.at(0), in.at(0), bytes, bytes);
     } else if (algo == "recursive_doubling") {
       all_reduce_recursive_doubling(c, in, out, count);
+    } else if (algo == "hierarchical") {
+      all_reduce_hierarchical(c, cfg_.topology, regs_, in, out, count,
+                              scratch(hierarchical_scratch_bytes(bytes, c.esize, c.chunk)));
     } else if (algo == "direct") {
       all_reduce_direct(c, in, out, count, scratch(2 * c.chunk * uint64_t(c.channels)),
                         published(PublishedShape{c.chunk, c.channels, c.world, kPublishedSlots}.bytes()));

@@ -54,6 +54,17 @@ void broadcast_direct(CollContext& c, const LocalBuffer& buf, uint64_t count, in
 void all_reduce_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,
                              const LocalBuffer& out, uint64_t count, const Scratch& scratch);
 uint64_t hierarchical_scratch_bytes(uint64_t bytes, uint64_t esize, uint64_t chunk);
+// The same per level for the others (*_hierarchical.cc), with equal blocks of n elements.
+// Scratch: reduce_scatter hierarchical_scratch_bytes(W n) + 2 W n elements, all_gather
+// 2 W n, reduce hierarchical_scratch_bytes(count) + 3 count; broadcast none.
+void reduce_scatter_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,
+                                 const LocalBuffer& out, uint64_t n, const Scratch& scratch);
+void all_gather_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,
+                             const LocalBuffer& out, uint64_t n, const Scratch& scratch);
+void broadcast_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& buf,
+                            uint64_t count, int root);
+void reduce_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,
+                         const LocalBuffer& out, uint64_t count, int root, const Scratch& scratch);
 // barrier.cc: dissemination, log2(W) rounds of empty messages.
 void barrier_dissemination(CollContext& c);
 

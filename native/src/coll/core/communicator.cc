@@ -46,6 +46,14 @@ CallInfo call(const char* name, uint64_t count, DataType t, ReduceOp op, int roo
   c.root = root;
   return c;
 }
+// Whether every rank has the same block, packed in rank order (what the hierarchical
+// all_gather / reduce_scatter take; other layouts run flat).
+bool equal_blocks(const Counts& counts, const Counts* displs) {
+  for (size_t j = 0; j < counts.size(); ++j)
+    if (counts[j] != counts[0] || (displs && (*displs)[j] != j * counts[0])) return false;
+  return true;
+}
+
 CallInfo rooted(const char* name, uint64_t count, DataType t, int root) {
   CallInfo c = call(name, count, t);
   c.root = root;
@@ -231,11 +239,16 @@ void Communicator::run_all_reduce(uint64_t send, uint64_t recv, uint64_t count, 
 
 void Communicator::run_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op, int root) {
   uint64_t bytes = count * dtype_size(t);
-  collective(call("reduce", count, t, op, root), SigHash().add(count).h, bytes, [&](CollContext& c, std::string_view) {
-    LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes);
-    LocalBuffer out(regs_, reinterpret_cast<void*>(rank() == root ? recv : send), bytes);
-    reduce_chain(c, in, out, count, root);
-  });
+  collective(call("reduce", count, t, op, root), SigHash().add(count).h, bytes,
+             [&](CollContext& c, std::string_view algo) {
+               LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes);
+               LocalBuffer out(regs_, reinterpret_cast<void*>(rank() == root ? recv : send), bytes);
+               if (algo == "hierarchical")
+                 reduce_hierarchical(c, cfg_.topology, regs_, in, out, count, root,
+                                     scratch(hierarchical_scratch_bytes(bytes, c.esize, c.chunk) + 3 * bytes));
+               else
+                 reduce_chain(c, in, out, count, root);
+             });
 }
 
 void Communicator::run_broadcast(uint64_t buf, uint64_t count, DataType t, int root) {
@@ -244,7 +257,9 @@ void Communicator::run_broadcast(uint64_t buf, uint64_t count, DataType t, int r
              [&](CollContext& c, std::string_view algo) {
                LocalBuffer b(regs_, reinterpret_cast<void*>(buf), bytes);
                if (c.world == 1) return;
-               if (algo == "direct")
+               if (algo == "hierarchical")
+                 broadcast_hierarchical(c, cfg_.topology, regs_, b, count, root);
+               else if (algo == "direct")
                  broadcast_direct(c, b, count, root);
                else
                  broadcast_chain(c, b, count, root);
@@ -262,7 +277,10 @@ void Communicator::run_all_gather_v(uint64_t send, uint64_t recv, const Counts& 
              [&](CollContext& c, std::string_view algo) {
                LocalBuffer in(regs_, reinterpret_cast<void*>(send), counts[size_t(rank())] * es);
                LocalBuffer out(regs_, reinterpret_cast<void*>(recv), extent * es);
-               if (algo == "direct" && c.world > 1)
+               if (algo == "hierarchical" && equal_blocks(counts, &displs))
+                 all_gather_hierarchical(c, cfg_.topology, regs_, in, out, counts[0],
+                                         scratch(2 * total * es));
+               else if (algo == "direct" && c.world > 1)
                  all_gather_direct(c, in, out, counts, displs);
                else
                  all_gather_ring(c, in, out, counts, displs);
@@ -280,7 +298,11 @@ void Communicator::run_reduce_scatter_v(uint64_t send, uint64_t recv, const Coun
              [&](CollContext& c, std::string_view algo) {
                LocalBuffer in(regs_, reinterpret_cast<void*>(send), total * es);
                LocalBuffer out(regs_, reinterpret_cast<void*>(recv), counts[size_t(rank())] * es);
-               if (algo == "direct" && c.world > 1)
+               if (algo == "hierarchical" && equal_blocks(counts, nullptr))
+                 reduce_scatter_hierarchical(
+                     c, cfg_.topology, regs_, in, out, counts[0],
+                     scratch(hierarchical_scratch_bytes(total * es, c.esize, c.chunk) + 2 * total * es));
+               else if (algo == "direct" && c.world > 1)
                  reduce_scatter_direct(c, in, out, counts, scratch(2 * c.chunk * uint64_t(c.channels)));
                else
                  reduce_scatter_ring(c, in, out, counts, scratch(2 * max_block * es));

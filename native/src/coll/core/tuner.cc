@@ -14,10 +14,11 @@ const struct {
   const char* collective;
   const char* algos[5];
 } kAlgorithms[] = {{"all_reduce", {"ring", "recursive_doubling", "direct", "hierarchical", "flat"}},
-                   {"all_gather", {"ring", "direct"}},
-                   {"reduce_scatter", {"ring", "direct"}},
+                   {"all_gather", {"ring", "direct", "hierarchical", "flat"}},
+                   {"reduce_scatter", {"ring", "direct", "hierarchical", "flat"}},
                    {"all_to_all", {"pairwise", "direct"}},
-                   {"broadcast", {"chain", "direct"}}};
+                   {"broadcast", {"chain", "direct", "hierarchical", "flat"}},
+                   {"reduce", {"chain", "hierarchical", "flat"}}};
 
 }  // namespace
 

@@ -49,27 +49,57 @@ def test_parse_rejects_bad_values(spec, why):
         parse(spec)
 
 
-def _topology_seen(ctx):
+def _facts_of_two_by_two(ctx, n):
+    """What one job of 2 declared hosts x 2 ranks sees: the topology, the channels, the
+    tuner's choices (declared, forced flat, none declared), the bytes one hierarchical
+    all_reduce writes to each peer, and a split's topology and result."""
+    import dataclasses
+
     from uccl.collectives import Communicator
+    from uccl.config import Config
 
     comm = Communicator(ctx.bootstrap)
-    channels = [comm.endpoint.channel(p) for p in range(ctx.world_size)]
-    return comm.topology().levels, channels, comm.algorithm("all_reduce", 4 << 20)[0]
+    facts = {"levels": comm.topology().levels, "channels": [comm.endpoint.channel(p) for p in range(4)],
+             "auto": comm.algorithm("all_reduce", 4 << 20)[0]}
+    flat = Communicator(ctx.bootstrap, dataclasses.replace(Config.from_env(), algo="flat"))
+    facts["flat"] = flat.algorithm("all_reduce", 4 << 20)[0]
+    undeclared = Communicator(ctx.bootstrap, dataclasses.replace(Config.from_env(), topology=""))
+    facts["undeclared"] = (undeclared.topology().levels, undeclared.algorithm("all_reduce", 4 << 20)[0])
+    facts["sent"] = _bytes_written(comm, n)
+    sub = comm.split(ctx.rank % 2)  # ranks 0, 2 and 1, 3: one rank of each host
+    x = np.full(3, ctx.rank + 1.0, np.float32)
+    sub.all_reduce(x)
+    facts["split"] = (sub.topology().levels, sub.world_ranks, x.tolist())
+    comm.barrier()
+    return facts
 
 
-def test_declared_hosts_pick_the_channels_and_the_algorithm():
-    out = run_ranks(_topology_seen, 4, env={"UCCL_TOPOLOGY": LEAVES.replace("h1", "h0")}, timeout=60)
-    levels, channels, algo = out[1]
-    assert levels == ((0, 0, 1, 2), (0, 0, 1, 1))  # h0 holds ranks 0-1; leaves from the declaration
-    assert channels == ["shm", "shm", "net", "net"]
-    assert algo == "hierarchical"
+def _bytes_written(comm, n):
+    """Bytes this rank writes to each peer during one all_reduce of n float32."""
+    x = np.ones(n, np.float32)
+    comm.all_reduce(x)  # warm-up: registrations, first credits
+    before = [p["bytes_written"] for p in comm.endpoint.stats()["peers"]]
+    comm.all_reduce(x)
+    return [p["bytes_written"] - b for p, b in zip(comm.endpoint.stats()["peers"], before)]
 
 
-def test_no_topology_keeps_the_flat_algorithms():
-    out = run_ranks(_topology_seen, 3, env={"UCCL_TRANSPORT": "net"}, timeout=60)
-    levels, channels, algo = out[0]
-    assert levels == ((0, 1, 2),)  # every rank alone on the net: nothing to layer
-    assert algo != "hierarchical"
+RAIL = {0: 2, 1: 3, 2: 0, 3: 1}  # the rank at the same position in the other host (or leaf)
+
+
+def test_two_declared_hosts_of_two_ranks():
+    n = 1 << 18  # 1 MiB of float32
+    facts = run_ranks(_facts_of_two_by_two, 4, args=(n,), env={"UCCL_TOPOLOGY": TWO_BY_TWO}, timeout=120)
+    for r, f in enumerate(facts):
+        assert f["levels"] == ((0, 0, 1, 1),)
+        assert f["channels"] == (["shm", "shm", "net", "net"] if r < 2 else ["net", "net", "shm", "shm"])
+        assert f["auto"] == "hierarchical" and f["flat"] not in ("hierarchical", "flat")
+        # without a declaration every rank of this machine shares memory: one host, flat
+        assert f["undeclared"] == (((0, 0, 0, 0),), f["undeclared"][1]) and f["undeclared"][1] != "hierarchical"
+        # across hosts a rank sends only its shard (half the vector) through a two-rank ring
+        # all-reduce, to its rail peer: N/2 bytes (a flat 4-rank ring sends 1.5 N per rank)
+        across = {p: b for p, b in enumerate(f["sent"]) if p // 2 != r // 2 and b}
+        assert across == {RAIL[r]: n * 4 // 2}, (r, f["sent"])
+        assert f["split"] == (((0, 1),), [r % 2, r % 2 + 2], [4.0 + 2 * (r % 2)] * 3)
 
 
 def _with_own_topology(ctx, specs):
@@ -108,14 +138,14 @@ def inputs(rank: int, n: int, dtype: str, op: str, world: int, seed: int = 0) ->
     return v
 
 
-def _all_collectives(ctx, big):
+def _all_collectives(ctx, big, dtypes=None):
     """Every collective x dtype x op against numpy under the declared topology (UCCL_ALGO
     forces hierarchical where a collective has it)."""
     from uccl.collectives import Communicator
 
     comm = Communicator(ctx.bootstrap)
     W, r = ctx.world_size, ctx.rank
-    for dtype in available_dtypes():
+    for dtype in dtypes or available_dtypes():
         esize = np.dtype("float16" if dtype == "bfloat16" else dtype).itemsize
         sizes = [0, 1, 1001] + ([big // esize + 7] if dtype in ("float32", "bfloat16", "int64") else [])
         for n in sizes:
@@ -149,9 +179,13 @@ def _all_collectives(ctx, big):
     return comm.algorithm("all_reduce", big)[0]
 
 
-@pytest.mark.parametrize("spec", [TWO_BY_TWO, UNEVEN, LEAVES])
-def test_collectives_match_numpy_under_a_declared_topology(spec):
-    algos = run_ranks(_all_collectives, world_of(spec), args=(1 << 20,),
+@pytest.mark.parametrize("spec, dtypes", [
+    (TWO_BY_TWO, None),
+    (UNEVEN, ["int8", "bfloat16", "float32"]),  # hosts of 2 and 1 ranks: flat below the uneven level
+    (LEAVES, None),
+])
+def test_collectives_match_numpy_under_a_declared_topology(spec, dtypes):
+    algos = run_ranks(_all_collectives, world_of(spec), args=(1 << 20, dtypes),
                       env={"UCCL_TOPOLOGY": spec, "UCCL_ALGO": "hierarchical"}, timeout=240)
     assert set(algos) == {"hierarchical"}
 
@@ -165,56 +199,21 @@ def test_collectives_match_numpy_on_two_leaves_of_two_ranked_hosts():
     assert set(algos) == {"hierarchical"}
 
 
-def _bytes_written(ctx, n):
-    """Bytes this rank writes to each peer during one all_reduce of n float32."""
+def _leaf_bytes(ctx, n):
     from uccl.collectives import Communicator
 
     comm = Communicator(ctx.bootstrap)
-    x = np.ones(n, np.float32)
-    comm.all_reduce(x)  # warm-up: registrations, first credits
-    before = [p["bytes_written"] for p in comm.endpoint.stats()["peers"]]
-    comm.all_reduce(x)
-    return [p["bytes_written"] - b for p, b in zip(comm.endpoint.stats()["peers"], before)]
+    sent = _bytes_written(comm, n)
+    comm.barrier()
+    return sent
 
 
-@pytest.mark.parametrize("spec", [TWO_BY_TWO, LEAVES])
-def test_hierarchical_all_reduce_crosses_the_top_level_once_along_rails(spec):
-    """Across the outermost level (hosts, or leaves) a rank sends only its shard (1/2 of the
-    vector here) through a two-rank ring all-reduce: N/2 bytes in all, to the rank at its own
-    position in the other group (its rail). A flat 4-rank ring sends 1.5 N per rank."""
-    n = 1 << 18  # 1 MiB of float32
-    outer = [path[-1] for path in parse(spec)]
-    sent = run_ranks(_bytes_written, 4, args=(n,), env={"UCCL_TOPOLOGY": spec, "UCCL_ALGO": "hierarchical"},
+def test_hierarchical_all_reduce_crosses_leaves_once_along_rails():
+    """One rank per host, two hosts per leaf: across the leaves a rank sends only its half
+    of the vector through a two-rank ring: N/2 bytes, to its rail peer in the other leaf."""
+    n = 1 << 18
+    sent = run_ranks(_leaf_bytes, 4, args=(n,), env={"UCCL_TOPOLOGY": LEAVES, "UCCL_ALGO": "hierarchical"},
                      timeout=60)
-    rail = {0: 2, 1: 3, 2: 0, 3: 1}
     for r, by_peer in enumerate(sent):
-        across = {p: b for p, b in enumerate(by_peer) if outer[p] != outer[r] and b}
-        assert across == {rail[r]: n * 4 // 2}, (r, by_peer)
-
-
-def _forced_flat(ctx):
-    from uccl.collectives import Communicator
-
-    comm = Communicator(ctx.bootstrap)
-    return comm.algorithm("all_reduce", 4 << 20)[0]
-
-
-def test_flat_forced_ignores_the_topology():
-    algos = run_ranks(_forced_flat, 4, env={"UCCL_TOPOLOGY": TWO_BY_TWO, "UCCL_ALGO": "flat"}, timeout=60)
-    assert "hierarchical" not in algos and len(set(algos)) == 1
-
-
-def _split_topology(ctx):
-    from uccl.collectives import Communicator
-
-    comm = Communicator(ctx.bootstrap)
-    sub = comm.split(ctx.rank % 2)  # ranks 0, 2 and 1, 3: one rank of each host
-    x = np.full(3, ctx.rank + 1.0, np.float32)
-    sub.all_reduce(x)
-    return sub.topology().levels, sub.world_ranks, x.tolist()
-
-
-def test_a_split_keeps_its_ranks_places():
-    out = run_ranks(_split_topology, 4, env={"UCCL_TOPOLOGY": TWO_BY_TWO}, timeout=60)
-    assert out[0] == (((0, 1),), [0, 2], [4.0] * 3)
-    assert out[3] == (((0, 1),), [1, 3], [6.0] * 3)
+        across = {p: b for p, b in enumerate(by_peer) if p // 2 != r // 2 and b}
+        assert across == {RAIL[r]: n * 4 // 2}, (r, by_peer)

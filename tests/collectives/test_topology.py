@@ -60,7 +60,7 @@ def _facts_of_two_by_two(ctx, n):
 
     comm = Communicator(ctx.bootstrap)
     facts = {"levels": comm.topology().levels, "channels": [comm.endpoint.channel(p) for p in range(4)],
-             "auto": comm.algorithm("all_reduce", 4 << 20)[0]}
+             "auto": comm.algorithm("all_reduce", 4 << 20)[0], "small": comm.algorithm("all_reduce", 64 << 10)[0]}
     flat = Communicator(ctx.bootstrap, dataclasses.replace(Config.from_env(), algo="flat"))
     facts["flat"] = flat.algorithm("all_reduce", 4 << 20)[0]
     undeclared = Communicator(ctx.bootstrap, dataclasses.replace(Config.from_env(), topology=""))
@@ -93,6 +93,7 @@ def test_two_declared_hosts_of_two_ranks():
         assert f["levels"] == ((0, 0, 1, 1),)
         assert f["channels"] == (["shm", "shm", "net", "net"] if r < 2 else ["net", "net", "shm", "shm"])
         assert f["auto"] == "hierarchical" and f["flat"] not in ("hierarchical", "flat")
+        assert f["small"] != "hierarchical"  # below 512 KiB latency counts more than bytes
         # without a declaration every rank of this machine shares memory: one host, flat
         assert f["undeclared"] == (((0, 0, 0, 0),), f["undeclared"][1]) and f["undeclared"][1] != "hierarchical"
         # across hosts a rank sends only its shard (half the vector) through a two-rank ring

@@ -55,8 +55,9 @@ void all_reduce_hierarchical(CollContext& c, const Topology& topo, RegCache& reg
                              const LocalBuffer& out, uint64_t count, const Scratch& scratch);
 uint64_t hierarchical_scratch_bytes(uint64_t bytes, uint64_t esize, uint64_t chunk);
 // The same per level for the others (*_hierarchical.cc), with equal blocks of n elements.
-// Scratch: reduce_scatter hierarchical_scratch_bytes(W n) + 2 W n elements, all_gather
-// 2 W n, reduce hierarchical_scratch_bytes(count) + 3 count; broadcast none.
+// Scratch: reduce_scatter hierarchical_scratch_bytes(W n) + 3 W n elements, all_gather
+// 3 W n (a level takes 1.5x what it regroups, and each level regroups at most half of
+// the one below), reduce hierarchical_scratch_bytes(count) + 2 count (3 given); broadcast none.
 void reduce_scatter_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,
                                  const LocalBuffer& out, uint64_t n, const Scratch& scratch);
 void all_gather_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,

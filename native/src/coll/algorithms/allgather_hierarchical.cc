@@ -30,7 +30,7 @@ void descend(const Hierarchy& h, size_t k, const std::vector<int>& among, const 
     return;
   }
   const size_t L = s.mine().size(), G = s.groups.size();
-  char* rail_blocks = spare;
+  char* rail_blocks = h.carve(spare, (G + L * G) * block);
   char* by_rail = rail_blocks + G * block;
   descend(h, s.level + 1, s.rail(), src, rail_blocks, n, by_rail + L * G * block);
   {

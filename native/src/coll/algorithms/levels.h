@@ -8,6 +8,7 @@
 #include "coll/core/context.h"
 #include "coll/core/reg_cache.h"
 #include "coll/core/topology.h"
+#include "common/errors.h"
 
 namespace uccl {
 
@@ -66,6 +67,14 @@ struct Hierarchy {
   Scratch scratch;
 
   LocalBuffer buffer(const char* p, uint64_t count) const { return LocalBuffer(regs, p, count * c.esize); }
+  // Working memory [p, p + bytes) for a phase; a plan that would overrun the scratch is a bug
+  // here, caught before any byte is written.
+  char* carve(char* p, uint64_t bytes) const {
+    if (p + bytes > scratch.data + scratch.bytes)
+      raise(ErrorKind::Generic, "rank ", c.rank, ": hierarchical: working memory overrun (", bytes, " bytes at ",
+            p - scratch.data, " of ", scratch.bytes, ")");
+    return p;
+  }
   // Avg divides once, by the whole world, where a result is final; the phases only add.
   ReduceOp phase_op() const { return c.op == ReduceOp::Avg ? ReduceOp::Sum : c.op; }
 };

@@ -39,7 +39,7 @@ void descend(const Hierarchy& h, size_t k, const std::vector<int>& among, int ro
   const auto counts = even_parts(count, int(s.mine().size()));
   const auto displs = prefix_offsets(counts);
   const uint64_t mine = counts[s.pos] * c.esize;
-  char* shard = spare;
+  char* shard = h.carve(spare, 2 * mine + (s.group == root_group ? count * c.esize : 0));
   char* reduced = shard + mine;
   char* whole = reduced + mine;  // the root's group members but the root gather here
   {

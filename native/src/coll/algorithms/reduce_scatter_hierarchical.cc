@@ -33,7 +33,7 @@ void descend(const Hierarchy& h, size_t k, const std::vector<int>& among, const 
   }
   const size_t L = s.mine().size(), G = s.groups.size();
   auto index_of = [&](int r) { return uint64_t(std::find(among.begin(), among.end(), r) - among.begin()); };
-  char* by_rail = spare;
+  char* by_rail = h.carve(spare, (L * G + G) * block);
   for (size_t j = 0; j < L; ++j)
     for (size_t g = 0; g < G; ++g)
       std::memcpy(by_rail + (j * G + g) * block, src + index_of(s.groups[g][j]) * block, block);

@@ -186,7 +186,7 @@ Scratch Communicator::scratch(uint64_t bytes) {
     workspace_.resize(bytes ? bytes : 1);
     workspace_key_ = ep_->register_region(uint64_t(workspace_.data()), workspace_.size(), 0);
   }
-  return Scratch{workspace_.data(), workspace_key_};
+  return Scratch{workspace_.data(), workspace_key_, workspace_.size()};
 }
 
 template <typename Body>
@@ -279,7 +279,7 @@ void Communicator::run_all_gather_v(uint64_t send, uint64_t recv, const Counts& 
                LocalBuffer out(regs_, reinterpret_cast<void*>(recv), extent * es);
                if (algo == "hierarchical" && equal_blocks(counts, &displs))
                  all_gather_hierarchical(c, cfg_.topology, regs_, in, out, counts[0],
-                                         scratch(2 * total * es));
+                                         scratch(3 * total * es));
                else if (algo == "direct" && c.world > 1)
                  all_gather_direct(c, in, out, counts, displs);
                else
@@ -301,7 +301,7 @@ void Communicator::run_reduce_scatter_v(uint64_t send, uint64_t recv, const Coun
                if (algo == "hierarchical" && equal_blocks(counts, nullptr))
                  reduce_scatter_hierarchical(
                      c, cfg_.topology, regs_, in, out, counts[0],
-                     scratch(hierarchical_scratch_bytes(total * es, c.esize, c.chunk) + 2 * total * es));
+                     scratch(hierarchical_scratch_bytes(total * es, c.esize, c.chunk) + 3 * total * es));
                else if (algo == "direct" && c.world > 1)
                  reduce_scatter_direct(c, in, out, counts, scratch(2 * c.chunk * uint64_t(c.channels)));
                else

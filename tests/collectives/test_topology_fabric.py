@@ -42,7 +42,6 @@ def test_the_fabric_launcher_declares_hosts_and_leaves():
 
 
 @pytest.mark.netns
-@pytest.mark.long
 @pytest.mark.skipif(not OK, reason=f"cannot build a fabric here: {WHY}")
 def test_two_ranks_per_host_on_a_fabric_run_hierarchical(tmp_path):
     script = tmp_path / "worker.py"

@@ -1,6 +1,8 @@
-"""One rank of perf/multipath.py: a plain torch.distributed program (started by
-uccl-fabric's launcher, one rank per emulated host) that times all_to_all_single and
-all_reduce, checks every result against a reference, and has rank 0 write JSON.
+"""One rank of perf/multipath.py and perf/topo.py: a plain torch.distributed program
+(started by uccl-fabric's launcher on the emulated hosts) that times all_to_all_single,
+all_reduce, reduce_scatter_tensor and all_gather_into_tensor (`bytes`: the full vector, the
+reduce-scatter's input and the all-gather's output), checks every result against a
+reference, and has rank 0 write JSON.
 
 Completion time of an iteration = the slowest rank's time from leaving a barrier to
 having its result. Wall-clock windows (time.time()) let the driver line the iterations
@@ -25,7 +27,12 @@ def inputs(op: str, rank: int, world: int, n: int) -> tuple[torch.Tensor, torch.
         per = n // world
         expect = torch.cat([src * float(1 << 20) + idx[rank * per:(rank + 1) * per] for src in range(world)])
         return inp, expect
+    per = n // world
+    if op == "all_gather":  # each rank's block: r * 2^20 + k
+        return rank * float(1 << 20) + idx[:per], torch.cat([src * float(1 << 20) + idx[:per] for src in range(world)])
     base = torch.remainder(idx, 1024)
+    if op == "reduce_scatter":
+        return base * (rank + 1), base[rank * per:(rank + 1) * per] * (world * (world + 1) / 2)
     return base * (rank + 1), base * (world * (world + 1) / 2)
 
 
@@ -63,7 +70,7 @@ def main() -> None:
               "ops": {}}
     for op in args.ops.split(","):
         inp, expect = inputs(op, rank, world, n)
-        out = torch.empty_like(inp)
+        out = torch.empty_like(expect)
         times, windows, cpu, wrong = [], [], [], 0
         for it in range(args.warmup + args.iters):
             buf = inp.clone() if op == "all_reduce" else None
@@ -71,12 +78,16 @@ def main() -> None:
             w0, t0, c0 = time.time(), time.perf_counter(), time.process_time()
             if op == "all_to_all":
                 dist.all_to_all_single(out, inp)
+            elif op == "reduce_scatter":
+                dist.reduce_scatter_tensor(out, inp)
+            elif op == "all_gather":
+                dist.all_gather_into_tensor(out, inp)
             else:
                 dist.all_reduce(buf)
             dt = time.perf_counter() - t0
             dc = time.process_time() - c0  # this rank's threads (engine included)
             w1 = time.time()
-            result = out if op == "all_to_all" else buf
+            result = buf if op == "all_reduce" else out
             if not torch.equal(result, expect):
                 wrong += 1
             if it >= args.warmup:

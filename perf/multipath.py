@@ -16,7 +16,10 @@ a leaf, over the capacity of that leaf's uplinks, for the busiest leaf:
     all_to_all: every rank sends bytes/H to each rank; leaf l sends
                 hosts(l) * (H - hosts(l)) * bytes/H across;
     all_reduce: a leaf must export and import 2(L-1)/L * bytes (reduce-scatter + all-gather
-                across leaves; with 2 leaves: bytes), whatever the algorithm.
+                across leaves; with 2 leaves: bytes), whatever the algorithm;
+    reduce_scatter, all_gather (perf/topo.py; bytes: the full vector): leaf l exports (or
+                imports) the part of the vector that belongs to the other leaves' hosts,
+                summed over its own, once: (H - hosts(l)) / H * bytes.
     ideal time = max over leaves of crossing bytes * 8 / (sum of that leaf's uplink rates).
 With 4 hosts / 2 leaves / 2 spines / 100 Mbit/s and 4 MiB per rank: all_to_all sends
 4 MiB each way across 2 x 100 Mbit/s: 0.168 s. Headers and acks are not payload: they
@@ -58,6 +61,8 @@ def ideal_seconds(spec, op: str, nbytes: int) -> float:
         n = len(spec.hosts_of(leaf))
         if op == "all_to_all":
             crossing = n * (spec.hosts - n) * nbytes / spec.hosts
+        elif op in ("reduce_scatter", "all_gather"):  # the other leaves' part of the vector, once
+            crossing = max(n, spec.hosts - n) * nbytes / spec.hosts
         else:
             crossing = 2 * (spec.leaves - 1) / spec.leaves * nbytes
         worst = max(worst, crossing / cap)

@@ -25,6 +25,7 @@ GOOD = {
     "UCCL_MTU": ("9000", 9000), "UCCL_RTO_MS": ("2.5", 2.5), "UCCL_MAX_RETRIES": ("8", 8),
     "UCCL_SWIFT_TARGET_US": ("300", 300.0), "UCCL_NET_DEBUG": ("/tmp/x", "/tmp/x"),
     "UCCL_ALGO": ("ring", "ring"), "UCCL_CHUNK_SIZE": ("256K", 256 << 10), "UCCL_CHANNELS": ("3", 3),
+    "UCCL_TOPOLOGY": ("0-1=h0/leaf0;2=h1/leaf1", "0-1=h0/leaf0;2=h1/leaf1"),
     "UCCL_TORCH_AUTOLOAD": ("0", False),
     "UCCL_TORCH_PATCHES": ("0", False),
     "UCCL_TP_SPLITS": ("4", 4),
@@ -47,6 +48,10 @@ BAD = [
     ("UCCL_SWIFT_TARGET_US", "-1", "must be > 0"),
     ("UCCL_MAX_RETRIES", "0", "must be >= 1"),
     ("UCCL_TORCH_AUTOLOAD", "maybe", "not a boolean"),
+    ("UCCL_TOPOLOGY", "0=h0;0=h1", "rank 0 is declared twice"),
+    ("UCCL_TOPOLOGY", "0=h0/l0;1=h1", "different numbers of levels"),
+    ("UCCL_TOPOLOGY", "0=h0/l0;1=h0/l1", "host 'h0' is placed in both"),
+    ("UCCL_TOPOLOGY", "0=h0;2=h1", "ranks [1] are not declared"),
     ("UCCL_TORCH_PATCHES", "perhaps", "not a boolean"),
     ("UCCL_TP_SPLITS", "-2", "must be in [-1, 64]"),
 ]
@@ -83,7 +88,8 @@ def test_values_set_in_code_are_checked():
 
 
 def test_algorithm_names_come_from_native():
-    assert set(_native.algorithms()) == {"ring", "recursive_doubling", "direct", "pairwise", "chain"}
+    assert set(_native.algorithms()) == {"ring", "recursive_doubling", "direct", "hierarchical", "flat", "pairwise",
+                                         "chain"}
 
 
 def test_native_rejects_an_unknown_algorithm():

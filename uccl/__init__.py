@@ -24,7 +24,16 @@ def config() -> Config:
     print(cfg.describe())
     tables = ", ".join(_os.path.basename(p) for p in tuning_tables())
     print(f"{'(tuner tables)':<22} {tables}  (measured by perf/tune.py; this host has {host_cpus()} CPUs)")
+    print(f"{'(topology)':<22} {_topology_in_effect(cfg.topology)}")
     return cfg
+
+
+def _topology_in_effect(spec: str) -> str:
+    """UCCL_TOPOLOGY in words (a communicator adds the hosts its channels find:
+    Communicator.topology())."""
+    from uccl.collectives.topology import describe
+
+    return describe(spec)
 
 __all__ = [
     "AccessError",

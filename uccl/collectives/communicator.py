@@ -11,6 +11,7 @@ import os
 from typing import Any, Optional, Sequence
 
 from uccl import _native
+from uccl.collectives.topology import Declared, Topology, check_agreement, discover
 from uccl.config import Config
 from uccl.errors import UcclTimeoutError
 from uccl.transport.bootstrap import Bootstrap, MPIBootstrap, bootstrap_from_env
@@ -54,7 +55,8 @@ def load_rules(paths: Optional[Sequence[str]] = None) -> list:
     for path in tuning_tables() if paths is None else paths:
         table = _table(path)
         rules += [_native.TuneRule(r["collective"], r.get("world", 0), r["max_bytes"], r["algo"],
-                                   r.get("chunk_bytes", 0), r.get("transport", ""), r.get("channels", 0))
+                                   r.get("chunk_bytes", 0), r.get("transport", ""), r.get("channels", 0),
+                                   r.get("topology", ""))
                   for r in table.get("rules", [])]
     return rules
 
@@ -98,16 +100,25 @@ class Communicator:
     or under mpirun with `Communicator.from_mpi()`.
     """
 
-    def __init__(self, bootstrap: Optional[Bootstrap] = None, config: Optional[Config] = None) -> None:
+    def __init__(self, bootstrap: Optional[Bootstrap] = None, config: Optional[Config] = None,
+                 world_ranks: Optional[Sequence[int]] = None) -> None:
+        """`world_ranks`: the job ranks this communicator's ranks are (a sub-group's), which
+        UCCL_TOPOLOGY names; by default the communicator is the whole job."""
         self.config = config or Config.from_env()
         self.bootstrap = bootstrap or bootstrap_from_env(self.config.timeout)
-        self.endpoint = Endpoint(self.bootstrap, self.config)
+        self.world_ranks = list(world_ranks) if world_ranks is not None else None
+        rank = self.bootstrap.rank
+        declared = Declared(self.config.topology, self.bootstrap.world_size, self.world_ranks)
+        check_agreement(rank, declared, self.bootstrap)
+        self.endpoint = Endpoint(self.bootstrap, self.config, host_tag=declared.host_tag(rank))
         self.rank, self.world_size = self.endpoint.rank, self.endpoint.world_size
+        self._topology = discover(self.rank, declared, self.endpoint, self.bootstrap)
         ccfg = _native.CommConfig()
         ccfg.algo = self.config.algo
         ccfg.chunk_bytes = self.config.chunk_size
         ccfg.channels = self.config.channels
         ccfg.rules = load_rules()
+        ccfg.topology = [list(level) for level in self._topology.levels]
         self._native = _native.Communicator(self.endpoint._native, ccfg)
         self._native.connect(self.bootstrap.allgather(self._native.local_keys()))
         self.bootstrap.barrier()
@@ -123,7 +134,11 @@ class Communicator:
     def split(self, color: Optional[int], key: int = 0) -> Optional["Communicator"]:
         """Ranks with the same color form a sub-communicator ordered by key; None opts out."""
         sub = self.bootstrap.split(color, key)
-        return None if sub is None else Communicator(sub, self.config)
+        if sub is None:
+            return None
+        mine = self.world_ranks[self.rank] if self.world_ranks is not None else self.rank
+        ranks = [int(b) for b in sub.allgather(str(mine).encode())]
+        return Communicator(sub, self.config, world_ranks=ranks)
 
     # -- helpers ---------------------------------------------------------------------------
     def _done(self, what: str, work, send: Any, recv: Any):
@@ -204,6 +219,11 @@ class Communicator:
     def recv(self, buf: Any, peer: int = ANY_SOURCE, tag: int = 0) -> int:
         """Receives into buf; returns the sender's rank."""
         return self.irecv(buf, peer, tag).wait().peer
+
+    def topology(self) -> Topology:
+        """The topology in effect (hosts from the channels, levels above from UCCL_TOPOLOGY),
+        as the native collectives see it."""
+        return Topology(tuple(tuple(level) for level in self._native.topology()), self._topology.declared)
 
     def algorithm(self, collective: str, nbytes: int) -> tuple:
         """(algorithm, chunk bytes, channels) the tuner picks for a call of `nbytes`."""

@@ -128,7 +128,8 @@ class ProcessGroupUCCL(ProcessGroup):
             from uccl.transport.bootstrap import StoreBootstrap
 
             cfg = dataclasses.replace(config or Config.from_env(), timeout=self._timeout)
-            comm = Communicator(StoreBootstrap(store, rank, size, prefix="uccl"), cfg)
+            comm = Communicator(StoreBootstrap(store, rank, size, prefix="uccl"), cfg,
+                                world_ranks=self._global_ranks)
         self._comm = comm
         self._completer = Completer(f"uccl-pg{self._group_id}")
         self._issue_q: Optional[queue.SimpleQueue] = None

@@ -3,6 +3,7 @@
 Each rank gets what torchrun would give it (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE,
 GROUP_RANK, NODE_RANK, MASTER_ADDR = host 0's fabric address, MASTER_PORT), plus the host's
 address and interface for uccl (UCCL_ADDR, UCCL_IFNAME) and for gloo (GLOO_SOCKET_IFNAME),
+where each rank sits (UCCL_TOPOLOGY: host and leaf, unless already set),
 so the program runs across the fabric unchanged. Ranks on different hosts sit in
 different network namespaces, which uccl treats as different hosts (net channel).
 If one rank fails, the others are stopped; the exit status is the first failure's.
@@ -34,6 +35,13 @@ def rank_env(fab: Fabric, host: int, local_rank: int, nproc_per_host: int, port:
             "GLOO_SOCKET_IFNAME": fab.ifname(host), "UCCL_FABRIC": fab.name, "UCCL_FABRIC_HOST": host}
 
 
+def topology_spec(fab: Fabric, nproc_per_host: int) -> str:
+    """UCCL_TOPOLOGY for the ranks launch() places: each host's ranks on that host, on its leaf
+    (uccl/collectives/topology.py), so the collectives cross each leaf's uplinks once."""
+    n = nproc_per_host
+    return ";".join(f"{h * n}-{h * n + n - 1}=h{h}/leaf{fab.spec.leaf_of(h)}" for h in range(fab.spec.hosts))
+
+
 def command(script: str, script_args: Sequence[str], module: bool = False, no_python: bool = False) -> list[str]:
     if no_python:
         return [script, *script_args]
@@ -49,7 +57,8 @@ def launch(fab: Fabric, argv: Sequence[str], nproc_per_host: int = 1, env: Optio
     port = port or 20000 + random.randrange(20000)  # fresh namespaces: nothing else listens there
     extra = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
              # uccl's packets fill the link MTU (IPv4 + UDP headers: 28 B), jumbo frames too
-             "UCCL_MTU": os.environ.get("UCCL_MTU", str(fab.spec.mtu - 28)), **(env or {})}
+             "UCCL_MTU": os.environ.get("UCCL_MTU", str(fab.spec.mtu - 28)),
+             "UCCL_TOPOLOGY": os.environ.get("UCCL_TOPOLOGY", topology_spec(fab, nproc_per_host)), **(env or {})}
     procs = []
     deadline = None if timeout is None else time.monotonic() + timeout
     try:

@@ -69,7 +69,9 @@ def _check_spans(rank: int, op: str, itemsize: int, **spans: int) -> None:
 class Endpoint:
     """This process's attachment to a job of `world_size` ranks."""
 
-    def __init__(self, bootstrap: Bootstrap, config: Optional[Config] = None) -> None:
+    def __init__(self, bootstrap: Bootstrap, config: Optional[Config] = None, host_tag: str = "") -> None:
+        """`host_tag`: the host a declared topology puts this rank on (ranks with different
+        tags use the net channel between them; uccl/collectives/topology.py)."""
         self.config = config or Config.from_env()
         self.bootstrap = bootstrap
         self.rank, self.world_size = bootstrap.rank, bootstrap.world_size
@@ -78,6 +80,7 @@ class Endpoint:
         ncfg.rank, ncfg.world = self.rank, self.world_size
         ncfg.secret = struct.unpack("<Q", secret)[0]
         ncfg.transport = self.config.transport
+        ncfg.host_tag = host_tag
         ncfg.timeout_s = self.config.timeout
         ncfg.spin_us = self.config.spin_us
         ncfg.yield_us = self.config.yield_us

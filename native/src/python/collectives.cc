@@ -58,11 +58,12 @@ void bind_collectives(py::module_& m) {
 
   py::class_<TuneRule>(m, "TuneRule")
       .def(py::init([](std::string coll, int world, uint64_t max_bytes, std::string algo, uint64_t chunk,
-                       std::string transport, int channels) {
-             return TuneRule{std::move(coll), world, max_bytes, std::move(algo), chunk, std::move(transport), channels};
+                       std::string transport, int channels, std::string topology) {
+             return TuneRule{std::move(coll), world,    max_bytes, std::move(algo), chunk, std::move(transport),
+                             channels,        std::move(topology)};
            }),
            py::arg("collective"), py::arg("world"), py::arg("max_bytes"), py::arg("algo"), py::arg("chunk_bytes") = 0,
-           py::arg("transport") = "", py::arg("channels") = 0);
+           py::arg("transport") = "", py::arg("channels") = 0, py::arg("topology") = "");
 
   py::class_<CommConfig>(m, "CommConfig")
       .def(py::init<>())
@@ -71,7 +72,10 @@ void bind_collectives(py::module_& m) {
       .def_readwrite("channels", &CommConfig::channels)
       .def_readwrite("slots", &CommConfig::slots)
       .def_readwrite("slot_bytes", &CommConfig::slot_bytes)
-      .def_readwrite("rules", &CommConfig::rules);
+      .def_readwrite("rules", &CommConfig::rules)
+      .def_property(
+          "topology", [](const CommConfig& c) { return c.topology.levels; },
+          [](CommConfig& c, std::vector<std::vector<int>> levels) { c.topology.levels = std::move(levels); });
 
   py::class_<Work, std::shared_ptr<Work>>(m, "Work")
       .def("wait", &Work::wait, py::arg("timeout_s"), gil_free())
@@ -85,6 +89,7 @@ void bind_collectives(py::module_& m) {
       .def_property_readonly("world", &Communicator::world)
       .def("local_keys", [](const Communicator& c) { return py::bytes(c.local_keys()); })
       .def("connect", &Communicator::connect)
+      .def("topology", [](const Communicator& c) { return c.topology().levels; })
       .def("choice",
            [](Communicator& c, const std::string& coll, uint64_t bytes) {
              auto ch = c.choice(coll.c_str(), bytes);

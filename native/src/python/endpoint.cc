@@ -54,6 +54,7 @@ void bind_endpoint(py::module_& m) {
       .def_readwrite("world", &EndpointConfig::world)
       .def_readwrite("secret", &EndpointConfig::secret)
       .def_readwrite("transport", &EndpointConfig::transport)
+      .def_readwrite("host_tag", &EndpointConfig::host_tag)
       .def_readwrite("timeout_s", &EndpointConfig::timeout_s)
       .def_readwrite("spin_us", &EndpointConfig::spin_us)
       .def_readwrite("yield_us", &EndpointConfig::yield_us)

@@ -19,7 +19,9 @@ namespace {
 
 constexpr double kAutoYieldUs = 1000.0;  // yield before sleeping when every peer is on shm
 
-std::string host_identity() {
+// `declared`: the host a declared topology puts this rank on (UCCL_TOPOLOGY); ranks on
+// different declared hosts talk over the net channel even where shm could reach them.
+std::string host_identity(const std::string& declared) {
   std::string boot;
   std::ifstream("/proc/sys/kernel/random/boot_id") >> boot;
   auto link = [](const char* path) {
@@ -29,7 +31,7 @@ std::string host_identity() {
   };
   // Ranks in different network namespaces are different hosts (an emulated fabric):
   // they talk over the net channel even though shm could reach them.
-  return boot + "/" + link("/proc/self/ns/pid") + "/" + link("/proc/self/ns/net");
+  return boot + "/" + link("/proc/self/ns/pid") + "/" + link("/proc/self/ns/net") + "/" + declared;
 }
 
 }  // namespace
@@ -74,7 +76,7 @@ std::string Endpoint::descriptor() const {
   d.pid = int32_t(getpid());
   d.fd = own_.fd();
   d.segment_bytes = own_.size();
-  std::string host = host_identity();
+  std::string host = host_identity(cfg_.host_tag);
   std::strncpy(d.host, host.c_str(), sizeof(d.host) - 1);
   return encode_descriptor(d, net_ ? net_->local_address() : std::string());  // the net address: an opaque tail
 }
@@ -85,7 +87,7 @@ void Endpoint::connect(const std::vector<std::string>& descriptors) {
   if (int(descriptors.size()) != cfg_.world)
     raise(ErrorKind::Argument, "rank ", cfg_.rank, ": connect got ", descriptors.size(), " descriptors for world ",
           cfg_.world);
-  std::string my_host = host_identity();
+  std::string my_host = host_identity(cfg_.host_tag);
   peer_segments_.resize(size_t(cfg_.world));
   for (int p = 0; p < cfg_.world; ++p) {
     PeerDescriptor peer;

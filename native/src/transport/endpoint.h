@@ -34,6 +34,9 @@ struct EndpointConfig {
   int world = 1;
   uint64_t secret = 0;
   std::string transport = defaults::transport;  // auto | shm | net
+  // The host a declared topology puts this rank on (a short tag, <= 32 chars): ranks
+  // with different tags use the net channel between them. Empty: none declared.
+  std::string host_tag;
   double timeout_s = defaults::timeout;
   double spin_us = defaults::spin_us;
   // After spinning, yield the core this long before sleeping. Negative: automatic,

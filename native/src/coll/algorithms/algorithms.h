@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "coll/core/context.h"
+#include "coll/core/reg_cache.h"
+#include "coll/core/topology.h"
 
 namespace uccl {
 
@@ -46,6 +48,24 @@ void all_to_all_direct(CollContext& c, const LocalBuffer& in, uint64_t in_bytes,
                        const std::vector<uint64_t>& send_displs, const std::vector<uint64_t>& recv_counts,
                        const std::vector<uint64_t>& recv_displs, const Scratch& staging);
 void broadcast_direct(CollContext& c, const LocalBuffer& buf, uint64_t count, int root);
+// allreduce_hierarchical.cc: reduce-scatter inside each level's groups (a host, then a
+// leaf), all-reduce across them rank by rank (rails), all-gather back, with the
+// link-based algorithms run in subgroups. `scratch`: hierarchical_scratch_bytes().
+void all_reduce_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,
+                             const LocalBuffer& out, uint64_t count, const Scratch& scratch);
+uint64_t hierarchical_scratch_bytes(uint64_t bytes, uint64_t esize, uint64_t chunk);
+// The same per level for the others (*_hierarchical.cc), with equal blocks of n elements.
+// Scratch: reduce_scatter hierarchical_scratch_bytes(W n) + 3 W n elements, all_gather
+// 3 W n (a level takes 1.5x what it regroups, and each level regroups at most half of
+// the one below), reduce hierarchical_scratch_bytes(count) + 2 count (3 given); broadcast none.
+void reduce_scatter_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,
+                                 const LocalBuffer& out, uint64_t n, const Scratch& scratch);
+void all_gather_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,
+                             const LocalBuffer& out, uint64_t n, const Scratch& scratch);
+void broadcast_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& buf,
+                            uint64_t count, int root);
+void reduce_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,
+                         const LocalBuffer& out, uint64_t count, int root, const Scratch& scratch);
 // barrier.cc: dissemination, log2(W) rounds of empty messages.
 void barrier_dissemination(CollContext& c);
 

@@ -46,6 +46,14 @@ CallInfo call(const char* name, uint64_t count, DataType t, ReduceOp op, int roo
   c.root = root;
   return c;
 }
+// Whether every rank has the same block, packed in rank order (what the hierarchical
+// all_gather / reduce_scatter take; other layouts run flat).
+bool equal_blocks(const Counts& counts, const Counts* displs) {
+  for (size_t j = 0; j < counts.size(); ++j)
+    if (counts[j] != counts[0] || (displs && (*displs)[j] != j * counts[0])) return false;
+  return true;
+}
+
 CallInfo rooted(const char* name, uint64_t count, DataType t, int root) {
   CallInfo c = call(name, count, t);
   c.root = root;
@@ -81,7 +89,18 @@ Communicator::Communicator(std::shared_ptr<Endpoint> ep, const CommConfig& cfg)
       cfg_(cfg),
       links_(*ep_, LinkConfig{cfg.slots, cfg.slot_bytes}),
       regs_(*ep_),
-      tuner_(cfg.rules, cfg.algo, cfg.chunk_bytes, cfg.channels, cfg.slot_bytes) {}
+      tuner_(cfg.rules, cfg.algo, cfg.chunk_bytes, cfg.channels, cfg.slot_bytes) {
+  for (size_t k = 0; k < cfg_.topology.levels.size(); ++k) {
+    const auto& level = cfg_.topology.levels[k];
+    if (int(level.size()) != world())
+      raise(ErrorKind::Argument, "rank ", rank(), ": topology level ", k, " names ", level.size(),
+            " ranks for a world of ", world());
+    for (int g : level)
+      if (g < 0 || g >= world())
+        raise(ErrorKind::Argument, "rank ", rank(), ": topology level ", k, " has group id ", g,
+              " (must be in [0, world))");
+  }
+}
 
 Communicator::~Communicator() {
   {
@@ -123,7 +142,11 @@ static const char* fallback_algo(const char* collective, const std::string& tran
 }
 
 Tuner::Choice Communicator::choice(const char* collective, uint64_t bytes) {
-  return tuner_.choose(collective, world(), transport(), bytes, fallback_algo(collective, transport()));
+  // With a topology whose groups meet over the network, large calls cross each slow
+  // level once (hierarchical); measured rules for this shape still win.
+  const bool layered = transport() == "net" && cfg_.topology.structured();
+  return tuner_.choose(collective, world(), transport(), bytes, fallback_algo(collective, transport()),
+                       layered ? "layered" : "flat");
 }
 
 uint64_t Communicator::chunk_for(const Tuner::Choice& c, DataType t) const {
@@ -163,7 +186,7 @@ Scratch Communicator::scratch(uint64_t bytes) {
     workspace_.resize(bytes ? bytes : 1);
     workspace_key_ = ep_->register_region(uint64_t(workspace_.data()), workspace_.size(), 0);
   }
-  return Scratch{workspace_.data(), workspace_key_};
+  return Scratch{workspace_.data(), workspace_key_, workspace_.size()};
 }
 
 template <typename Body>
@@ -202,6 +225,9 @@ void Communicator::run_all_reduce(uint64_t send, uint64_t recv, uint64_t count, 
       if (send != recv) move_out(out.at(0), in.at(0), bytes, bytes);
     } else if (algo == "recursive_doubling") {
       all_reduce_recursive_doubling(c, in, out, count);
+    } else if (algo == "hierarchical") {
+      all_reduce_hierarchical(c, cfg_.topology, regs_, in, out, count,
+                              scratch(hierarchical_scratch_bytes(bytes, c.esize, c.chunk)));
     } else if (algo == "direct") {
       all_reduce_direct(c, in, out, count, scratch(2 * c.chunk * uint64_t(c.channels)),
                         published(PublishedShape{c.chunk, c.channels, c.world, kPublishedSlots}.bytes()));
@@ -213,11 +239,16 @@ void Communicator::run_all_reduce(uint64_t send, uint64_t recv, uint64_t count, 
 
 void Communicator::run_reduce(uint64_t send, uint64_t recv, uint64_t count, DataType t, ReduceOp op, int root) {
   uint64_t bytes = count * dtype_size(t);
-  collective(call("reduce", count, t, op, root), SigHash().add(count).h, bytes, [&](CollContext& c, std::string_view) {
-    LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes);
-    LocalBuffer out(regs_, reinterpret_cast<void*>(rank() == root ? recv : send), bytes);
-    reduce_chain(c, in, out, count, root);
-  });
+  collective(call("reduce", count, t, op, root), SigHash().add(count).h, bytes,
+             [&](CollContext& c, std::string_view algo) {
+               LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes);
+               LocalBuffer out(regs_, reinterpret_cast<void*>(rank() == root ? recv : send), bytes);
+               if (algo == "hierarchical")
+                 reduce_hierarchical(c, cfg_.topology, regs_, in, out, count, root,
+                                     scratch(hierarchical_scratch_bytes(bytes, c.esize, c.chunk) + 3 * bytes));
+               else
+                 reduce_chain(c, in, out, count, root);
+             });
 }
 
 void Communicator::run_broadcast(uint64_t buf, uint64_t count, DataType t, int root) {
@@ -226,7 +257,9 @@ void Communicator::run_broadcast(uint64_t buf, uint64_t count, DataType t, int r
              [&](CollContext& c, std::string_view algo) {
                LocalBuffer b(regs_, reinterpret_cast<void*>(buf), bytes);
                if (c.world == 1) return;
-               if (algo == "direct")
+               if (algo == "hierarchical")
+                 broadcast_hierarchical(c, cfg_.topology, regs_, b, count, root);
+               else if (algo == "direct")
                  broadcast_direct(c, b, count, root);
                else
                  broadcast_chain(c, b, count, root);
@@ -244,7 +277,10 @@ void Communicator::run_all_gather_v(uint64_t send, uint64_t recv, const Counts& 
              [&](CollContext& c, std::string_view algo) {
                LocalBuffer in(regs_, reinterpret_cast<void*>(send), counts[size_t(rank())] * es);
                LocalBuffer out(regs_, reinterpret_cast<void*>(recv), extent * es);
-               if (algo == "direct" && c.world > 1)
+               if (algo == "hierarchical" && equal_blocks(counts, &displs))
+                 all_gather_hierarchical(c, cfg_.topology, regs_, in, out, counts[0],
+                                         scratch(3 * total * es));
+               else if (algo == "direct" && c.world > 1)
                  all_gather_direct(c, in, out, counts, displs);
                else
                  all_gather_ring(c, in, out, counts, displs);
@@ -262,7 +298,11 @@ void Communicator::run_reduce_scatter_v(uint64_t send, uint64_t recv, const Coun
              [&](CollContext& c, std::string_view algo) {
                LocalBuffer in(regs_, reinterpret_cast<void*>(send), total * es);
                LocalBuffer out(regs_, reinterpret_cast<void*>(recv), counts[size_t(rank())] * es);
-               if (algo == "direct" && c.world > 1)
+               if (algo == "hierarchical" && equal_blocks(counts, nullptr))
+                 reduce_scatter_hierarchical(
+                     c, cfg_.topology, regs_, in, out, counts[0],
+                     scratch(hierarchical_scratch_bytes(total * es, c.esize, c.chunk) + 3 * total * es));
+               else if (algo == "direct" && c.world > 1)
                  reduce_scatter_direct(c, in, out, counts, scratch(2 * c.chunk * uint64_t(c.channels)));
                else
                  reduce_scatter_ring(c, in, out, counts, scratch(2 * max_block * es));

@@ -19,6 +19,7 @@
 #include "coll/core/context.h"
 #include "coll/core/links.h"
 #include "coll/core/reg_cache.h"
+#include "coll/core/topology.h"
 #include "coll/core/tuner.h"
 #include "coll/core/validate.h"
 #include "transport/endpoint.h"
@@ -34,6 +35,7 @@ struct CommConfig {
   int slots = 4;
   uint64_t slot_bytes = 512 << 10;
   std::vector<TuneRule> rules;
+  Topology topology;  // no levels: none known (flat algorithms only)
 };
 
 // The state of one queued operation.
@@ -87,6 +89,7 @@ class Communicator {
   std::shared_ptr<Work> scatter(const std::optional<Buffer>& in, const Buffer& out, int root, bool async_op = false);
   std::shared_ptr<Work> barrier(bool async_op = false);
 
+  const Topology& topology() const { return cfg_.topology; }
   // What the tuner would pick for a call (for uccl.config() and tests).
   Tuner::Choice choice(const char* collective, uint64_t bytes);
 

@@ -31,6 +31,7 @@ class LocalBuffer {
 struct Scratch {
   char* data;
   uint64_t key;
+  uint64_t bytes = 0;  // its size, where the user carves it (hierarchical algorithms)
 };
 
 struct CollContext {

@@ -138,6 +138,7 @@ void Links::wait(const std::function<bool()>& ready, int peer) {
 }
 
 Endpoint::Posted Links::post(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes, Carries what) {
+  peer = rank_in_view(peer);
   Peer& p = peers_[size_t(peer)];
   if (bytes > cfg_.slot_bytes) raise(ErrorKind::Argument, "links: chunk of ", bytes, " bytes exceeds a slot");
   if (p.credits == 0) wait([&] { return p.credits > 0; }, peer);
@@ -162,6 +163,7 @@ void Links::sent(const Endpoint::Posted& posted) {
 }
 
 char* Links::recv(int peer, uint64_t bytes, Carries what) {
+  peer = rank_in_view(peer);
   Peer& p = peers_[size_t(peer)];
   uint64_t slot = p.received % uint64_t(cfg_.slots);
   if (!p.arrived[slot]) wait([&] { return p.arrived[slot] != 0; }, peer);
@@ -183,6 +185,7 @@ char* Links::recv(int peer, uint64_t bytes, Carries what) {
 }
 
 void Links::release(int peer) {
+  peer = rank_in_view(peer);
   Peer& p = peers_[size_t(peer)];
   uint64_t slot = p.released % uint64_t(cfg_.slots);
   p.released++;

@@ -61,6 +61,14 @@ class Links {
   // Returns the oldest consumed slot from `peer` to its sender.
   void release(int peer);
 
+  // A sub-group's view (hierarchical algorithms, subgroup.h): while set, the peers that
+  // post/recv/release name are positions in `members` (ranks of this communicator).
+  // Empty: ranks. Returns the view it replaces.
+  std::vector<int> set_view(std::vector<int> members) {
+    view_.swap(members);
+    return members;
+  }
+
   // Tells every rank why this collective cannot go on, then throws MismatchError.
   [[noreturn]] void abort(const std::string& why);
   bool broken() const { return !broken_reason_.empty(); }
@@ -77,6 +85,7 @@ class Links {
     std::vector<uint64_t> arrived_len;
   };
 
+  int rank_in_view(int peer) const { return view_.empty() ? peer : view_[size_t(peer)]; }
   void pump(const Completion& c);
   void wait(const std::function<bool()>& ready, int peer);
   [[noreturn]] void fail_from_peer();
@@ -104,6 +113,7 @@ class Links {
   int aborted_by_ = -1;    // a peer told us to stop
   int mismatch_peer_ = -1;  // we saw a peer in a different call
   std::string broken_reason_;
+  std::vector<int> view_;
 };
 
 }  // namespace uccl

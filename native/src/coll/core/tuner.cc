@@ -12,12 +12,13 @@ namespace {
 // The algorithms each collective has.
 const struct {
   const char* collective;
-  const char* algos[4];
-} kAlgorithms[] = {{"all_reduce", {"ring", "recursive_doubling", "direct"}},
-                   {"all_gather", {"ring", "direct"}},
-                   {"reduce_scatter", {"ring", "direct"}},
+  const char* algos[5];
+} kAlgorithms[] = {{"all_reduce", {"ring", "recursive_doubling", "direct", "hierarchical", "flat"}},
+                   {"all_gather", {"ring", "direct", "hierarchical", "flat"}},
+                   {"reduce_scatter", {"ring", "direct", "hierarchical", "flat"}},
                    {"all_to_all", {"pairwise", "direct"}},
-                   {"broadcast", {"chain", "direct"}}};
+                   {"broadcast", {"chain", "direct", "hierarchical", "flat"}},
+                   {"reduce", {"chain", "hierarchical", "flat"}}};
 
 }  // namespace
 
@@ -51,17 +52,26 @@ bool Tuner::implements(const char* collective, const std::string& algo) {
 }
 
 Tuner::Choice Tuner::choose(const char* collective, int world, const std::string& transport, uint64_t bytes,
-                            const char* fallback) const {
+                            const char* fallback, const std::string& topology) const {
   Choice c{fallback, default_chunk_, 1};
+  const bool layered = topology == "layered" && forced_algo_ != "flat" && implements(collective, "hierarchical");
   // Rules are ordered by max_bytes within a collective: the first that fits wins.
-  for (const auto& r : rules_) {
-    if (r.collective != collective || (r.world != 0 && r.world != world) || bytes > r.max_bytes) continue;
-    if (!r.transport.empty() && r.transport != transport) continue;
-    c.algo = r.algo.c_str();
-    if (r.chunk_bytes) c.chunk_bytes = r.chunk_bytes;
-    if (r.channels > 0) c.channels = r.channels;
-    break;
-  }
+  auto apply_rules = [&](bool shaped) {
+    for (const auto& r : rules_) {
+      if (r.collective != collective || (r.world != 0 && r.world != world) || bytes > r.max_bytes) continue;
+      if (!r.transport.empty() && r.transport != transport) continue;
+      if (shaped ? r.topology != "layered" : !r.topology.empty() && r.topology != (layered ? "layered" : "flat"))
+        continue;
+      c.algo = r.algo.c_str();
+      if (r.chunk_bytes) c.chunk_bytes = r.chunk_bytes;
+      if (r.channels > 0) c.channels = r.channels;
+      return true;
+    }
+    return false;
+  };
+  bool decided = layered && apply_rules(true);
+  if (!decided && layered && bytes >= kLayeredMinBytes) c.algo = "hierarchical", decided = true;
+  if (!decided) apply_rules(false);
   if (forced(collective)) c.algo = forced_algo_.c_str();
   if (forced_chunk_) c.chunk_bytes = forced_chunk_;
   if (forced_channels_ > 0) c.channels = forced_channels_;

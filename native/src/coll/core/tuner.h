@@ -16,6 +16,7 @@ struct TuneRule {
   uint64_t chunk_bytes = 0;  // 0: the default chunk
   std::string transport;     // "shm", "net", or "" for either
   int channels = 0;          // 0: one
+  std::string topology;      // "layered" (a topology whose groups meet over the net), "flat", or "" for either
 };
 
 class Tuner {
@@ -30,9 +31,14 @@ class Tuner {
     int channels;
   };
   // `transport` is "shm" when every peer is reached through shared memory, else
-  // "net"; `fallback` is the algorithm used when no rule matches.
+  // "net"; `fallback` is the algorithm used when no rule matches. `topology` is
+  // "layered" when the communicator knows a topology whose groups meet over the
+  // network: then rules measured for it decide, else calls of kLayeredMinBytes and
+  // more go hierarchical, where the collective has that algorithm. UCCL_ALGO=flat
+  // takes the choice as if there were no topology.
   Choice choose(const char* collective, int world, const std::string& transport, uint64_t bytes,
-                const char* fallback) const;
+                const char* fallback, const std::string& topology = "flat") const;
+  static constexpr uint64_t kLayeredMinBytes = 512 << 10;
 
   // Whether `collective` has an algorithm called `algo` (UCCL_ALGO applies only there).
   static bool implements(const char* collective, const std::string& algo);
@@ -40,7 +46,8 @@ class Tuner {
   static std::vector<std::string> algorithms();
   // Whether UCCL_ALGO decides for `collective`.
   bool forced(const char* collective) const {
-    return !forced_algo_.empty() && forced_algo_ != "auto" && implements(collective, forced_algo_);
+    return !forced_algo_.empty() && forced_algo_ != "auto" && forced_algo_ != "flat" &&
+           implements(collective, forced_algo_);
   }
 
  private:

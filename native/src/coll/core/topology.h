@@ -1,0 +1,38 @@
+// Where the ranks are: for each level, innermost first (host, then leaf/rack, ...),
+// the group every rank belongs to. Filled by uccl/collectives/topology.py (declared
+// UCCL_TOPOLOGY and which ranks the channels found on one host), the same on every rank.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace uccl {
+
+struct Topology {
+  std::vector<std::vector<int>> levels;  // levels[k][rank]: the rank's group at level k
+
+  // The ranks of `among` in the same level-k group as `rank`, in the order of `among`.
+  std::vector<int> mates(size_t k, int rank, const std::vector<int>& among) const {
+    std::vector<int> out;
+    for (int r : among)
+      if (levels[k][size_t(r)] == levels[k][size_t(rank)]) out.push_back(r);
+    return out;
+  }
+  // Whether some level splits the ranks into several groups one of which has more than one
+  // rank: then a hierarchical algorithm has a slow level to cross once.
+  bool structured() const {
+    for (const auto& level : levels) {
+      std::vector<int> sizes;
+      for (int g : level) {
+        if (g < 0) return false;
+        if (size_t(g) >= sizes.size()) sizes.resize(size_t(g) + 1, 0);
+        ++sizes[size_t(g)];
+      }
+      int groups = 0, biggest = 0;
+      for (int n : sizes) groups += n > 0, biggest = n > biggest ? n : biggest;
+      if (groups > 1 && biggest > 1) return true;
+    }
+    return false;
+  }
+};
+
+}  // namespace uccl

@@ -1,0 +1,220 @@
+"""Topology discovery and the hierarchical collectives, with hosts emulated by declaration:
+ranks of different declared hosts (UCCL_TOPOLOGY) use the net channel between them, ranks
+of one declared host shared memory, all on this machine."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.collectives.reference import OPS, available_dtypes, check, make, reduce_ref, values, zeros
+from uccl.collectives.topology import describe, parse
+from uccl.errors import InvalidArgumentError
+from uccl.testing import run_ranks
+
+TWO_BY_TWO = "0-1=h0;2-3=h1"                          # 2 hosts x 2 ranks
+UNEVEN = "0-1=h0;2=h1;3-4=h2"                         # 3 hosts x 1-2 ranks
+LEAVES = "0=h0/l0;1=h1/l0;2=h2/l1;3=h3/l1"            # 2 leaves x 2 hosts x 1 rank
+LEAVES_2 = "0-1=h0/l0;2-3=h1/l0;4-5=h2/l1;6-7=h3/l1"  # 2 leaves x 2 hosts x 2 ranks
+
+
+def world_of(spec: str) -> int:
+    return len(parse(spec))
+
+
+def test_parse_gives_each_rank_its_path():
+    assert parse(LEAVES_2)[5] == ("h2", "l1")
+    assert parse("# comment\n0-2=a\n3=b  # trailing")[3] == ("b",)
+    assert describe(LEAVES_2) == "8 ranks on 4 hosts, 2 leaves"
+
+
+def test_parse_reads_a_file(tmp_path):
+    path = tmp_path / "topo.txt"
+    path.write_text("0-1=h0/rack0\n2-3=h1/rack1\n")
+    assert parse(f"@{path}") == [("h0", "rack0")] * 2 + [("h1", "rack1")] * 2
+
+
+@pytest.mark.parametrize("spec, why", [
+    ("0=h0;0=h1", "rank 0 is declared twice"),
+    ("0=h0;2=h1", r"ranks \[1\] are not declared"),
+    ("0=h0/l0;1=h1", "different numbers of levels"),
+    ("0=h0/l0;1=h0/l1", "host 'h0' is placed in both"),
+    ("0=", "is not RANKS=HOST"),
+    ("x=h0", "is not a rank"),
+])
+def test_parse_rejects_bad_values(spec, why):
+    with pytest.raises(ValueError, match=why):
+        parse(spec)
+
+
+def _facts_of_two_by_two(ctx, n):
+    """What one job of 2 declared hosts x 2 ranks sees: the topology, the channels, the
+    tuner's choices (declared, forced flat, none declared), the bytes one hierarchical
+    all_reduce writes to each peer, and a split's topology and result."""
+    import dataclasses
+
+    from uccl.collectives import Communicator
+    from uccl.config import Config
+
+    comm = Communicator(ctx.bootstrap)
+    facts = {"levels": comm.topology().levels, "channels": [comm.endpoint.channel(p) for p in range(4)],
+             "auto": comm.algorithm("all_reduce", 4 << 20)[0], "small": comm.algorithm("all_reduce", 64 << 10)[0]}
+    flat = Communicator(ctx.bootstrap, dataclasses.replace(Config.from_env(), algo="flat"))
+    facts["flat"] = flat.algorithm("all_reduce", 4 << 20)[0]
+    undeclared = Communicator(ctx.bootstrap, dataclasses.replace(Config.from_env(), topology=""))
+    facts["undeclared"] = (undeclared.topology().levels, undeclared.algorithm("all_reduce", 4 << 20)[0])
+    facts["sent"] = _bytes_written(comm, n)
+    sub = comm.split(ctx.rank % 2)  # ranks 0, 2 and 1, 3: one rank of each host
+    x = np.full(3, ctx.rank + 1.0, np.float32)
+    sub.all_reduce(x)
+    facts["split"] = (sub.topology().levels, sub.world_ranks, x.tolist())
+    comm.barrier()
+    return facts
+
+
+def _bytes_written(comm, n):
+    """Bytes this rank writes to each peer during one all_reduce of n float32."""
+    x = np.ones(n, np.float32)
+    comm.all_reduce(x)  # warm-up: registrations, first credits
+    before = [p["bytes_written"] for p in comm.endpoint.stats()["peers"]]
+    comm.all_reduce(x)
+    return [p["bytes_written"] - b for p, b in zip(comm.endpoint.stats()["peers"], before)]
+
+
+RAIL = {0: 2, 1: 3, 2: 0, 3: 1}  # the rank at the same position in the other host (or leaf)
+
+
+def test_two_declared_hosts_of_two_ranks():
+    n = 1 << 18  # 1 MiB of float32
+    facts = run_ranks(_facts_of_two_by_two, 4, args=(n,), env={"UCCL_TOPOLOGY": TWO_BY_TWO}, timeout=120)
+    for r, f in enumerate(facts):
+        assert f["levels"] == ((0, 0, 1, 1),)
+        assert f["channels"] == (["shm", "shm", "net", "net"] if r < 2 else ["net", "net", "shm", "shm"])
+        assert f["auto"] == "hierarchical" and f["flat"] not in ("hierarchical", "flat")
+        assert f["small"] != "hierarchical"  # below 512 KiB latency counts more than bytes
+        # without a declaration every rank of this machine shares memory: one host, flat
+        assert f["undeclared"] == (((0, 0, 0, 0),), f["undeclared"][1]) and f["undeclared"][1] != "hierarchical"
+        # across hosts a rank sends only its shard (half the vector) through a two-rank ring
+        # all-reduce, to its rail peer: N/2 bytes (a flat 4-rank ring sends 1.5 N per rank)
+        across = {p: b for p, b in enumerate(f["sent"]) if p // 2 != r // 2 and b}
+        assert across == {RAIL[r]: n * 4 // 2}, (r, f["sent"])
+        assert f["split"] == (((0, 1),), [r % 2, r % 2 + 2], [4.0 + 2 * (r % 2)] * 3)
+
+
+def _with_own_topology(ctx, specs):
+    from uccl.collectives import Communicator
+
+    os.environ["UCCL_TOPOLOGY"] = specs[ctx.rank]
+    try:
+        Communicator(ctx.bootstrap)
+    except InvalidArgumentError as exc:
+        return str(exc)
+    return "no error"
+
+
+def test_mismatched_topologies_fail_on_every_rank():
+    specs = ["0-1=h0;2=h1", "0-1=h0;2=h1", "0=h0;1-2=h1"]
+    for r, msg in enumerate(run_ranks(_with_own_topology, 3, args=(specs,), timeout=60)):
+        assert msg.startswith(f"rank {r}: the ranks declare different topologies"), msg
+        assert "ranks [0, 1] have UCCL_TOPOLOGY='0-1=h0;2=h1'" in msg and "ranks [2]" in msg
+
+
+def test_a_topology_of_the_wrong_size_fails_on_every_rank():
+    for r, msg in enumerate(run_ranks(_with_own_topology, 2, args=(["0-2=h0"] * 2,), timeout=60)):
+        assert msg == f"rank {r}: UCCL_TOPOLOGY=0-2=h0: declares 3 ranks for a world of 2", msg
+
+
+def inputs(rank: int, n: int, dtype: str, op: str, world: int, seed: int = 0) -> np.ndarray:
+    """The shared test inputs, kept so that a sum or product over `world` ranks fits 8-bit
+    types (the reference does not wrap): sums clipped, factors of 2 beyond the sixth rank
+    turned into 1 (keeping their sign)."""
+    v = values(rank, n, dtype, op, seed)
+    if dtype in ("int8", "uint8") and op in ("sum", "avg"):
+        bound = (127 if dtype == "int8" else 255) // world
+        v = np.clip(v, -bound, bound)
+    if dtype in ("int8", "uint8") and op == "prod" and rank >= 6:
+        v = np.sign(v)
+    return v
+
+
+def _all_collectives(ctx, big, dtypes=None):
+    """Every collective x dtype x op against numpy under the declared topology (UCCL_ALGO
+    forces hierarchical where a collective has it)."""
+    from uccl.collectives import Communicator
+
+    comm = Communicator(ctx.bootstrap)
+    W, r = ctx.world_size, ctx.rank
+    for dtype in dtypes or available_dtypes():
+        esize = np.dtype("float16" if dtype == "bfloat16" else dtype).itemsize
+        sizes = [0, 1, 1001] + ([big // esize + 7] if dtype in ("float32", "bfloat16", "int64") else [])
+        for n in sizes:
+            for op in OPS:
+                label = f"{dtype} {op} n={n} rank {r}"
+                ins = [inputs(q, n, dtype, op, W) for q in range(W)]
+                want = reduce_ref(ins, op, dtype)
+                out = zeros(dtype, n)
+                comm.all_reduce(make(dtype, ins[r]), out, op=op)
+                check(out, want, dtype, op, f"all_reduce {label}")
+                buf = make(dtype, ins[r])
+                comm.all_reduce(buf, op=op)
+                check(buf, want, dtype, op, f"all_reduce in place {label}")
+                full = [inputs(q, n * W, dtype, op, W, seed=1) for q in range(W)]
+                out = zeros(dtype, n)
+                comm.reduce_scatter(make(dtype, full[r]), out, op=op)
+                check(out, reduce_ref(full, op, dtype)[r * n:(r + 1) * n], dtype, op, f"reduce_scatter {label}")
+                out = zeros(dtype, n)
+                comm.reduce(make(dtype, ins[r]), out, op=op, root=W - 1)
+                if r == W - 1:
+                    check(out, want, dtype, op, f"reduce {label}")
+            out = zeros(dtype, n * W)
+            comm.all_gather(make(dtype, ins[r]), out)
+            check(out, np.concatenate(ins), dtype, "sum", f"all_gather {dtype} n={n}")
+            buf = make(dtype, ins[r])
+            comm.broadcast(buf, root=1)
+            check(buf, ins[1], dtype, "sum", f"broadcast {dtype} n={n}")
+    # A root may finish a broadcast before the last rank's acknowledgement has been
+    # confirmed to that rank; nobody leaves before everyone is done.
+    comm.barrier()
+    return comm.algorithm("all_reduce", big)[0]
+
+
+@pytest.mark.parametrize("spec, dtypes", [
+    (TWO_BY_TWO, None),
+    (UNEVEN, ["int8", "bfloat16", "float32"]),  # hosts of 2 and 1 ranks: flat below the uneven level
+    (LEAVES, None),
+])
+def test_collectives_match_numpy_under_a_declared_topology(spec, dtypes):
+    algos = run_ranks(_all_collectives, world_of(spec), args=(1 << 20, dtypes),
+                      env={"UCCL_TOPOLOGY": spec, "UCCL_ALGO": "hierarchical"}, timeout=240)
+    assert set(algos) == {"hierarchical"}
+
+
+@pytest.mark.long
+@pytest.mark.timeout(900)
+def test_collectives_match_numpy_on_two_leaves_of_two_ranked_hosts():
+    """8 ranks: about 5 minutes on a loaded 2-core machine."""
+    algos = run_ranks(_all_collectives, world_of(LEAVES_2), args=(1 << 20,),
+                      env={"UCCL_TOPOLOGY": LEAVES_2, "UCCL_ALGO": "hierarchical"}, timeout=900)
+    assert set(algos) == {"hierarchical"}
+
+
+def _leaf_bytes(ctx, n):
+    from uccl.collectives import Communicator
+
+    comm = Communicator(ctx.bootstrap)
+    sent = _bytes_written(comm, n)
+    comm.barrier()
+    return sent
+
+
+def test_hierarchical_all_reduce_crosses_leaves_once_along_rails():
+    """One rank per host, two hosts per leaf: across the leaves a rank sends only its half
+    of the vector through a two-rank ring: N/2 bytes, to its rail peer in the other leaf."""
+    n = 1 << 18
+    sent = run_ranks(_leaf_bytes, 4, args=(n,), env={"UCCL_TOPOLOGY": LEAVES, "UCCL_ALGO": "hierarchical"},
+                     timeout=60)
+    for r, by_peer in enumerate(sent):
+        across = {p: b for p, b in enumerate(by_peer) if p // 2 != r // 2 and b}
+        assert across == {RAIL[r]: n * 4 // 2}, (r, by_peer)

@@ -1,0 +1,60 @@
+"""The topology `uccl-run --fabric` declares: on an emulated fabric (network namespaces,
+built here and removed in `finally`), 2 ranks on each of 4 hosts on 2 leaves see their
+hosts and leaves, take the hierarchical all_reduce, and get correct results."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from uccl.fabric import emulator as fabmod
+from uccl.fabric import Fabric, FabricSpec
+from uccl.fabric.ranks import topology_spec
+
+OK, WHY = fabmod.available()
+
+WORKER = textwrap.dedent("""
+    import torch, torch.distributed as dist
+    dist.init_process_group("uccl")
+    r, W = dist.get_rank(), dist.get_world_size()
+    view = dist.distributed_c10d._get_default_group()._get_backend(torch.device("cpu"))
+    comm = getattr(view, "_pg", view).communicator
+    n = (1 << 20) // W * W
+    x = torch.arange(n, dtype=torch.float32).remainder(1000) * (r + 1)
+    dist.all_reduce(x)
+    want = torch.arange(n, dtype=torch.float32).remainder(1000) * (W * (W + 1) / 2)
+    gathered = torch.empty(n * W)
+    dist.all_gather_into_tensor(gathered, torch.full((n,), float(r)))
+    ok = torch.equal(x, want) and torch.equal(gathered, torch.arange(W).repeat_interleave(n).float())
+    print(f"rank {r} levels={comm.topology().levels} algo={comm.algorithm('all_reduce', 4 * n)[0]} ok={ok}",
+          flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+""")
+
+
+def test_the_fabric_launcher_declares_hosts_and_leaves():
+    class Fab:  # what topology_spec reads of a fabric
+        spec = FabricSpec(hosts=3, leaves=2, spines=1)
+    assert topology_spec(Fab, 2) == "0-1=h0/leaf0;2-3=h1/leaf0;4-5=h2/leaf1"
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(not OK, reason=f"cannot build a fabric here: {WHY}")
+def test_two_ranks_per_host_on_a_fabric_run_hierarchical(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {k: v for k, v in os.environ.items() if k not in ("UCCL_TRANSPORT", "UCCL_TOPOLOGY", "UCCL_ALGO")}
+    fab = Fabric(FabricSpec(hosts=4, leaves=2, spines=2, rate="1gbit"))
+    try:
+        fab.up()
+        res = subprocess.run([sys.executable, "-m", "uccl.launch.run", "--fabric", fab.name, "--nproc-per-node", "2",
+                              str(script)], capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        fab.down()
+    assert res.returncode == 0, res.stdout + res.stderr
+    levels = ((0, 0, 1, 1, 2, 2, 3, 3), (0, 0, 0, 0, 1, 1, 1, 1))
+    for r in range(8):
+        assert f"rank {r} levels={levels} algo=hierarchical ok=True" in res.stdout, res.stdout + res.stderr

@@ -81,7 +81,10 @@ class Buffer:
         self.chunk_bytes = int(chunk_bytes)
         self._seq = 0
         self._pending: Optional[EventOverlap] = None
-        self.trace: list = []  # dispatch_compute_combine's record of what happened when
+        # dispatch_compute_combine's record of its last call: (event, peer, chunk, time.monotonic())
+        # with event "posted" (our tokens were handed to the transport), "computed", "landed"
+        # (a peer's token chunk), "reduced" (a result chunk from a peer was added up).
+        self.trace: list = []
         initial = num_bytes or max(num_nvl_bytes, num_rdma_bytes)
         if initial:
             self.wire.ensure_landing("dispatch", initial)
@@ -399,7 +402,6 @@ class Buffer:
         k = topk_idx.shape[1]
         topk_weights = topk_weights.detach().cpu().float()
         seq = self._begin(previous_event)
-        t0 = time.monotonic()
         trace = self.trace = []
         rec = RecordLayout.of(parts, k)
         res_rec = RecordLayout([(H, xs.dtype)], 0)
@@ -447,12 +449,12 @@ class Buffer:
                 self._post_segments(seq, DATA, "dispatch", land, rec.row_bytes, ct,
                                     [(d, offsets[d], counts_row[d], plan.recv_offset_at(d, me))
                                      for d in range(R) if d != me])
-                trace.append(("posted", me, -1, time.monotonic() - t0))
+                trace.append(("posted", me, -1, time.monotonic()))
             elif own_chunks:
                 c = own_chunks.pop(0)
                 idx = send_idx[me][c * ct:(c + 1) * ct]
                 acc.index_add_(0, idx, compute(own[c * ct:(c + 1) * ct]))
-                trace.append(("computed", me, c, time.monotonic() - t0))
+                trace.append(("computed", me, c, time.monotonic()))
             else:
                 self.wire.wait_for_headers(deadline, lambda: f"moe.{op}")
         if keep_received:
@@ -470,13 +472,13 @@ class Buffer:
                 if kind == DATA:
                     ready.append((c.peer, chunk))
                     todo[c.peer] -= 1
-                    trace.append(("landed", c.peer, chunk, time.monotonic() - t0))
+                    trace.append(("landed", c.peer, chunk, time.monotonic()))
                 else:
                     back[c.peer] -= 1
                     n = min(ct, plan.sent(c.peer) - chunk * ct)
                     got = res_rec.rows(ret.tensor, plan.send_offset(me, c.peer) + chunk * ct, n)
                     acc.index_add_(0, send_idx[c.peer][chunk * ct: chunk * ct + n], res_rec.part(got, 0).float())
-                    trace.append(("reduced", c.peer, chunk, time.monotonic() - t0))
+                    trace.append(("reduced", c.peer, chunk, time.monotonic()))
             if ready:
                 src, chunk = ready.pop(0)
                 n = min(ct, plan.received(src) - chunk * ct)
@@ -489,7 +491,7 @@ class Buffer:
                 self.wire.write(src, "results", ret, length=n * res_rec.row_bytes, offset=first * res_rec.row_bytes,
                                 remote_offset=(plan.send_offset(src, me) + chunk * ct) * res_rec.row_bytes,
                                 imm=imm_of(seq, RESULT, chunk))
-                trace.append(("computed", src, chunk, time.monotonic() - t0))
+                trace.append(("computed", src, chunk, time.monotonic()))
             elif any(todo.values()) or any(back.values()):
                 self.wire.wait_any(deadline, lambda: f"moe.{op}: still waiting for token chunks {todo} "
                                                      f"and result chunks {back} (source: chunks left)")

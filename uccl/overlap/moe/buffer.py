@@ -26,6 +26,7 @@ from uccl.errors import InvalidArgumentError, MismatchError
 from uccl.overlap._group import bootstrap_for
 from uccl.overlap.moe import layout as L
 from uccl.overlap.moe.events import EventOverlap
+from uccl.overlap.moe.low_latency import LowLatencyMixin
 from uccl.overlap.moe.records import RecordLayout, align8, check_payload, dtype_code
 from uccl.overlap.moe.wire import DATA, RESULT, Wire, imm_of, split_imm
 
@@ -54,13 +55,14 @@ def _chunks(n: int, ct: int) -> int:
     return (n + ct - 1) // ct
 
 
-class Buffer:
+class Buffer(LowLatencyMixin):
     """Expert-parallel communication buffer for the ranks of `group` (a torch ProcessGroup
     with any backend, a uccl Communicator, or a uccl Bootstrap).
 
     num_bytes: initial size of each receive region (grown on demand, on all ranks together).
     chunk_bytes: the unit of a write and of a completion (smaller: finer overlap, more ops).
     max_local_experts: most experts a rank may hold (sizes the header).
+    Low-latency mode (low_latency_dispatch / low_latency_combine) lives in low_latency.py.
     """
 
     num_sms = 0  # DeepEP's knob; nothing to size on CPUs

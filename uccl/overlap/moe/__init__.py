@@ -11,5 +11,6 @@
 
 from uccl.overlap.moe.buffer import Buffer, Handle
 from uccl.overlap.moe.events import EventOverlap
+from uccl.overlap.moe.layer import Expert, MoELayer
 
-__all__ = ["Buffer", "EventOverlap", "Handle"]
+__all__ = ["Buffer", "EventOverlap", "Expert", "Handle", "MoELayer"]

@@ -39,6 +39,18 @@ OPS = {1: "dispatch", 2: "dispatch (cached handle)", 3: "combine", 4: "dispatch_
 _OP_CODE = {name: code for code, name in OPS.items()}
 
 
+def weighted_experts(expert_fn, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per row, sum_j weights[:, j] * expert_fn(ids[:, j], row) over its valid local ids, in fp32;
+    expert_fn sees each expert's rows together. Differentiable (used again in backward)."""
+    out = torch.zeros(x.shape[0], x.shape[1], dtype=torch.float32)
+    for e in torch.unique(ids[ids >= 0]).tolist():
+        hit = ids == e
+        sel = hit.any(1).nonzero().flatten()
+        y = expert_fn(e, x.index_select(0, sel)).float()
+        out = out.index_add(0, sel, y * (weights * hit).sum(1).index_select(0, sel).unsqueeze(1))
+    return out
+
+
 @dataclass
 class Handle:
     """What a dispatch leaves for its combine (opaque to users, as DeepEP's handle)."""
@@ -425,15 +437,7 @@ class Buffer(LowLatencyMixin):
         saved = {} if keep_received else None
 
         def compute(rows_: torch.Tensor) -> torch.Tensor:
-            """The weighted sum of this rank's experts for each row (fp32)."""
-            xr, ids, w = rec.part(rows_, 0), rec.ids(rows_), rec.weights(rows_)
-            out = torch.zeros(rows_.shape[0], H, dtype=torch.float32)
-            for e in torch.unique(ids[ids >= 0]).tolist():
-                hit = ids == e
-                sel = hit.any(1).nonzero().flatten()
-                y = expert_fn(e, xr.index_select(0, sel))
-                out.index_add_(0, sel, y.float() * (w * hit).sum(1).index_select(0, sel).unsqueeze(1))
-            return out
+            return weighted_experts(expert_fn, rec.part(rows_, 0), rec.ids(rows_), rec.weights(rows_))
 
         # Local chunks first, interleaved with the header exchange.
         own = rec.rows(staging, offsets[me], counts_row[me])

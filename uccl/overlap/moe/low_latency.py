@@ -29,7 +29,7 @@ FP8_BLOCK = 128
 
 @dataclass
 class LowLatencyHandle:
-    counts: torch.Tensor      # [local experts, sources]: tokens each source sent each local expert
+    counts: list              # [local expert][source]: tokens each source sent each local expert
     positions: torch.Tensor   # [T, k]: our token's row within its expert's block from us (-1: none)
     num_experts: int
     max_tokens: int
@@ -88,7 +88,7 @@ class LowLatencyMixin:
         op = "low_latency_dispatch"
         (xs,) = check_payload(self.rank, op, x)
         device = x.device
-        T, H = xs.shape
+        T = xs.shape[0]
         R, me, M, E = self.group_size, self.rank, int(num_max_dispatch_tokens_per_rank), int(num_experts)
         topk_idx = topk_idx.cpu().long()
         self._ll_check(op, T, topk_idx, M, E)
@@ -97,45 +97,51 @@ class LowLatencyMixin:
         seq = self._begin(None)
         parts = list(quantize_fp8(xs)) if use_fp8 else [xs]
         rec = RecordLayout.of(parts, 0, ids=False)
-        E_loc = E // R
+        E_loc, k = E // R, topk_idx.shape[1]
         parity = seq & 1
         # landing rows: [parity][local expert][source][M]
         landing = self.wire.ensure_landing("ll_dispatch", 2 * E_loc * R * M * rec.row_bytes)
-        positions = torch.full(topk_idx.shape, -1, dtype=torch.int64)
-        order, blocks = [], []
-        row = 0
-        for e in range(E):  # tokens of expert e, in token order
-            tok, slot = (topk_idx == e).nonzero(as_tuple=True)
-            positions[tok, slot] = torch.arange(tok.numel())
-            d, le = e // E_loc, e % E_loc
-            blocks.append((d, le, row, tok.numel(), ((parity * E_loc + le) * R + me) * M))
-            order.append(tok)
-            row += tok.numel()
-        staging, _ = self.wire.staging("ll_dispatch", max(row, 1) * rec.row_bytes)
-        rec.pack(rec.rows(staging, 0, row), parts, torch.cat(order) if order else torch.empty(0, dtype=torch.long))
+        # one row per (token, expert), sorted by expert (stable: token order within an expert)
+        flat = topk_idx.flatten()
+        valid = flat >= 0
+        n_rows = int(valid.sum())
+        order = torch.argsort(torch.where(valid, flat, E), stable=True)[:n_rows]
+        per_expert = torch.bincount(flat[valid], minlength=E)
+        starts = torch.cumsum(per_expert, 0) - per_expert
+        positions = torch.full((flat.numel(),), -1, dtype=torch.int64)
+        positions[order] = torch.arange(n_rows) - starts[flat[order]]
+        staging, _ = self.wire.staging("ll_dispatch", max(n_rows, 1) * rec.row_bytes)
+        rec.pack(rec.rows(staging, 0, n_rows), parts, order // k)
+        pe, st = per_expert.tolist(), starts.tolist()
+        blocks = [(e // E_loc, e % E_loc, st[e], pe[e], ((parity * E_loc + e % E_loc) * R + me) * M) for e in range(E)]
         self._ll_post(seq, "ll_dispatch", landing, [b for b in blocks if b[0] != me], rec.row_bytes)
-        counts = torch.zeros(E_loc, R, dtype=torch.int64)
+        counts = [[0] * R for _ in range(E_loc)]
         for d, le, first, n, remote in blocks:
             if d == me:  # our own experts: a local copy
                 rec.rows(landing.tensor, remote, n).copy_(rec.rows(staging, first, n))
-                counts[le, me] = n
-        recv_parts = [torch.zeros(E_loc, M * R, w, dtype=dt) for w, dt in rec.parts_meta]
+                counts[le][me] = n
+        recv_parts = [torch.empty(E_loc, M * R, w, dtype=dt) for w, dt in rec.parts_meta]
         recv_count = torch.zeros(E_loc, dtype=torch.int32)
 
         def arrived(src: int, le: int, n: int) -> None:
-            counts[le, src] = n
+            counts[le][src] = n
 
         def finish() -> None:
             self._ll_wait(seq, (R - 1) * E_loc, op, arrived)
+            src_rows, dst_rows = [], []  # pack each expert's rows, sources in rank order
             for le in range(E_loc):
                 at = 0
                 for src in range(R):
-                    n = int(counts[le, src])
-                    rows = rec.rows(landing.tensor, ((parity * E_loc + le) * R + src) * M, n)
-                    for i, p in enumerate(recv_parts):
-                        p[le, at:at + n].copy_(rec.part(rows, i))
+                    n = counts[le][src]
+                    base = ((parity * E_loc + le) * R + src) * M
+                    src_rows.extend(range(base, base + n))
+                    dst_rows.extend(range(le * M * R + at, le * M * R + at + n))
                     at += n
                 recv_count[le] = at
+            landed = rec.rows(landing.tensor, 0, 2 * E_loc * R * M)
+            src_t, dst_t = torch.tensor(src_rows, dtype=torch.int64), torch.tensor(dst_rows, dtype=torch.int64)
+            for i, p in enumerate(recv_parts):
+                p.view(E_loc * M * R, -1).index_copy_(0, dst_t, rec.part(landed, i).index_select(0, src_t))
             self.wire.drain()
 
         event = EventOverlap(finish)
@@ -143,7 +149,7 @@ class LowLatencyMixin:
         hook = event.current_stream_wait
         if not (async_finish or return_recv_hook) or device.type != "cpu":
             event.current_stream_wait()
-        handle = LowLatencyHandle(counts, positions, E, M, H)
+        handle = LowLatencyHandle(counts, positions.view(topk_idx.shape), E, M, xs.shape[1])
         recv_x = tuple(p.to(device) for p in recv_parts) if use_fp8 else recv_parts[0].to(device)
         return recv_x, recv_count.to(device), handle, event, hook
 
@@ -166,18 +172,19 @@ class LowLatencyMixin:
         rec = RecordLayout([(H, xs.dtype)], 0, ids=False)
         parity = seq & 1
         landing = self.wire.ensure_landing("ll_combine", 2 * E * M * rec.row_bytes)
-        total = int(handle.counts.sum())
-        staging, _ = self.wire.staging("ll_combine", max(total, 1) * rec.row_bytes)
-        rows_out = rec.rows(staging, 0, total)
-        blocks, row = [], 0
+        blocks, gather, row = [], [], 0
         for le in range(E_loc):
             at = 0
             for src in range(R):
-                n = int(handle.counts[le, src])
-                rec.part(rows_out[row:row + n], 0).copy_(xs[le, at:at + n])
+                n = handle.counts[le][src]
+                gather.extend(range(le * M * R + at, le * M * R + at + n))
                 blocks.append((src, le, row, n, (parity * E + me * E_loc + le) * M))
                 row += n
                 at += n
+        staging, _ = self.wire.staging("ll_combine", max(row, 1) * rec.row_bytes)
+        rows_out = rec.rows(staging, 0, row)
+        rec.part(rows_out, 0).copy_(xs.view(E_loc * xs.shape[1], H).index_select(0, torch.tensor(gather,
+                                                                                                 dtype=torch.int64)))
         self._ll_post(seq, "ll_combine", landing, [b for b in blocks if b[0] != me], rec.row_bytes)
         for src, le, first, n, remote in blocks:
             if src == me:

@@ -81,6 +81,30 @@ def slowest(seconds: list, gloo) -> list:
     return t.tolist()
 
 
+def calibrate(buf, x, idx, w, E: int, args, dtype, gloo) -> int:
+    """An FFN width whose compute (on the slowest rank) about equals dispatch + combine."""
+    from uccl.overlap.moe.buffer import weighted_experts
+
+    R = dist.get_world_size()
+    probe = Experts(dist.get_rank(), E // R, args.hidden, 128, dtype)
+    comm, comp = [], []
+    with torch.no_grad():
+        for _ in range(3):
+            dist.barrier(group=gloo)
+            t0 = time.perf_counter()
+            rx, ri, rw, _, handle, _ = buf.dispatch(x, topk_idx=idx, topk_weights=w, num_experts=E)
+            t1 = time.perf_counter()
+            y = weighted_experts(probe, rx, ri, rw).to(dtype)
+            t2 = time.perf_counter()
+            dist.barrier(group=gloo)
+            t3 = time.perf_counter()
+            buf.combine(y, handle)
+            comm.append(t1 - t0 + time.perf_counter() - t3)
+            comp.append(t2 - t1)
+    c, p = slowest([min(comm), min(comp)], gloo)
+    return int(max(64, min(16384, 128 * c / max(p, 1e-6))) // 64 * 64)
+
+
 def main() -> None:
     from uccl.overlap.moe import Buffer
     from uccl.overlap.moe.buffer import weighted_experts
@@ -90,7 +114,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--experts", type=int, default=32)
     ap.add_argument("--topk", type=int, default=4)
-    ap.add_argument("--ffn", type=int, default=256)
+    ap.add_argument("--ffn", default="auto", help="expert FFN width, or 'auto': sized so that the experts' "
+                    "compute takes about as long as dispatch + combine")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
@@ -107,9 +132,10 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     E, E_loc = args.experts, args.experts // R
     x, idx, w = routing(rank, args.tokens, E, args.topk, args.hidden, dtype)
-    experts = Experts(rank, E_loc, args.hidden, args.ffn, dtype)
     buf = Buffer(dist.group.WORLD, chunk_bytes=args.chunk_bytes)
     per_rank, _, per_expert, in_rank, _ = buf.get_dispatch_layout(idx, E)
+    ffn = calibrate(buf, x, idx, w, E, args, dtype, gloo) if args.ffn == "auto" else int(args.ffn)
+    experts = Experts(rank, E_loc, args.hidden, ffn, dtype)
 
     def sequential():
         rx, ri, rw, _, handle, _ = buf.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
@@ -126,7 +152,7 @@ def main() -> None:
     wanted = {"overlapped": "uccl overlapped", "sequential": "uccl sequential",
               "megatron-uccl": "megatron on uccl", "megatron-gloo": "megatron on gloo"}
     chosen = [wanted[v] for v in args.variants.split(",") if v in wanted]
-    report = {"world": R, "setting": vars(args), "variants": {}, "wrong": {}}
+    report = {"world": R, "setting": vars(args), "ffn": ffn, "variants": {}, "wrong": {}}
     with torch.no_grad():
         reference = sequential()
         for name in chosen:

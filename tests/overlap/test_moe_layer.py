@@ -69,7 +69,8 @@ def _layer_worker(ctx, fused):
     return out.detach().numpy(), x.grad.numpy(), layer.router.weight.grad.numpy(), expert_grads
 
 
-@pytest.mark.parametrize("transport,world,fused", [("shm", 2, True), ("shm", 3, False), ("net", 2, True)])
+@pytest.mark.parametrize("transport,world,fused", [("shm", 2, True), ("shm", 3, False),
+                                                   pytest.param("net", 2, True, marks=pytest.mark.long)])
 def test_layer_matches_single_process_reference(transport, world, fused):
     want_out, want_dx, want_router, want_experts = reference(world)
     got = run_ranks(_layer_worker, world, args=(fused,), env={"UCCL_TRANSPORT": transport, "OMP_NUM_THREADS": "1"},

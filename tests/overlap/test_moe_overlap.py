@@ -46,7 +46,7 @@ def _slow_expert_worker(ctx):
 
     torch.set_num_threads(1)
     E = 2 * ctx.world_size
-    buf = Buffer(ctx.bootstrap, chunk_bytes=2048)
+    buf = Buffer(ctx.bootstrap, chunk_bytes=2048, batch_chunks=1)  # one chunk per expert batch
     x = torch.randn(96, H)
     idx = torch.full((96, K), -1, dtype=torch.int64)
     if ctx.rank == 0:

@@ -43,11 +43,19 @@ def weighted_experts(expert_fn, x: torch.Tensor, ids: torch.Tensor, weights: tor
     """Per row, sum_j weights[:, j] * expert_fn(ids[:, j], row) over its valid local ids, in fp32;
     expert_fn sees each expert's rows together. Differentiable (used again in backward)."""
     out = torch.zeros(x.shape[0], x.shape[1], dtype=torch.float32)
-    for e in torch.unique(ids[ids >= 0]).tolist():
-        hit = ids == e
-        sel = hit.any(1).nonzero().flatten()
+    flat = ids.flatten()
+    pairs = (flat >= 0).nonzero().flatten()
+    if not pairs.numel():
+        return out
+    pairs = pairs[torch.argsort(flat[pairs], stable=True)]  # (row, slot) pairs grouped by expert
+    experts, counts = torch.unique_consecutive(flat[pairs], return_counts=True)
+    rows, w = pairs // ids.shape[1], weights.flatten()[pairs]
+    at = 0
+    for e, n in zip(experts.tolist(), counts.tolist()):
+        sel = rows[at:at + n]
         y = expert_fn(e, x.index_select(0, sel)).float()
-        out = out.index_add(0, sel, y * (weights * hit).sum(1).index_select(0, sel).unsqueeze(1))
+        out.index_add_(0, sel, y * w[at:at + n].unsqueeze(1))
+        at += n
     return out
 
 
@@ -74,6 +82,8 @@ class Buffer(LowLatencyMixin):
     num_bytes: initial size of each receive region (grown on demand, on all ranks together).
     chunk_bytes: the unit of a write and of a completion (smaller: finer overlap, more ops).
     max_local_experts: most experts a rank may hold (sizes the header).
+    batch_chunks: in dispatch_compute_combine, how many landed chunks of one source the experts
+      may take in one batch (fewer, larger expert calls; results go home a batch later).
     Low-latency mode (low_latency_dispatch / low_latency_combine) lives in low_latency.py.
     """
 
@@ -81,7 +91,7 @@ class Buffer(LowLatencyMixin):
 
     def __init__(self, group, num_bytes: Optional[int] = None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0,
                  low_latency_mode: bool = False, num_qps_per_rank: int = 1, *, chunk_bytes: int = 128 << 10,
-                 max_local_experts: int = 256, config: Optional[Config] = None,
+                 max_local_experts: int = 256, batch_chunks: int = 4, config: Optional[Config] = None,
                  timeout: Optional[float] = None) -> None:
         self.group = group
         bootstrap = bootstrap_for(group, "moe")
@@ -93,6 +103,7 @@ class Buffer(LowLatencyMixin):
         if timeout is not None:
             self.wire.timeout = float(timeout)
         self.chunk_bytes = int(chunk_bytes)
+        self.batch_chunks = max(1, int(batch_chunks))
         self._seq = 0
         self._pending: Optional[EventOverlap] = None
         # dispatch_compute_combine's record of its last call: (event, peer, chunk, time.monotonic())
@@ -486,18 +497,27 @@ class Buffer(LowLatencyMixin):
                     acc.index_add_(0, send_idx[c.peer][chunk * ct: chunk * ct + n], res_rec.part(got, 0).float())
                     trace.append(("reduced", c.peer, chunk, time.monotonic()))
             if ready:
+                # the landed chunks of one source that follow each other: computed as one batch
                 src, chunk = ready.pop(0)
-                n = min(ct, plan.received(src) - chunk * ct)
+                last = chunk
+                while (src, last + 1) in ready and last + 1 - chunk < self.batch_chunks:
+                    ready.remove((src, last + 1))
+                    last += 1
+                n = min((last + 1) * ct, plan.received(src)) - chunk * ct
                 first = plan.recv_offset(src) + chunk * ct
                 got = rec.rows(land.tensor, first, n)
                 result = compute(got)
                 if keep_received:
-                    saved[(src, chunk)] = got.clone()
+                    saved.update({(src, c): got[(c - chunk) * ct:(c - chunk + 1) * ct].clone()
+                                  for c in range(chunk, last + 1)})
                 res_rec.part(res_rec.rows(res_staging, first, n), 0).copy_(result)
-                self.wire.write(src, "results", ret, length=n * res_rec.row_bytes, offset=first * res_rec.row_bytes,
-                                remote_offset=(plan.send_offset(src, me) + chunk * ct) * res_rec.row_bytes,
-                                imm=imm_of(seq, RESULT, chunk))
-                trace.append(("computed", src, chunk, time.monotonic()))
+                for c in range(chunk, last + 1):
+                    m = min(ct, plan.received(src) - c * ct)
+                    self.wire.write(src, "results", ret, length=m * res_rec.row_bytes,
+                                    offset=(first + (c - chunk) * ct) * res_rec.row_bytes,
+                                    remote_offset=(plan.send_offset(src, me) + c * ct) * res_rec.row_bytes,
+                                    imm=imm_of(seq, RESULT, c))
+                    trace.append(("computed", src, c, time.monotonic()))
             elif any(todo.values()) or any(back.values()):
                 self.wire.wait_any(deadline, lambda: f"moe.{op}: still waiting for token chunks {todo} "
                                                      f"and result chunks {back} (source: chunks left)")

@@ -141,7 +141,9 @@ class LowLatencyMixin:
             landed = rec.rows(landing.tensor, 0, 2 * E_loc * R * M)
             src_t, dst_t = torch.tensor(src_rows, dtype=torch.int64), torch.tensor(dst_rows, dtype=torch.int64)
             for i, p in enumerate(recv_parts):
-                p.view(E_loc * M * R, -1).index_copy_(0, dst_t, rec.part(landed, i).index_select(0, src_t))
+                # as bytes: index_copy_ has no fp8 kernels
+                p.view(E_loc * M * R, -1).view(torch.uint8).index_copy_(
+                    0, dst_t, rec.part(landed, i).view(torch.uint8).index_select(0, src_t))
             self.wire.drain()
 
         event = EventOverlap(finish)

@@ -15,6 +15,7 @@ completion names (operation, chunk) and the source, so a receiver knows what has
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -82,8 +83,8 @@ class Buffer(LowLatencyMixin):
     num_bytes: initial size of each receive region (grown on demand, on all ranks together).
     chunk_bytes: the unit of a write and of a completion (smaller: finer overlap, more ops).
     max_local_experts: most experts a rank may hold (sizes the header).
-    batch_chunks: in dispatch_compute_combine, how many landed chunks of one source the experts
-      may take in one batch (fewer, larger expert calls; results go home a batch later).
+    batch_chunks: in dispatch_compute_combine, how many landed chunks the experts may take in one
+      batch (fewer, larger expert calls; results go home a batch later).
     Low-latency mode (low_latency_dispatch / low_latency_combine) lives in low_latency.py.
     """
 
@@ -91,11 +92,14 @@ class Buffer(LowLatencyMixin):
 
     def __init__(self, group, num_bytes: Optional[int] = None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0,
                  low_latency_mode: bool = False, num_qps_per_rank: int = 1, *, chunk_bytes: int = 128 << 10,
-                 max_local_experts: int = 256, batch_chunks: int = 4, config: Optional[Config] = None,
+                 max_local_experts: int = 256, batch_chunks: int = 64, config: Optional[Config] = None,
                  timeout: Optional[float] = None) -> None:
         self.group = group
         bootstrap = bootstrap_for(group, "moe")
-        cfg = config or Config.from_env()
+        # Waits sleep soon: a rank waiting for chunks must leave the cores to the ranks still
+        # computing (on a host with fewer cores than ranks, a yielding waiter steals their time).
+        cfg = config or dataclasses.replace(Config.from_env(), spin_us=min(Config.from_env().spin_us, 20.0),
+                                            yield_us=0.0)
         self.rank, self.group_size = bootstrap.rank, bootstrap.world_size
         self.max_local_experts = max_local_experts
         self._header_ints = _COUNTS + self.group_size + max_local_experts
@@ -468,10 +472,12 @@ class Buffer(LowLatencyMixin):
                                      for d in range(R) if d != me])
                 trace.append(("posted", me, -1, time.monotonic()))
             elif own_chunks:
-                c = own_chunks.pop(0)
-                idx = send_idx[me][c * ct:(c + 1) * ct]
-                acc.index_add_(0, idx, compute(own[c * ct:(c + 1) * ct]))
-                trace.append(("computed", me, c, time.monotonic()))
+                # a batch while headers are still on their way; the rest in one batch once ours are out
+                take = own_chunks if headers is not None else own_chunks[:self.batch_chunks]
+                own_chunks = own_chunks[len(take):]
+                lo, hi = take[0] * ct, (take[-1] + 1) * ct
+                acc.index_add_(0, send_idx[me][lo:hi], compute(own[lo:hi]))
+                trace += [("computed", me, c, time.monotonic()) for c in take]
             else:
                 self.wire.wait_for_headers(deadline, lambda: f"moe.{op}")
         if keep_received:
@@ -497,27 +503,28 @@ class Buffer(LowLatencyMixin):
                     acc.index_add_(0, send_idx[c.peer][chunk * ct: chunk * ct + n], res_rec.part(got, 0).float())
                     trace.append(("reduced", c.peer, chunk, time.monotonic()))
             if ready:
-                # the landed chunks of one source that follow each other: computed as one batch
-                src, chunk = ready.pop(0)
-                last = chunk
-                while (src, last + 1) in ready and last + 1 - chunk < self.batch_chunks:
-                    ready.remove((src, last + 1))
-                    last += 1
-                n = min((last + 1) * ct, plan.received(src)) - chunk * ct
-                first = plan.recv_offset(src) + chunk * ct
-                got = rec.rows(land.tensor, first, n)
+                # every landed chunk not yet computed (up to batch_chunks), from any source, in one
+                # batch: each expert then runs once over all their rows (big batches keep the
+                # expert weights' memory traffic what a single pass would have)
+                take, ready = ready[:self.batch_chunks], ready[self.batch_chunks:]
+                spans = []
+                for src, chunk in take:
+                    n = min(ct, plan.received(src) - chunk * ct)
+                    spans.append((src, chunk, plan.recv_offset(src) + chunk * ct, n))
+                parts_ = [rec.rows(land.tensor, first, n) for _, _, first, n in spans]
+                got = parts_[0] if len(parts_) == 1 else torch.cat(parts_)
                 result = compute(got)
-                if keep_received:
-                    saved.update({(src, c): got[(c - chunk) * ct:(c - chunk + 1) * ct].clone()
-                                  for c in range(chunk, last + 1)})
-                res_rec.part(res_rec.rows(res_staging, first, n), 0).copy_(result)
-                for c in range(chunk, last + 1):
-                    m = min(ct, plan.received(src) - c * ct)
-                    self.wire.write(src, "results", ret, length=m * res_rec.row_bytes,
-                                    offset=(first + (c - chunk) * ct) * res_rec.row_bytes,
-                                    remote_offset=(plan.send_offset(src, me) + c * ct) * res_rec.row_bytes,
-                                    imm=imm_of(seq, RESULT, c))
-                    trace.append(("computed", src, c, time.monotonic()))
+                at = 0
+                for (src, chunk, first, n), part in zip(spans, parts_):
+                    if keep_received:
+                        saved[(src, chunk)] = part.clone()
+                    res_rec.part(res_rec.rows(res_staging, first, n), 0).copy_(result[at:at + n])
+                    at += n
+                    self.wire.write(src, "results", ret, length=n * res_rec.row_bytes,
+                                    offset=first * res_rec.row_bytes,
+                                    remote_offset=(plan.send_offset(src, me) + chunk * ct) * res_rec.row_bytes,
+                                    imm=imm_of(seq, RESULT, chunk))
+                    trace.append(("computed", src, chunk, time.monotonic()))
             elif any(todo.values()) or any(back.values()):
                 self.wire.wait_any(deadline, lambda: f"moe.{op}: still waiting for token chunks {todo} "
                                                      f"and result chunks {back} (source: chunks left)")

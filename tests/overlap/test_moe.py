@@ -97,6 +97,7 @@ def _dispatch_combine_worker(ctx, kinds, dtypes):
     # A much larger call after small ones: every rank grows its regions together.
     _check_dispatch_combine(buf, ctx, "random", torch.float32, 99, 300, alignment=8)
     _check_events(buf, ctx)
+    buf.destroy()
     return buf.wire.landings["dispatch"].capacity
 
 
@@ -152,6 +153,7 @@ def _mismatch_worker(ctx):
         x, idx, w = ref.inputs("random", ctx.rank, T, H, E, K, 3, torch.float32)
         out = buf.dispatch_compute_combine(x, idx, w, lambda le, t: expert(ctx.rank, le, t), E)
         assert torch.isfinite(out).all()
+    buf.destroy()
     return messages
 
 
@@ -195,6 +197,7 @@ def _fused_worker(ctx, kinds, dtype):
         tol = 4 * ref.tolerance(dtype)
         torch.testing.assert_close(out.float(), want.float(), rtol=tol, atol=tol,
                                    msg=lambda m: f"rank {me} {kind}: {m}")
+    buf.destroy()
 
 
 @pytest.mark.parametrize("transport,world,dtype", [("shm", 4, torch.bfloat16), ("net", 2, torch.float32),
@@ -240,6 +243,7 @@ def _low_latency_worker(ctx):
         tol = 0.15 if use_fp8 else 0.05
         torch.testing.assert_close(combined.float(), want.float(), rtol=tol, atol=tol,
                                    msg=lambda m: f"rank {me} {kind}: low_latency_combine: {m}")
+    buf.destroy()
 
 
 @pytest.mark.parametrize("transport,world", [("shm", 4), pytest.param("net", 2, marks=LONG)])

@@ -66,6 +66,7 @@ def _layer_worker(ctx, fused):
     out = layer(x)
     (out * g).sum().backward()
     expert_grads = [[p.grad.numpy() for p in e.parameters()] for e in layer.experts]
+    layer.buffer.destroy()
     return out.detach().numpy(), x.grad.numpy(), layer.router.weight.grad.numpy(), expert_grads
 
 

@@ -25,6 +25,7 @@ def _slow_peer_worker(ctx):
         time.sleep(0.5)  # the slow peer: its header and tokens come half a second late
     start = time.monotonic()
     buf.dispatch_compute_combine(x, idx, w, lambda e, t: t * (e + 1), E)
+    buf.destroy()
     return start, buf.trace
 
 
@@ -46,7 +47,7 @@ def _slow_expert_worker(ctx):
 
     torch.set_num_threads(1)
     E = 2 * ctx.world_size
-    buf = Buffer(ctx.bootstrap, chunk_bytes=2048, batch_chunks=1)  # one chunk per expert batch
+    buf = Buffer(ctx.bootstrap, chunk_bytes=2048, compute_batch=0, max_batch_chunks=1)  # chunk by chunk
     x = torch.randn(96, H)
     idx = torch.full((96, K), -1, dtype=torch.int64)
     if ctx.rank == 0:
@@ -58,6 +59,7 @@ def _slow_expert_worker(ctx):
         return t * 2
 
     out = buf.dispatch_compute_combine(x, idx, torch.ones(96, K), expert_fn, E)
+    buf.destroy()
     return buf.trace, tuple(out.shape)
 
 

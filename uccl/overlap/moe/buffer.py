@@ -83,8 +83,9 @@ class Buffer(LowLatencyMixin):
     num_bytes: initial size of each receive region (grown on demand, on all ranks together).
     chunk_bytes: the unit of a write and of a completion (smaller: finer overlap, more ops).
     max_local_experts: most experts a rank may hold (sizes the header).
-    batch_chunks: in dispatch_compute_combine, how many landed chunks the experts may take in one
-      batch (fewer, larger expert calls; results go home a batch later).
+    compute_batch: in dispatch_compute_combine, the experts start on peers' tokens once this
+      fraction of them has landed (or all have), and then take everything landed as one batch;
+      0: compute every chunk as it lands. max_batch_chunks caps a batch (0: no cap).
     Low-latency mode (low_latency_dispatch / low_latency_combine) lives in low_latency.py.
     """
 
@@ -92,7 +93,7 @@ class Buffer(LowLatencyMixin):
 
     def __init__(self, group, num_bytes: Optional[int] = None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0,
                  low_latency_mode: bool = False, num_qps_per_rank: int = 1, *, chunk_bytes: int = 128 << 10,
-                 max_local_experts: int = 256, batch_chunks: int = 64, config: Optional[Config] = None,
+                 max_local_experts: int = 256, compute_batch: float = 0.25, max_batch_chunks: int = 0, config: Optional[Config] = None,
                  timeout: Optional[float] = None) -> None:
         self.group = group
         bootstrap = bootstrap_for(group, "moe")
@@ -107,7 +108,8 @@ class Buffer(LowLatencyMixin):
         if timeout is not None:
             self.wire.timeout = float(timeout)
         self.chunk_bytes = int(chunk_bytes)
-        self.batch_chunks = max(1, int(batch_chunks))
+        self.compute_batch = float(compute_batch)
+        self.max_batch_chunks = int(max_batch_chunks)
         self._seq = 0
         self._pending: Optional[EventOverlap] = None
         # dispatch_compute_combine's record of its last call: (event, peer, chunk, time.monotonic())
@@ -128,7 +130,10 @@ class Buffer(LowLatencyMixin):
         pass
 
     def destroy(self) -> None:
+        """Collective: finishes pending work, waits for every rank (a peer's last writes must be
+        consumed before its endpoint goes away), then closes the endpoint."""
         self._settle()
+        self.wire.bootstrap.barrier()
         self.wire.close()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -472,8 +477,8 @@ class Buffer(LowLatencyMixin):
                                      for d in range(R) if d != me])
                 trace.append(("posted", me, -1, time.monotonic()))
             elif own_chunks:
-                # a batch while headers are still on their way; the rest in one batch once ours are out
-                take = own_chunks if headers is not None else own_chunks[:self.batch_chunks]
+                # half while headers are still on their way; the rest in one batch once ours are out
+                take = own_chunks if headers is not None else own_chunks[:max(1, len(own_chunks) // 2)]
                 own_chunks = own_chunks[len(take):]
                 lo, hi = take[0] * ct, (take[-1] + 1) * ct
                 acc.index_add_(0, send_idx[me][lo:hi], compute(own[lo:hi]))
@@ -489,6 +494,7 @@ class Buffer(LowLatencyMixin):
         todo = {s: _chunks(plan.received(s), ct) for s in range(R) if s != me}
         back = {d: _chunks(plan.sent(d), ct) for d in range(R) if d != me}
         ready: list = []
+        min_batch = max(1, int(self.compute_batch * sum(plan.received(s_) for s_ in todo)))
         while any(todo.values()) or any(back.values()) or ready:
             for c in self.wire.take(seq, (DATA, RESULT)):
                 _, kind, chunk = split_imm(c.imm)
@@ -502,11 +508,14 @@ class Buffer(LowLatencyMixin):
                     got = res_rec.rows(ret.tensor, plan.send_offset(me, c.peer) + chunk * ct, n)
                     acc.index_add_(0, send_idx[c.peer][chunk * ct: chunk * ct + n], res_rec.part(got, 0).float())
                     trace.append(("reduced", c.peer, chunk, time.monotonic()))
-            if ready:
-                # every landed chunk not yet computed (up to batch_chunks), from any source, in one
-                # batch: each expert then runs once over all their rows (big batches keep the
-                # expert weights' memory traffic what a single pass would have)
-                take, ready = ready[:self.batch_chunks], ready[self.batch_chunks:]
+            ready_rows = sum(min(ct, plan.received(s_) - c_ * ct) for s_, c_ in ready)
+            if ready and (ready_rows >= min_batch or not any(todo.values())):
+                # every landed chunk not yet computed, from any source, in one batch: each expert
+                # runs once over all of their rows. Waiting for a minimum batch bounds how many
+                # times the expert weights stream through memory (on CPUs that is what small
+                # batches cost).
+                cap = self.max_batch_chunks or len(ready)
+                take, ready = ready[:cap], ready[cap:]
                 spans = []
                 for src, chunk in take:
                     n = min(ct, plan.received(src) - chunk * ct)

@@ -120,9 +120,11 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--chunk-bytes", type=int, default=256 << 10)
+    ap.add_argument("--compute-nice", type=int, default=0, help="Buffer(compute_nice=): the fused call's compute "
+                    "thread yields the cores to the transport")
     ap.add_argument("--ll-tokens", type=int, default=32)
     ap.add_argument("--ll-iters", type=int, default=50)
-    ap.add_argument("--variants", default="overlapped,sequential,phases,megatron-uccl,megatron-gloo,low-latency")
+    ap.add_argument("--variants", default="overlapped,sequential,megatron-uccl,megatron-gloo,phases,low-latency")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)  # ranks share the host's cores with each other and with uccl's engine
@@ -132,7 +134,7 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     E, E_loc = args.experts, args.experts // R
     x, idx, w = routing(rank, args.tokens, E, args.topk, args.hidden, dtype)
-    buf = Buffer(dist.group.WORLD, chunk_bytes=args.chunk_bytes)
+    buf = Buffer(dist.group.WORLD, chunk_bytes=args.chunk_bytes, compute_nice=args.compute_nice)
     per_rank, _, per_expert, in_rank, _ = buf.get_dispatch_layout(idx, E)
     ffn = calibrate(buf, x, idx, w, E, args, dtype, gloo) if args.ffn == "auto" else int(args.ffn)
     experts = Experts(rank, E_loc, args.hidden, ffn, dtype)

@@ -51,7 +51,7 @@ def bisection_ideal(spec, counts: list, row_bytes: int) -> float:
 def worker_args(args) -> list:
     return [WORKER, "--tokens", str(args.tokens), "--hidden", str(args.hidden), "--experts", str(args.experts),
             "--topk", str(args.topk), "--ffn", str(args.ffn), "--dtype", args.dtype, "--iters", str(args.iters),
-            "--chunk-bytes", str(args.chunk_bytes)]
+            "--chunk-bytes", str(args.chunk_bytes), "--compute-nice", str(args.compute_nice), "--variants", args.variants]
 
 
 def run(cmd: list, out: str, timeout: float) -> dict:
@@ -67,10 +67,11 @@ def summarize(res: dict, spec=None) -> dict:
     ph = {name: statistics.median(secs) for name, secs in res["phases"].items()}
     comm = ph["dispatch"] + ph["combine"]
     s = {"median_s": med, "phases_s": ph, "ffn": res["ffn"], "wrong": res["wrong"],
-         "overlapped_vs_sequential": med["uccl sequential"] / med["uccl overlapped"],
-         "overlapped_vs_megatron_uccl": med["megatron on uccl"] / med["uccl overlapped"],
-         "overlapped_vs_megatron_gloo": med["megatron on gloo"] / med["uccl overlapped"],
          "hidden_fraction": 1 - (med["uccl overlapped"] - ph["compute"]) / comm if comm else None}
+    for key, other in (("sequential", "uccl sequential"), ("megatron_uccl", "megatron on uccl"),
+                       ("megatron_gloo", "megatron on gloo")):
+        if other in med:  # how many times faster the overlapped layer is
+            s[f"overlapped_vs_{key}"] = med[other] / med["uccl overlapped"]
     if "low_latency" in res:
         s["low_latency_us"] = statistics.median(res["low_latency"]["seconds"]) * 1e6
     if spec is not None:
@@ -84,9 +85,9 @@ def print_summary(where: str, s: dict) -> None:
     for name, t in s["median_s"].items():
         print(f"  {name:<18} {t * 1e3:9.1f} ms   wrong={s['wrong'][name]}")
     print("  phases: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in s["phases_s"].items()))
-    print(f"  overlapped vs sequential {s['overlapped_vs_sequential']:.2f}x, vs megatron on uccl "
-          f"{s['overlapped_vs_megatron_uccl']:.2f}x, vs megatron on gloo {s['overlapped_vs_megatron_gloo']:.2f}x; "
-          f"communication hidden {s['hidden_fraction']:.0%}")
+    print("  overlapped layer speed-up: " + ", ".join(f"{k.split('_vs_')[1]} {v:.2f}x" for k, v in s.items()
+                                                    if k.startswith("overlapped_vs_"))
+          + f"; communication hidden {s['hidden_fraction']:.0%}")
     if "ideal_s" in s:
         print(f"  bisection ideal {s['ideal_s'] * 1e3:.1f} ms: dispatch {s['dispatch_vs_ideal']:.2f}x, "
               f"combine {s['combine_vs_ideal']:.2f}x")
@@ -131,6 +132,8 @@ def main(argv=None) -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--chunk-bytes", type=int, default=256 << 10)
+    ap.add_argument("--compute-nice", type=int, default=0)
+    ap.add_argument("--variants", default="overlapped,sequential,megatron-uccl,megatron-gloo,phases,low-latency")
     ap.add_argument("--ranks", type=int, default=4, help="ranks on one host (shm)")
     ap.add_argument("--hosts", type=int, default=4)
     ap.add_argument("--leaves", type=int, default=2)

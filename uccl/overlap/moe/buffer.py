@@ -15,7 +15,10 @@ completion names (operation, chunk) and the source, so a receiver knows what has
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -86,6 +89,9 @@ class Buffer(LowLatencyMixin):
     compute_batch: in dispatch_compute_combine, the experts start on peers' tokens once this
       fraction of them has landed (or all have), and then take everything landed as one batch;
       0: compute every chunk as it lands. max_batch_chunks caps a batch (0: no cap).
+    compute_nice: the calling thread's nice value while the fused call computes (the engine's
+      threads and the kernel's packet path keep theirs, so compute cannot starve the wire on a
+      host with fewer cores than ranks); restored afterwards where permitted (root), else kept.
     Low-latency mode (low_latency_dispatch / low_latency_combine) lives in low_latency.py.
     """
 
@@ -93,7 +99,7 @@ class Buffer(LowLatencyMixin):
 
     def __init__(self, group, num_bytes: Optional[int] = None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0,
                  low_latency_mode: bool = False, num_qps_per_rank: int = 1, *, chunk_bytes: int = 128 << 10,
-                 max_local_experts: int = 256, compute_batch: float = 0.25, max_batch_chunks: int = 0, config: Optional[Config] = None,
+                 max_local_experts: int = 256, compute_batch: float = 0.25, max_batch_chunks: int = 0, compute_nice: int = 0, config: Optional[Config] = None,
                  timeout: Optional[float] = None) -> None:
         self.group = group
         bootstrap = bootstrap_for(group, "moe")
@@ -110,6 +116,7 @@ class Buffer(LowLatencyMixin):
         self.chunk_bytes = int(chunk_bytes)
         self.compute_batch = float(compute_batch)
         self.max_batch_chunks = int(max_batch_chunks)
+        self.compute_nice = int(compute_nice)
         self._seq = 0
         self._pending: Optional[EventOverlap] = None
         # dispatch_compute_combine's record of its last call: (event, peer, chunk, time.monotonic())
@@ -432,9 +439,17 @@ class Buffer(LowLatencyMixin):
         if topk_idx.shape[0] != T or topk_weights.shape != topk_idx.shape:
             raise self._err(op, f"x, topk_idx and topk_weights disagree: {T} tokens, "
                                 f"{tuple(topk_idx.shape)}, {tuple(topk_weights.shape)}")
+        topk_weights = topk_weights.detach().cpu().float()
+        with _niced(self.compute_nice):
+            return self._fused(xs, x, topk_idx, topk_weights, expert_fn, num_experts, previous_event, keep_received)
+
+    def _fused(self, xs, x, topk_idx, topk_weights, expert_fn, num_experts, previous_event, keep_received):
+        op = "dispatch_compute_combine"
+        parts = [xs]
+        T, H = xs.shape
+        R, me = self.group_size, self.rank
         E_loc = num_experts // R
         k = topk_idx.shape[1]
-        topk_weights = topk_weights.detach().cpu().float()
         seq = self._begin(previous_event)
         trace = self.trace = []
         rec = RecordLayout.of(parts, k)
@@ -542,6 +557,24 @@ class Buffer(LowLatencyMixin):
         if keep_received:
             return out, _Saved(plan, rec, ct, saved)
         return out
+
+
+@contextlib.contextmanager
+def _niced(nice: int):
+    """This thread (only: Linux nice values are per thread) at `nice` for the block."""
+    if not nice:
+        yield
+        return
+    tid = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, tid)
+    os.setpriority(os.PRIO_PROCESS, tid, before + nice)
+    try:
+        yield
+    finally:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, before)
+        except PermissionError:  # unprivileged: a thread may not lower its nice value again
+            pass
 
 
 @dataclass

@@ -14,7 +14,7 @@ from uccl.fabric import Fabric, FabricSpec
 OK, WHY = fabmod.available()
 RANKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_moe_fabric_ranks.py")
 
-pytestmark = [pytest.mark.netns, pytest.mark.long,
+pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(not OK, reason=f"cannot build a fabric here: {WHY}")]
 
 

@@ -120,6 +120,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--chunk-bytes", type=int, default=256 << 10)
+    ap.add_argument("--compute-batch", type=float, default=0.5, help="Buffer(compute_batch=)")
     ap.add_argument("--compute-nice", type=int, default=0, help="Buffer(compute_nice=): the fused call's compute "
                     "thread yields the cores to the transport")
     ap.add_argument("--ll-tokens", type=int, default=32)
@@ -134,7 +135,8 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     E, E_loc = args.experts, args.experts // R
     x, idx, w = routing(rank, args.tokens, E, args.topk, args.hidden, dtype)
-    buf = Buffer(dist.group.WORLD, chunk_bytes=args.chunk_bytes, compute_nice=args.compute_nice)
+    buf = Buffer(dist.group.WORLD, chunk_bytes=args.chunk_bytes, compute_nice=args.compute_nice,
+                 compute_batch=args.compute_batch)
     per_rank, _, per_expert, in_rank, _ = buf.get_dispatch_layout(idx, E)
     ffn = calibrate(buf, x, idx, w, E, args, dtype, gloo) if args.ffn == "auto" else int(args.ffn)
     experts = Experts(rank, E_loc, args.hidden, ffn, dtype)
@@ -168,6 +170,10 @@ def main() -> None:
             ok = torch.allclose(out.float(), reference.float(), rtol=2e-2, atol=2e-2)
             report["wrong"][name] = int(slowest([0.0 if ok else 1.0], gloo)[0])
             report["variants"][name] = slowest(secs, gloo)
+            if name == "uccl overlapped" and rank == 0 and buf.trace:  # when chunks landed/computed/reduced
+                t0 = buf.trace[0][3]
+                report["overlapped_trace_rank0_ms"] = [(ev, p, c, round((t - t0) * 1e3, 2))
+                                                       for ev, p, c, t in buf.trace]
             if rank == 0:
                 print(f"{name}: {statistics.median(report['variants'][name]) * 1e3:.1f} ms", flush=True)
 
@@ -212,7 +218,8 @@ def main() -> None:
                     secs.append(time.perf_counter() - t0)
             report["low_latency"] = {"tokens": args.ll_tokens, "seconds": slowest(secs, gloo)}
             if rank == 0:
-                print(f"low latency T={args.ll_tokens}: {statistics.median(report['low_latency']['seconds']) * 1e6:.0f} us",
+                median_us = statistics.median(report["low_latency"]["seconds"]) * 1e6
+                print(f"low latency T={args.ll_tokens}: {median_us:.0f} us",
                       flush=True)
     if rank == 0:
         with open(args.out, "w") as f:

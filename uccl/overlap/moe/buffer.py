@@ -99,7 +99,8 @@ class Buffer(LowLatencyMixin):
 
     def __init__(self, group, num_bytes: Optional[int] = None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0,
                  low_latency_mode: bool = False, num_qps_per_rank: int = 1, *, chunk_bytes: int = 128 << 10,
-                 max_local_experts: int = 256, compute_batch: float = 0.25, max_batch_chunks: int = 0, compute_nice: int = 0, config: Optional[Config] = None,
+                 max_local_experts: int = 256, compute_batch: float = 0.5, max_batch_chunks: int = 0,
+                 compute_nice: int = 0, config: Optional[Config] = None,
                  timeout: Optional[float] = None) -> None:
         self.group = group
         bootstrap = bootstrap_for(group, "moe")

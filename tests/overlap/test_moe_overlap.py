@@ -1,0 +1,77 @@
+"""dispatch_compute_combine overlaps for real: the trace the Buffer records of its last call
+(what was computed, what landed, what was reduced, with times on the host's monotonic
+clock, which all local ranks share) shows the order the issue asks for."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from tests.overlap import _moe_reference as ref
+from uccl.testing import run_ranks
+
+H, K = 64, 2
+
+
+def _slow_peer_worker(ctx):
+    from uccl.overlap.moe import Buffer
+
+    torch.set_num_threads(1)
+    E = 2 * ctx.world_size
+    buf = Buffer(ctx.bootstrap, chunk_bytes=1024)
+    x, idx, w = ref.inputs("random", ctx.rank, 64, H, E, K, 1, torch.float32)
+    if ctx.rank == ctx.world_size - 1:
+        time.sleep(0.5)  # the slow peer: its header and tokens come half a second late
+    start = time.monotonic()
+    buf.dispatch_compute_combine(x, idx, w, lambda e, t: t * (e + 1), E)
+    buf.destroy()
+    return start, buf.trace
+
+
+def test_local_tokens_compute_before_a_slow_peer_arrives():
+    results = run_ranks(_slow_peer_worker, 3, env={"UCCL_TRANSPORT": "shm", "OMP_NUM_THREADS": "1"}, timeout=90)
+    slow_start = results[2][0]
+    for rank in (0, 1):
+        trace = results[rank][1]
+        computed_local = [t for ev, peer, _, t in trace if ev == "computed" and peer == rank]
+        landed_slow = [t for ev, peer, _, t in trace if ev == "landed" and peer == 2]
+        assert computed_local and landed_slow, trace
+        assert trace[0][:2] == ("computed", rank), f"rank {rank}: the first thing done was {trace[0]}"
+        assert max(computed_local) < slow_start < min(landed_slow), \
+            f"rank {rank}: local chunks done at {max(computed_local):.3f}, slow peer started {slow_start:.3f}"
+
+
+def _slow_expert_worker(ctx):
+    from uccl.overlap.moe import Buffer
+
+    torch.set_num_threads(1)
+    E = 2 * ctx.world_size
+    buf = Buffer(ctx.bootstrap, chunk_bytes=2048, compute_batch=0, max_batch_chunks=1)  # chunk by chunk
+    x = torch.randn(96, H)
+    idx = torch.full((96, K), -1, dtype=torch.int64)
+    if ctx.rank == 0:
+        idx[:, 0] = E - 1  # every token of rank 0 goes to rank 1's last expert
+
+    def expert_fn(e, t):
+        if ctx.rank == 1:
+            time.sleep(0.05)  # a slow expert: each chunk takes 50 ms
+        return t * 2
+
+    out = buf.dispatch_compute_combine(x, idx, torch.ones(96, K), expert_fn, E)
+    buf.destroy()
+    return buf.trace, tuple(out.shape)
+
+
+def test_results_stream_home_while_later_chunks_compute():
+    (trace0, out0), (trace1, _) = run_ranks(_slow_expert_worker, 2, env={"UCCL_TRANSPORT": "shm",
+                                                                       "OMP_NUM_THREADS": "1"}, timeout=90)
+    reduced = [t for ev, peer, _, t in trace0 if ev == "reduced" and peer == 1]
+    computed = [t for ev, peer, _, t in trace1 if ev == "computed" and peer == 0]
+    assert len(computed) >= 4, trace1  # several chunks, so there is something to overlap
+    assert len(reduced) == len(computed)
+    assert min(reduced) < max(computed), "rank 0 reduced nothing before rank 1 had computed every chunk"
+    # each result chunk was reduced before the chunk computed two steps after it was done
+    for i in range(len(computed) - 2):
+        assert sorted(reduced)[i] < sorted(computed)[i + 2], (reduced, computed)
+    assert out0 == (96, H)

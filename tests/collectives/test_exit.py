@@ -9,7 +9,9 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
+from tests.collectives.transports import TRANSPORTS, transport_env
 from uccl.collectives import Communicator
 from uccl.testing import run_ranks
 
@@ -45,3 +47,25 @@ def _daemon_waits_at_exit(ctx):
 def test_daemon_thread_in_wait_at_exit():
     # run_ranks fails a rank that reports and then dies (SIGABRT: exit code -6)
     assert run_ranks(_daemon_waits_at_exit, 2, env={"UCCL_TRANSPORT": "shm"}) == ["ok", "ok"]
+
+
+def _gather_with_early_exit(ctx):
+    """Rank 1 contributes to a gather and its process ends at once; rank 2 contributes a
+    second later. Rank 1 is gone by then, but it owes nothing more: the root must still
+    complete (a wait fails at once on the death of the rank it waits for, and only after
+    a grace on the death of another)."""
+    comm = Communicator(ctx.bootstrap)
+    comm.barrier()
+    mine = np.full(1000, ctx.rank + 1, np.float32)
+    if ctx.rank == 2:
+        time.sleep(1.5)
+    out = np.zeros(3000, np.float32) if ctx.rank == 0 else None
+    comm.gather(mine, out, root=0)
+    if ctx.rank == 0:
+        assert np.array_equal(out, np.repeat(np.arange(1, 4, dtype=np.float32), 1000))
+    return "ok"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_rank_that_finished_and_exited_fails_no_one(transport):
+    assert run_ranks(_gather_with_early_exit, 3, env=transport_env(transport), timeout=60) == ["ok"] * 3

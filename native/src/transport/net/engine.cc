@@ -23,6 +23,9 @@ constexpr uint64_t kSpinNs = 20'000;  // keep polling this long after the last a
 // answer its oldest packets are usually sitting unread in the sockets, and an
 // RTO judged before reading them would be spurious.
 constexpr int kMaxTimerDeferrals = 8;
+// At close, how long posted operations may take to be acknowledged before the flows
+// stop sending anyway (a peer that died or closed first never acknowledges).
+constexpr uint64_t kDrainNs = 2'000'000'000;
 }  // namespace
 
 Engine::Engine(std::unique_ptr<Datapath> dp, int rank, uint32_t nonce, Doorbell* bell, double linger_s)
@@ -151,7 +154,7 @@ void Engine::run() {
   std::vector<RxPacket> rx(kRxBatch);
   auto batch = std::make_unique<TxBatch>();
   uint64_t last_activity = now_ns();
-  uint64_t stop_since = 0, last_rx = now_ns();
+  uint64_t stop_since = 0, closing_since = 0, last_rx = now_ns();
   int timer_deferrals = 0;
   for (;;) {
     uint64_t now = now_ns();
@@ -160,10 +163,20 @@ void Engine::run() {
     if (stop_.load(std::memory_order_relaxed)) {
       if (!stop_since) {
         stop_since = now;
-        for (auto& f : flows_) f->set_closing();
+        for (auto& f : flows_) f->take_submissions(now);  // what was posted before close goes out
+      }
+      // Drain: what was posted (a collective's last credits and notes, unwaited) is
+      // delivered before the flows close, within a bound (a dead peer acks nothing).
+      if (!closing_since) {
+        bool drained = true;
+        for (auto& f : flows_) drained &= f->drained();
+        if (drained || now - stop_since > kDrainNs) {
+          closing_since = now;
+          for (auto& f : flows_) f->set_closing();
+        }
       }
       // Linger: keep acking the peer's retransmissions until it has been quiet a while.
-      if (now - last_rx > linger_ns_ / 4 || now - stop_since > linger_ns_) break;
+      if (closing_since && (now - last_rx > linger_ns_ / 4 || now - closing_since > linger_ns_)) break;
     }
     if (kicked_.exchange(false, std::memory_order_seq_cst)) {
       for (auto& f : flows_) f->take_submissions(now);

@@ -62,6 +62,8 @@ class Flow {
     return std::min(receiver_.ack_deadline(), sender_.next_deadline(now));
   }
   bool publish();  // hands staged output to the app side; true if any
+  // Everything posted has been acknowledged (or the peer has failed): closing loses nothing.
+  bool drained() const { return failed() || sender_.idle(); }
   void set_closing() {
     sender_.set_closing();
     receiver_.set_closing();

@@ -404,11 +404,7 @@ void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, 
     if (check()) return;
     sched_yield();
   }
-  // The death of the rank waited for fails the wait at once. A collective's wait also
-  // fails on another rank's death (the one it waits for may be stuck behind it), but
-  // only after a grace: a rank that finished its part may have exited normally.
-  const uint64_t other_death_grace_ns = uint64_t(std::min(timeout_s / 2, 30.0) * 1e9);
-  uint64_t next_liveness = 0, other_dead_since = 0;
+  uint64_t next_liveness = 0;
   for (;;) {
     uint32_t armed = hdr_->bell.arm();
     bool ready_now;
@@ -426,13 +422,10 @@ void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, 
     bool dead = false;
     if (now >= next_liveness) {  // a dead peer fails the wait long before the timeout
       next_liveness = now + 5'000'000;
-      if (op.peer >= 0) dead = !channels_[size_t(op.peer)]->peer_alive();
-      if (!dead && (op.peer == kAnySource || op.any_peer)) {
-        bool other_dead = false;
-        for (auto& ch : channels_) other_dead |= !ch->peer_alive();
-        if (!other_dead) other_dead_since = 0;
-        else if (!other_dead_since) other_dead_since = now;
-        dead = other_dead && now - other_dead_since >= other_death_grace_ns;
+      if (op.peer == kAnySource || op.any_peer) {
+        for (auto& ch : channels_) dead |= !ch->peer_alive();
+      } else if (op.peer >= 0) {
+        dead = !channels_[size_t(op.peer)]->peer_alive();
       }
     }
     if (dead || deadline.expired()) {

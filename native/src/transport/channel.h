@@ -71,6 +71,9 @@ class Channel {
   // held); returns how many events.
   virtual size_t poll(ChannelSink& sink) = 0;
   virtual bool peer_alive() = 0;
+  // The peer closed its endpoint before it went (a normal exit after its last operation):
+  // its absence fails only waits for the peer itself. Known over shared memory only.
+  virtual bool peer_closed() { return false; }
   // Operations of the peer's this side refused so far (a write out of bounds, say). Only
   // the net channel can refuse after the fact: shm checks every operation as it is posted.
   virtual uint64_t refused() const { return 0; }

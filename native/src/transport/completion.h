@@ -19,7 +19,7 @@ struct OpDesc {
   int peer = kNoPeer;
   uint64_t tag = 0;
   const char* label = nullptr;  // overrides the opcode's name (e.g. a collective)
-  bool any_peer = false;        // any peer's death fails the wait (a collective needs them all)
+  bool any_peer = false;        // any peer's death fails the wait (a collective needs them all), but one that closed its endpoint
 
   std::string str() const {
     std::string who = peer == kAnySource ? std::string("any rank") : "rank " + std::to_string(peer);

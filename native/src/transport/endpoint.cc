@@ -63,6 +63,7 @@ Endpoint::Endpoint(const EndpointConfig& cfg) : cfg_(cfg) {
 }
 
 Endpoint::~Endpoint() {
+  hdr_->closed.store(1, std::memory_order_release);
   channels_.clear();
   peer_segments_.clear();
 }
@@ -369,7 +370,8 @@ void Endpoint::raise_wait_failure(const OpDesc& op, double timeout_s) {
     std::string dead;
     int n = 0;
     for (int p = 0; p < cfg_.world; ++p)
-      if (!channels_[size_t(p)]->peer_alive()) dead += (n++ ? ", " : "") + std::to_string(p);
+      if (!channels_[size_t(p)]->peer_alive() && (p == op.peer || !channels_[size_t(p)]->peer_closed()))
+        dead += (n++ ? ", " : "") + std::to_string(p);
     if (n)
       raise(ErrorKind::PeerFailure, "rank ", cfg_.rank, ": ", op.str(), ": rank", n > 1 ? "s " : " ", dead,
             n > 1 ? " have" : " has", " died");
@@ -423,7 +425,11 @@ void Endpoint::wait_until(const std::function<bool()>& ready, double timeout_s, 
     if (now >= next_liveness) {  // a dead peer fails the wait long before the timeout
       next_liveness = now + 5'000'000;
       if (op.peer == kAnySource || op.any_peer) {
-        for (auto& ch : channels_) dead |= !ch->peer_alive();
+        // A peer that closed its endpoint finished its part: only the one waited for counts.
+        for (int p = 0; p < cfg_.world; ++p) {
+          Channel& ch = *channels_[size_t(p)];
+          dead |= !ch.peer_alive() && (p == op.peer || !ch.peer_closed());
+        }
       } else if (op.peer >= 0) {
         dead = !channels_[size_t(op.peer)]->peer_alive();
       }

@@ -2,6 +2,7 @@
 // region table, one incoming ring per peer rank, then the arena (arena.h).
 #pragma once
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 
 #include "transport/shm/doorbell.h"
@@ -24,6 +25,7 @@ struct SegmentHeader {
   uint64_t arena_offset;  // from the segment's start
   uint64_t arena_bytes;
   Doorbell bell;  // rung by anyone who leaves work for this endpoint
+  std::atomic<uint32_t> closed;  // set when the owner closes its endpoint: it left, it did not die
 };
 
 struct SegmentLayout {

@@ -37,6 +37,7 @@ class ShmChannel final : public Channel {
   bool send(uint64_t wr_id, const void* data, uint64_t len, uint64_t tag, const WaitFn& wait) override;
   size_t poll(ChannelSink& sink) override;
   bool peer_alive() override;
+  bool peer_closed() override { return peer_hdr_->closed.load(std::memory_order_acquire) != 0; }
   char* map_remote(uint64_t rkey, uint64_t roff, uint64_t len) override;
   void wake() override { peer_hdr_->bell.ring(); }
   PeerCounters counters() const override {

@@ -23,7 +23,7 @@ import torch
 from uccl.errors import InvalidArgumentError
 from uccl.overlap.moe import layout as L
 from uccl.overlap.moe.events import EventOverlap
-from uccl.overlap.moe.records import RecordLayout, check_payload
+from uccl.overlap.moe.records import RecordLayout, check_payload, gather_rows
 from uccl.overlap.moe.wire import LOW_LATENCY, imm_of
 
 _COUNT_BITS = 14
@@ -212,19 +212,23 @@ class LowLatencyMixin:
                 row += n
             segments.append((first * rb, (row - first) * rb))
         staging, _ = self.wire.staging("ll_combine", (row + 1) * rb)
-        rec.part(rec.rows(staging, 0, row), 0).copy_(
-            xs.view(E_loc * xs.shape[1], H).index_select(0, torch.tensor(gather, dtype=torch.int64)))
+        gather_rows(rec.part(rec.rows(staging, 0, row), 0), xs.view(E_loc * xs.shape[1], H),
+                    torch.tensor(gather, dtype=torch.int64))
         self._ll_post(seq, "ll_combine", landing, segments, slot * rb)
         combined = out if out is not None and device.type == "cpu" else torch.empty(T, H, dtype=xs.dtype)
 
         def finish() -> None:
             self._ll_wait(seq, op)
             grid = rec.part(rec.rows(landing.tensor, parity * R * slot, R * slot), 0)
-            t, j = (topk_idx >= 0).nonzero(as_tuple=True)
-            acc = torch.zeros(T, H, dtype=torch.float32)
-            rows = grid.index_select(0, handle.back[t, j]).float()
-            acc.index_add_(0, t, rows * topk_weights.detach().cpu().float()[t, j].unsqueeze(1))
-            combined.copy_(acc)
+            weights = topk_weights.detach().cpu().float()
+            if bool((topk_idx >= 0).all()):  # every token has k experts: one batched product
+                rows = grid.index_select(0, handle.back.flatten()).float().view(T, topk_idx.shape[1], H)
+                combined.copy_(torch.bmm(weights.unsqueeze(1), rows).squeeze(1))
+            else:
+                t, j = (topk_idx >= 0).nonzero(as_tuple=True)
+                acc = torch.zeros(T, H, dtype=torch.float32)
+                acc.index_add_(0, t, grid.index_select(0, handle.back[t, j]).float() * weights[t, j].unsqueeze(1))
+                combined.copy_(acc)
             self.wire.drain()
 
         event = EventOverlap(finish)

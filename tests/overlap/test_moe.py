@@ -246,7 +246,9 @@ def _low_latency_worker(ctx):
     buf.destroy()
 
 
-@pytest.mark.parametrize("transport,world", [("shm", 4), pytest.param("net", 2, marks=LONG)])
-def test_low_latency_dispatch_combine_match_reference(transport, world):
-    """bfloat16, then fp8 with per-128 scales (where torch has it)."""
-    run_ranks(_low_latency_worker, world, env=env(transport), timeout=150)
+@pytest.mark.parametrize("transport,world,arena", [("shm", 4, None), ("shm", 2, 0), pytest.param("net", 2, None, marks=LONG)])
+def test_low_latency_dispatch_combine_match_reference(transport, world, arena):
+    """bfloat16, then fp8 with per-128 scales (where torch has it); with no shared arena the
+    landings fall back to private memory (peers then write with a system call)."""
+    extra = {} if arena is None else {"UCCL_SHM_ARENA_BYTES": str(arena)}
+    run_ranks(_low_latency_worker, world, env={**env(transport), **extra}, timeout=150)

@@ -159,6 +159,12 @@ class Endpoint:
         """The next write-with-immediate that landed here (from `src`, or anyone)."""
         return self._native.wait_remote_write(src, self._timeout(timeout))
 
+    def alloc_shared(self, nbytes: int):
+        """A writable byte buffer in this endpoint's shared arena (UCCL_SHM_ARENA_BYTES): peers on
+        this host write into it with memcpy instead of a cross-memory system call. None when the
+        arena is full. It stays valid while referenced, after close() too; register it as usual."""
+        return self._native.alloc_shared(nbytes)
+
     def poll(self, max_completions: int = 64) -> list:
         """Remote writes-with-immediate that have landed, without blocking."""
         return self._native.poll_remote_writes(max_completions)

@@ -30,6 +30,15 @@ Endpoint::Hold keep_alive(py::handle keep) {
   return hold(keep);
 }
 
+// A block of the endpoint's shared arena, exported as a writable byte buffer; it keeps
+// the endpoint (so its segment stays mapped) and returns the block when collected.
+struct SharedBlock {
+  std::shared_ptr<Endpoint> ep;
+  char* data;
+  uint64_t bytes;
+  ~SharedBlock() { ep->free_shared(data); }
+};
+
 }  // namespace
 
 void bind_endpoint(py::module_& m) {
@@ -98,6 +107,13 @@ void bind_endpoint(py::module_& m) {
                           ", tag=", c.tag, ")");
       });
 
+  py::class_<SharedBlock>(m, "SharedBlock", py::buffer_protocol())
+      .def_buffer([](SharedBlock& b) {
+        return py::buffer_info(b.data, 1, py::format_descriptor<uint8_t>::format(), 1, {py::ssize_t(b.bytes)},
+                               {py::ssize_t(1)});
+      })
+      .def("__len__", [](const SharedBlock& b) { return b.bytes; });
+
   py::class_<Endpoint, std::shared_ptr<Endpoint>>(m, "Endpoint")
       .def(py::init<const EndpointConfig&>())
       .def_property_readonly("rank", &Endpoint::rank)
@@ -111,6 +127,14 @@ void bind_endpoint(py::module_& m) {
       .def("channel_kind", &Endpoint::channel_kind)
       .def("refused_by_us", &Endpoint::refused_by_us)
       .def("register_region", &Endpoint::register_region)
+      .def(
+          "alloc_shared",
+          [](const std::shared_ptr<Endpoint>& e, uint64_t bytes) -> py::object {
+            void* p = e->alloc_shared(bytes);
+            if (!p) return py::none();
+            return py::cast(new SharedBlock{e, static_cast<char*>(p), bytes}, py::return_value_policy::take_ownership);
+          },
+          "bytes in the shared arena that same-host peers write into with memcpy; None when it is full")
       .def("deregister_region", &Endpoint::deregister_region)
       // Each operation takes `keep`: what must stay alive until it completes. The
       // endpoint holds it that long whether or not the caller keeps the request. The

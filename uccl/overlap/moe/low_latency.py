@@ -1,18 +1,21 @@
 """Low-latency mode (DeepEP's shapes), for decoding-sized batches: no header round.
 
-Every rank owns fixed slots in every receiver: [parity, local expert, source rank, max
-tokens] rows for dispatch, [parity, expert, max tokens] rows for combine. A sender writes
-its tokens for each of a receiver's experts into its slot with one write whose immediate
-carries (local expert, token count), so the receiver needs nothing else; each (source,
-expert) pair writes every call (a count of 0 too), which is what lets the two parities
-stand in for flow control: a rank can only be one call ahead of any peer.
+Every rank owns one fixed slot per parity in every receiver, and each call writes each peer
+exactly once: in dispatch, the counts of the receiver's local experts (rounded up to whole
+rows), then their tokens, expert by expert; in combine, the experts' outputs for the tokens
+that source sent, in the order it sent them (so it needs no counts). Every (source, receiver)
+pair writes every call (with no tokens too), which is what lets the two parities stand in
+for flow control: a rank can only be one call ahead of any peer. The landings live in the
+endpoint's shared arena where they fit, so a same-host peer's write is one memcpy. One write
+per peer, not per expert, because on a host with fewer cores than ranks each write's and
+completion's fixed cost is paid in the other ranks' time.
 
-Token tokens go once per (token, expert), not once per rank as in normal mode: that is
-what the expert-major receive layout [local experts, max * ranks, hidden] needs.
+Tokens go once per (token, expert), not once per rank as in normal mode: that is what the
+expert-major receive layout [local experts, max * ranks, hidden] needs.
 """
-
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -20,8 +23,8 @@ import torch
 from uccl.errors import InvalidArgumentError
 from uccl.overlap.moe import layout as L
 from uccl.overlap.moe.events import EventOverlap
-from uccl.overlap.moe.records import RecordLayout, check_payload
-from uccl.overlap.moe.wire import LOW_LATENCY, imm_of, split_imm
+from uccl.overlap.moe.records import RecordLayout, check_payload, gather_rows
+from uccl.overlap.moe.wire import LOW_LATENCY, imm_of
 
 _COUNT_BITS = 14
 FP8_BLOCK = 128
@@ -34,6 +37,7 @@ class LowLatencyHandle:
     num_experts: int
     max_tokens: int
     hidden: int
+    back: torch.Tensor        # [T, k]: its row in the combine landing's slots ([owner rank][rows]; -1: none)
 
 
 def quantize_fp8(x: torch.Tensor):
@@ -47,6 +51,14 @@ def quantize_fp8(x: torch.Tensor):
     return q, scale.contiguous()
 
 
+def _word_dtype(nbytes: int) -> torch.dtype:
+    """The widest integer type whose size divides `nbytes` (a row's bytes, copied as words)."""
+    for dt in (torch.int64, torch.int32, torch.int16):
+        if nbytes % torch.empty(0, dtype=dt).element_size() == 0:
+            return dt
+    return torch.uint8
+
+
 class LowLatencyMixin:
     def _ll_check(self, op: str, T: int, topk_idx, M: int, E: int) -> None:
         R = self.group_size
@@ -58,25 +70,25 @@ class LowLatencyMixin:
         if M >= 1 << _COUNT_BITS or E // R > 256:
             raise self._err(op, f"at most {(1 << _COUNT_BITS) - 1} tokens per rank and 256 experts per rank")
 
-    def _ll_post(self, seq: int, staging: str, landing, blocks: list, row_bytes: int) -> None:
-        """blocks: (dest, local expert, first staging row, count, first remote row)."""
-        for dest, e, first, n, remote in blocks:
-            length = n * row_bytes if n else 8  # a count of 0 still announces itself
-            self.wire.write(dest, staging, landing, length=length, offset=first * row_bytes,
-                            remote_offset=remote * row_bytes, imm=imm_of(seq, LOW_LATENCY, (e << _COUNT_BITS) | n))
+    def _ll_post(self, seq: int, staging: str, landing, segments: list, slot_bytes: int) -> None:
+        """One write per peer: segments[d] = (staging byte offset, bytes) goes to our slot
+        (rank `me`, this call's parity) of rank d's landing; ours is a local copy."""
+        me = self.rank
+        remote = ((seq & 1) * self.group_size + me) * slot_bytes
+        for d, (first, nbytes) in enumerate(segments):
+            if d != me:  # an empty segment still announces itself (staging has a spare row for it)
+                self.wire.write(d, staging, landing, length=max(nbytes, 8), offset=first, remote_offset=remote,
+                                imm=imm_of(seq, LOW_LATENCY, 0))
+        first, nbytes = segments[me]
+        landing.tensor[remote:remote + nbytes].copy_(self.wire._staging[staging][0][first:first + nbytes])
 
-    def _ll_wait(self, seq: int, expected: int, what: str, on_block) -> None:
-        import time
-
-        left, deadline = expected, time.monotonic() + self.wire.timeout
+    def _ll_wait(self, seq: int, what: str) -> None:
+        """Until every peer's segment of operation `seq` has landed here."""
+        left, deadline = self.group_size - 1, time.monotonic() + self.wire.timeout
         while left:
-            got = self.wire.take(seq, (LOW_LATENCY,))
-            for c in got:
-                payload = split_imm(c.imm)[2]
-                on_block(c.peer, payload >> _COUNT_BITS, payload & ((1 << _COUNT_BITS) - 1))
-            left -= len(got)
+            left -= len(self.wire.take(seq, (LOW_LATENCY,)))
             if left:
-                self.wire.wait_any(deadline, lambda: f"moe.{what}: {left} expert blocks still missing "
+                self.wire.wait_any(deadline, lambda: f"moe.{what}: {left} peers' blocks still missing "
                                                      f"(did every rank call {what}?)")
 
     def low_latency_dispatch(self, x: torch.Tensor, topk_idx: torch.Tensor, num_max_dispatch_tokens_per_rank: int,
@@ -97,53 +109,68 @@ class LowLatencyMixin:
         seq = self._begin(None)
         parts = list(quantize_fp8(xs)) if use_fp8 else [xs]
         rec = RecordLayout.of(parts, 0, ids=False)
-        E_loc, k = E // R, topk_idx.shape[1]
+        E_loc, k, rb = E // R, topk_idx.shape[1], rec.row_bytes
         parity = seq & 1
-        # landing rows: [parity][local expert][source][M]
-        landing = self.wire.ensure_landing("ll_dispatch", 2 * E_loc * R * M * rec.row_bytes)
+        # A segment per destination: E_loc int32 counts (rounded up to whole rows), then the rows
+        # for its experts, expert by expert. Each source owns one slot per parity at every receiver.
+        hdr = -(-4 * E_loc // rb)
+        slot = hdr + E_loc * M
+        landing = self.wire.ensure_landing("ll_dispatch", 2 * R * slot * rb, shared=True)
         # one row per (token, expert), sorted by expert (stable: token order within an expert)
         flat = topk_idx.flatten()
         valid = flat >= 0
         n_rows = int(valid.sum())
         order = torch.argsort(torch.where(valid, flat, E), stable=True)[:n_rows]
         per_expert = torch.bincount(flat[valid], minlength=E)
+        pe = per_expert.tolist()
+        if max(pe, default=0) > M:
+            raise self._err(op, f"an expert gets {max(pe)} rows from this rank, more than "
+                                f"num_max_dispatch_tokens_per_rank={M} (repeated expert ids in topk_idx?)")
         starts = torch.cumsum(per_expert, 0) - per_expert
         positions = torch.full((flat.numel(),), -1, dtype=torch.int64)
         positions[order] = torch.arange(n_rows) - starts[flat[order]]
-        staging, _ = self.wire.staging("ll_dispatch", max(n_rows, 1) * rec.row_bytes)
-        rec.pack(rec.rows(staging, 0, n_rows), parts, order // k)
-        pe, st = per_expert.tolist(), starts.tolist()
-        blocks = [(e // E_loc, e % E_loc, st[e], pe[e], ((parity * E_loc + e % E_loc) * R + me) * M) for e in range(E)]
-        self._ll_post(seq, "ll_dispatch", landing, [b for b in blocks if b[0] != me], rec.row_bytes)
-        counts = [[0] * R for _ in range(E_loc)]
-        for d, le, first, n, remote in blocks:
-            if d == me:  # our own experts: a local copy
-                rec.rows(landing.tensor, remote, n).copy_(rec.rows(staging, first, n))
-                counts[le][me] = n
+        # where each (token, expert) row comes back in the combine landing: [owner rank][its rows]
+        owner = flat[order] // E_loc
+        back = torch.full((flat.numel(),), -1, dtype=torch.int64)
+        back[order] = owner * E_loc * M + torch.arange(n_rows) - starts[owner * E_loc]
+        staging, _ = self.wire.staging("ll_dispatch", (R * hdr + max(n_rows, 1)) * rb)
+        token_of = order // k
+        segments, at = [], 0  # at: first sorted row of destination d
+        for d in range(R):
+            n = sum(pe[d * E_loc:(d + 1) * E_loc])
+            first = d * hdr + at  # staging row of d's header
+            staging[first * rb:first * rb + 4 * E_loc].view(torch.int32).copy_(per_expert[d * E_loc:(d + 1) * E_loc])
+            rec.pack(rec.rows(staging, first + hdr, n), parts, token_of[at:at + n])
+            segments.append((first * rb, (hdr + n) * rb))
+            at += n
+        self._ll_post(seq, "ll_dispatch", landing, segments, slot * rb)
         recv_parts = [torch.empty(E_loc, M * R, w, dtype=dt) for w, dt in rec.parts_meta]
         recv_count = torch.zeros(E_loc, dtype=torch.int32)
-
-        def arrived(src: int, le: int, n: int) -> None:
-            counts[le][src] = n
+        counts = [[0] * R for _ in range(E_loc)]
 
         def finish() -> None:
-            self._ll_wait(seq, (R - 1) * E_loc, op, arrived)
+            self._ll_wait(seq, op)
+            base = parity * R * slot
+            heads = landing.tensor[:2 * R * slot * rb].view(2 * R, slot * rb)[parity * R:(parity + 1) * R, :4 * E_loc]
+            got = heads.contiguous().view(torch.int32).view(R, E_loc).tolist()
             src_rows, dst_rows = [], []  # pack each expert's rows, sources in rank order
             for le in range(E_loc):
-                at = 0
+                at_ = 0
                 for src in range(R):
-                    n = counts[le][src]
-                    base = ((parity * E_loc + le) * R + src) * M
-                    src_rows.extend(range(base, base + n))
-                    dst_rows.extend(range(le * M * R + at, le * M * R + at + n))
-                    at += n
-                recv_count[le] = at
-            landed = rec.rows(landing.tensor, 0, 2 * E_loc * R * M)
+                    n = got[src][le]
+                    counts[le][src] = n
+                    first = base + src * slot + hdr + sum(got[src][:le])
+                    src_rows.extend(range(first, first + n))
+                    dst_rows.extend(range(le * M * R + at_, le * M * R + at_ + n))
+                    at_ += n
+            recv_count.copy_(torch.tensor([sum(c) for c in counts], dtype=torch.int32))
+            landed = rec.rows(landing.tensor, 0, 2 * R * slot)
             src_t, dst_t = torch.tensor(src_rows, dtype=torch.int64), torch.tensor(dst_rows, dtype=torch.int64)
             for i, p in enumerate(recv_parts):
-                # as bytes: index_copy_ has no fp8 kernels
-                p.view(E_loc * M * R, -1).view(torch.uint8).index_copy_(
-                    0, dst_t, rec.part(landed, i).view(torch.uint8).index_select(0, src_t))
+                # as whole words (index_copy_ has no fp8 kernels, and goes 5x slower byte by byte)
+                word = _word_dtype(p.shape[-1] * p.element_size())
+                p.view(E_loc * M * R, -1).view(word).index_copy_(
+                    0, dst_t, rec.part(landed, i).view(torch.uint8).view(word).index_select(0, src_t))
             self.wire.drain()
 
         event = EventOverlap(finish)
@@ -151,7 +178,7 @@ class LowLatencyMixin:
         hook = event.current_stream_wait
         if not (async_finish or return_recv_hook) or device.type != "cpu":
             event.current_stream_wait()
-        handle = LowLatencyHandle(counts, positions.view(topk_idx.shape), E, M, xs.shape[1])
+        handle = LowLatencyHandle(counts, positions.view(topk_idx.shape), E, M, xs.shape[1], back.view(topk_idx.shape))
         recv_x = tuple(p.to(device) for p in recv_parts) if use_fp8 else recv_parts[0].to(device)
         return recv_x, recv_count.to(device), handle, event, hook
 
@@ -172,36 +199,36 @@ class LowLatencyMixin:
         T = topk_idx.shape[0]
         seq = self._begin(None)
         rec = RecordLayout([(H, xs.dtype)], 0, ids=False)
-        parity = seq & 1
-        landing = self.wire.ensure_landing("ll_combine", 2 * E * M * rec.row_bytes)
-        blocks, gather, row = [], [], 0
-        for le in range(E_loc):
-            at = 0
-            for src in range(R):
+        rb, parity, slot = rec.row_bytes, seq & 1, E_loc * M
+        # the source's segment: its rows for our experts, expert by expert (as it sent them)
+        landing = self.wire.ensure_landing("ll_combine", 2 * R * slot * rb, shared=True)
+        gather, segments, row = [], [], 0
+        for src in range(R):
+            first = row
+            for le in range(E_loc):
                 n = handle.counts[le][src]
-                gather.extend(range(le * M * R + at, le * M * R + at + n))
-                blocks.append((src, le, row, n, (parity * E + me * E_loc + le) * M))
+                at = le * M * R + sum(handle.counts[le][:src])
+                gather.extend(range(at, at + n))
                 row += n
-                at += n
-        staging, _ = self.wire.staging("ll_combine", max(row, 1) * rec.row_bytes)
-        rows_out = rec.rows(staging, 0, row)
-        rec.part(rows_out, 0).copy_(xs.view(E_loc * xs.shape[1], H).index_select(0, torch.tensor(gather,
-                                                                                                 dtype=torch.int64)))
-        self._ll_post(seq, "ll_combine", landing, [b for b in blocks if b[0] != me], rec.row_bytes)
-        for src, le, first, n, remote in blocks:
-            if src == me:
-                rec.rows(landing.tensor, remote, n).copy_(rec.rows(staging, first, n))
+            segments.append((first * rb, (row - first) * rb))
+        staging, _ = self.wire.staging("ll_combine", (row + 1) * rb)
+        gather_rows(rec.part(rec.rows(staging, 0, row), 0), xs.view(E_loc * xs.shape[1], H),
+                    torch.tensor(gather, dtype=torch.int64))
+        self._ll_post(seq, "ll_combine", landing, segments, slot * rb)
         combined = out if out is not None and device.type == "cpu" else torch.empty(T, H, dtype=xs.dtype)
 
         def finish() -> None:
-            self._ll_wait(seq, (R - 1) * E_loc, op, lambda s, le, n: None)
-            grid = rec.part(rec.rows(landing.tensor, parity * E * M, E * M), 0).view(E, M, H)
-            valid = topk_idx >= 0
-            t, j = valid.nonzero(as_tuple=True)
-            acc = torch.zeros(T, H, dtype=torch.float32)
-            rows = grid[topk_idx[t, j], handle.positions[t, j]].float()
-            acc.index_add_(0, t, rows * topk_weights.detach().cpu().float()[t, j].unsqueeze(1))
-            combined.copy_(acc)
+            self._ll_wait(seq, op)
+            grid = rec.part(rec.rows(landing.tensor, parity * R * slot, R * slot), 0)
+            weights = topk_weights.detach().cpu().float()
+            if bool((topk_idx >= 0).all()):  # every token has k experts: one batched product
+                rows = grid.index_select(0, handle.back.flatten()).float().view(T, topk_idx.shape[1], H)
+                combined.copy_(torch.bmm(weights.unsqueeze(1), rows).squeeze(1))
+            else:
+                t, j = (topk_idx >= 0).nonzero(as_tuple=True)
+                acc = torch.zeros(T, H, dtype=torch.float32)
+                acc.index_add_(0, t, grid.index_select(0, handle.back[t, j]).float() * weights[t, j].unsqueeze(1))
+                combined.copy_(acc)
             self.wire.drain()
 
         event = EventOverlap(finish)

@@ -72,7 +72,7 @@ class RecordLayout:
     def pack(self, rows: torch.Tensor, parts: list, index: torch.Tensor, ids=None, weights=None) -> None:
         """rows[i] = record of token index[i]."""
         for i, p in enumerate(parts):
-            self.part(rows, i).copy_(p.index_select(0, index))
+            gather_rows(self.part(rows, i), p, index)
         if self.k:
             if ids is not None and self.has_ids:
                 self.ids(rows).copy_(ids[index])
@@ -80,6 +80,14 @@ class RecordLayout:
                 self.weights(rows).copy_(weights[index])
             else:
                 self.weights(rows).zero_()
+
+
+def gather_rows(dst: torch.Tensor, src: torch.Tensor, index: torch.Tensor) -> None:
+    """dst[i] = src[index[i]], in one pass where dst is contiguous (a record of one part)."""
+    if dst.is_contiguous() and dst.dtype == src.dtype:
+        torch.index_select(src, 0, index, out=dst)
+    else:
+        dst.copy_(src.index_select(0, index))
 
 
 def check_payload(rank: int, op: str, x) -> list:

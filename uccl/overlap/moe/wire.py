@@ -73,17 +73,20 @@ class Wire:
         self._inflight: list = []
 
     # -- regions -----------------------------------------------------------------------
-    def ensure_landing(self, name: str, need_bytes: int) -> Landing:
+    def ensure_landing(self, name: str, need_bytes: int, shared: bool = False) -> Landing:
         """Grows the landing region `name` to hold `need_bytes`. Every rank calls this with the
         same need (the maximum over ranks, computed from the exchanged headers), so the
-        decision to grow, and the key exchange that follows, happen everywhere together."""
+        decision to grow, and the key exchange that follows, happen everywhere together.
+        `shared`: place it in the endpoint's shared arena where it fits (same-host peers then
+        write with memcpy, not a system call per write)."""
         land = self.landings[name]
         if need_bytes <= land.capacity and land.region is not None:
             return land
         cap = max(_MIN_REGION, 1 << max(0, need_bytes - 1).bit_length())
         if land.region is not None:
             land.region.deregister()
-        land.tensor = torch.empty(cap, dtype=torch.uint8)
+        block = self.ep.alloc_shared(cap) if shared else None
+        land.tensor = torch.empty(cap, dtype=torch.uint8) if block is None else torch.frombuffer(block, dtype=torch.uint8)
         land.region = self.ep.register(land.tensor, "w")
         land.capacity = cap
         land.keys = [pickle.loads(b) for b in self.bootstrap.allgather(pickle.dumps(land.region.key))]

@@ -218,3 +218,61 @@ def test_hierarchical_all_reduce_crosses_leaves_once_along_rails():
     for r, by_peer in enumerate(sent):
         across = {p: b for p, b in enumerate(by_peer) if p // 2 != r // 2 and b}
         assert across == {RAIL[r]: n * 4 // 2}, (r, by_peer)
+
+
+def _pipelined_all_reduce(ctx, n):
+    """all_reduce of n elements per dtype and op, out of place and in place, against numpy."""
+    from uccl.collectives import Communicator
+
+    comm = Communicator(ctx.bootstrap)
+    W, r = ctx.world_size, ctx.rank
+    for dtype, ops in (("float32", ("sum", "avg", "max")), ("bfloat16", ("sum",))):
+        for op in ops:
+            ins = [inputs(q, n, dtype, op, W) for q in range(W)]
+            want = reduce_ref(ins, op, dtype)
+            out = zeros(dtype, n)
+            comm.all_reduce(make(dtype, ins[r]), out, op=op)
+            check(out, want, dtype, op, f"all_reduce {dtype} {op} n={n} rank {r}")
+            buf = make(dtype, ins[r])
+            comm.all_reduce(buf, op=op)
+            check(buf, want, dtype, op, f"all_reduce in place {dtype} {op} n={n} rank {r}")
+    comm.barrier()
+    return comm.algorithm("all_reduce", n * 4)[0]
+
+
+# The hierarchical all_reduce cuts a vector into up to 8 pieces, one per 256 KiB that the
+# top rail carries (allreduce_hierarchical.cc): these sizes give 8 pieces through one
+# level (4 MiB, 2 ranks per leaf) and 2 through two nested levels (2 MiB, 2 x 2 ranks),
+# with odd lengths so that pieces and blocks differ in size.
+@pytest.mark.parametrize("spec, n", [(LEAVES, (1 << 20) + 13), (LEAVES_2, (1 << 19) + 5)])
+def test_pipelined_hierarchical_all_reduce_matches_numpy(spec, n):
+    algos = run_ranks(_pipelined_all_reduce, world_of(spec), args=(n,),
+                      env={"UCCL_TOPOLOGY": spec, "UCCL_ALGO": "hierarchical"}, timeout=300)
+    assert set(algos) == {"hierarchical"}
+
+
+def _dies_in_a_pipelined_all_reduce(ctx):
+    import time
+
+    from uccl.collectives import Communicator
+    from uccl.errors import PeerFailureError
+
+    comm = Communicator(ctx.bootstrap)
+    comm.all_reduce(np.ones(4, np.float32))
+    if comm.rank == 1:
+        os._exit(0)
+    start = time.monotonic()
+    with pytest.raises(PeerFailureError) as info:
+        comm.all_reduce(np.ones(1 << 20, np.float32))
+    return str(info.value), time.monotonic() - start
+
+
+def test_a_dead_rank_fails_a_pipelined_all_reduce_on_every_rank():
+    """Every lane of every survivor stops: each raises naming the dead rank, long before
+    the timeout, whichever lane (its leaf's or its rail's) met the death first."""
+    results = run_ranks(_dies_in_a_pipelined_all_reduce, 4, may_die=(1,), timeout=120,
+                        env={"UCCL_TOPOLOGY": LEAVES, "UCCL_ALGO": "hierarchical", "UCCL_TIMEOUT": "30"})
+    for rank in (0, 2, 3):
+        msg, elapsed = results[rank]
+        assert "all_reduce" in msg and "rank 1" in msg, (rank, msg)
+        assert elapsed < 25, (rank, msg, elapsed)

@@ -50,10 +50,13 @@ void all_to_all_direct(CollContext& c, const LocalBuffer& in, uint64_t in_bytes,
 void broadcast_direct(CollContext& c, const LocalBuffer& buf, uint64_t count, int root);
 // allreduce_hierarchical.cc: reduce-scatter inside each level's groups (a host, then a
 // leaf), all-reduce across them rank by rank (rails), all-gather back, with the
-// link-based algorithms run in subgroups. `scratch`: hierarchical_scratch_bytes().
+// link-based algorithms run in subgroups, levels pipelined. `scratch`: all_reduce_hierarchical_scratch_bytes().
 void all_reduce_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,
                              const LocalBuffer& out, uint64_t count, const Scratch& scratch);
 uint64_t hierarchical_scratch_bytes(uint64_t bytes, uint64_t esize, uint64_t chunk);
+// What all_reduce_hierarchical needs (its levels run at once, lanes.h).
+uint64_t all_reduce_hierarchical_scratch_bytes(const Topology& topo, int rank, int world, uint64_t bytes,
+                                               uint64_t esize, uint64_t chunk);
 // The same per level for the others (*_hierarchical.cc), with equal blocks of n elements.
 // Scratch: reduce_scatter hierarchical_scratch_bytes(W n) + 3 W n elements, all_gather
 // 3 W n (a level takes 1.5x what it regroups, and each level regroups at most half of

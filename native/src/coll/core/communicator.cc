@@ -227,7 +227,8 @@ void Communicator::run_all_reduce(uint64_t send, uint64_t recv, uint64_t count, 
       all_reduce_recursive_doubling(c, in, out, count);
     } else if (algo == "hierarchical") {
       all_reduce_hierarchical(c, cfg_.topology, regs_, in, out, count,
-                              scratch(hierarchical_scratch_bytes(bytes, c.esize, c.chunk)));
+                              scratch(all_reduce_hierarchical_scratch_bytes(cfg_.topology, c.rank, c.world, bytes,
+                                                                            c.esize, c.chunk)));
     } else if (algo == "direct") {
       all_reduce_direct(c, in, out, count, scratch(2 * c.chunk * uint64_t(c.channels)),
                         published(PublishedShape{c.chunk, c.channels, c.world, kPublishedSlots}.bytes()));

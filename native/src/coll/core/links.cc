@@ -21,7 +21,31 @@ uint16_t imm_sig(uint32_t imm) { return uint16_t(imm & 0xffffu); }
 struct Keys {
   uint64_t inbox, mailbox;
 };
+
+// The calling thread's sub-group view, and whose it is.
+struct View {
+  const void* owner = nullptr;
+  std::vector<int> members;
+};
+View& thread_view() {
+  thread_local View view;
+  return view;
+}
 }  // namespace
+
+std::vector<int> Links::set_view(std::vector<int> members) {
+  View& v = thread_view();
+  std::vector<int> previous;
+  if (v.owner == this) previous.swap(v.members);
+  v.owner = this;
+  v.members = std::move(members);
+  return previous;
+}
+
+int Links::rank_in_view(int peer) const {
+  const View& v = thread_view();
+  return v.owner != this || v.members.empty() ? peer : v.members[size_t(peer)];
+}
 
 Links::Links(Endpoint& ep, const LinkConfig& cfg) : ep_(ep), cfg_(cfg), rank_(ep.rank()), world_(ep.world()) {
   if (cfg_.slots < 2 || cfg_.slots > 64) raise(ErrorKind::Argument, "links: slots must be in [2, 64]");
@@ -74,13 +98,14 @@ void Links::connect(const std::vector<std::string>& all_keys) {
 }
 
 void Links::begin(uint32_t seq, uint16_t sig, const CallInfo& call) {
-  if (broken()) raise(ErrorKind::Mismatch, broken_reason_, " (the communicator cannot be used after this)");
+  if (broken()) raise(ErrorKind::Mismatch, broken_reason(), " (the communicator cannot be used after this)");
   seq_ = seq;
   sig_ = sig;
   call_ = call;
 }
 
 void Links::pump(const Completion& c) {
+  std::lock_guard<std::mutex> lock(mu_);
   Peer& p = peers_[size_t(c.peer)];
   uint32_t imm = c.imm;
   switch (imm_kind(imm)) {
@@ -109,42 +134,56 @@ void Links::pump(const Completion& c) {
   }
 }
 
-void Links::fail_from_peer() {
-  if (aborted_by_ < 0)
-    abort(format_msg("rank ", mismatch_peer_, " is in a different collective, or called this one with different ",
+void Links::fail_from_peer(int aborted_by, int mismatch_peer) {
+  if (aborted_by < 0)
+    abort(format_msg("rank ", mismatch_peer, " is in a different collective, or called this one with different ",
                      "arguments (sizes, dtype, op or root)"));
-  const char* why = mailbox_.data() + uint64_t(aborted_by_) * kReasonBytes;
-  broken_reason_ = format_msg("rank ", rank_, ": ", call_.str(), ": aborted because ",
-                              std::string(why, strnlen(why, kReasonBytes)));
-  throw Error(ErrorKind::Mismatch, broken_reason_);
+  const char* why = mailbox_.data() + uint64_t(aborted_by) * kReasonBytes;
+  std::string reason = format_msg("rank ", rank_, ": ", call_.str(), ": aborted because ",
+                                  std::string(why, strnlen(why, kReasonBytes)));
+  mark_broken(reason);
+  throw Error(ErrorKind::Mismatch, reason);
 }
 
 void Links::wait(const std::function<bool()>& ready, int peer) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (aborted_by_ < 0 && mismatch_peer_ < 0 && broken_reason_.empty() && ready()) return;
+  }
   auto drain = [this](const Completion& c) { pump(c); };
+  int aborted_by = -1, mismatch_peer = -1;
+  std::string broken;
   auto done = [&] {
     ep_.drain_remote_writes(drain);
-    return aborted_by_ >= 0 || mismatch_peer_ >= 0 || ready();
+    std::lock_guard<std::mutex> lock(mu_);
+    aborted_by = aborted_by_, mismatch_peer = mismatch_peer_, broken = broken_reason_;
+    return aborted_by >= 0 || mismatch_peer >= 0 || !broken.empty() || ready();
   };
   if (!done()) {
     try {
       // The communicator adds which call this was to any error.
       ep_.wait_until(done, ep_.config().timeout_s, OpDesc{Opcode::Write, peer, 0, "collective", true});
     } catch (const Error& e) {
-      broken_reason_ = e.what();
+      mark_broken(e.what());
       throw;
     }
   }
-  if (aborted_by_ >= 0 || mismatch_peer_ >= 0) fail_from_peer();
+  if (aborted_by >= 0 || mismatch_peer >= 0) fail_from_peer(aborted_by, mismatch_peer);
+  if (!broken.empty()) throw Error(ErrorKind::Mismatch, broken);  // another thread of this call failed
 }
 
 Endpoint::Posted Links::post(int peer, uint64_t lkey, uint64_t loff, uint64_t bytes, Carries what) {
   peer = rank_in_view(peer);
   Peer& p = peers_[size_t(peer)];
   if (bytes > cfg_.slot_bytes) raise(ErrorKind::Argument, "links: chunk of ", bytes, " bytes exceeds a slot");
-  if (p.credits == 0) wait([&] { return p.credits > 0; }, peer);
-  uint64_t slot = p.sent % uint64_t(cfg_.slots);
-  p.credits--;
-  p.sent++;
+  wait([&] { return p.credits > 0; }, peer);
+  uint64_t slot;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    slot = p.sent % uint64_t(cfg_.slots);
+    p.credits--;
+    p.sent++;
+  }
   Endpoint::Posted posted;
   try {
     posted = ep_.write(peer, lkey, loff, bytes, p.inbox_key, slot_offset(rank_, slot), true,
@@ -152,7 +191,12 @@ Endpoint::Posted Links::post(int peer, uint64_t lkey, uint64_t loff, uint64_t by
   } catch (const Error&) {
     // A peer that aborted may already have torn its inbox down: report why it stopped.
     ep_.drain_remote_writes([this](const Completion& c) { pump(c); });
-    if (aborted_by_ >= 0 || mismatch_peer_ >= 0) fail_from_peer();
+    int aborted_by, mismatch_peer;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      aborted_by = aborted_by_, mismatch_peer = mismatch_peer_;
+    }
+    if (aborted_by >= 0 || mismatch_peer >= 0) fail_from_peer(aborted_by, mismatch_peer);
     throw;
   }
   return posted;
@@ -165,9 +209,14 @@ void Links::sent(const Endpoint::Posted& posted) {
 char* Links::recv(int peer, uint64_t bytes, Carries what) {
   peer = rank_in_view(peer);
   Peer& p = peers_[size_t(peer)];
-  uint64_t slot = p.received % uint64_t(cfg_.slots);
-  if (!p.arrived[slot]) wait([&] { return p.arrived[slot] != 0; }, peer);
-  uint32_t imm = p.arrived_imm[slot];
+  const uint64_t slot = p.received % uint64_t(cfg_.slots);  // only this thread moves p.received
+  wait([&] { return p.arrived[slot] != 0; }, peer);
+  uint32_t imm;
+  uint64_t arrived_len;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    imm = p.arrived_imm[slot], arrived_len = p.arrived_len[slot];
+  }
   if (imm_seq(imm) != (seq_ & 0xffu) || imm_sig(imm) != sig_)
     abort(format_msg("rank ", peer, " sent data for a different collective or different arguments ",
                      "(ranks must call the same collectives in the same order with matching sizes, dtypes, ops ",
@@ -176,19 +225,26 @@ char* Links::recv(int peer, uint64_t bytes, Carries what) {
     abort(format_msg("rank ", peer, " sent ", imm_kind(imm) == kData ? "data" : "a window", " where rank ", rank_,
                      " expected ", what == Carries::Data ? "data" : "a window",
                      " (the ranks disagree about sizes, so they took different paths)"));
-  if (p.arrived_len[slot] != bytes)
-    abort(format_msg("rank ", peer, " sent a chunk of ", p.arrived_len[slot], " bytes where rank ", rank_,
-                     " expected ", bytes, " (sizes differ across ranks)"));
-  p.arrived[slot] = 0;
-  p.received++;
+  if (arrived_len != bytes)
+    abort(format_msg("rank ", peer, " sent a chunk of ", arrived_len, " bytes where rank ", rank_, " expected ",
+                     bytes, " (sizes differ across ranks)"));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    p.arrived[slot] = 0;
+    p.received++;
+  }
   return slot_ptr(peer, slot);
 }
 
 void Links::release(int peer) {
   peer = rank_in_view(peer);
   Peer& p = peers_[size_t(peer)];
-  uint64_t slot = p.released % uint64_t(cfg_.slots);
-  p.released++;
+  uint64_t slot;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    slot = p.released % uint64_t(cfg_.slots);
+    p.released++;
+  }
   // Nobody waits for a credit: the peer's arrival is what counts. Detached, its
   // completion is not kept (a failure still surfaces in the next wait on that peer).
   auto posted = ep_.write(peer, zero_key_, 0, 0, p.inbox_key, 0, true, make_imm(kCredit, slot, seq_, sig_));
@@ -198,6 +254,7 @@ void Links::release(int peer) {
 void Links::drain(double timeout_s) {
   auto all_back = [&] {
     ep_.drain_remote_writes([this](const Completion& c) { pump(c); });
+    std::lock_guard<std::mutex> lock(mu_);
     for (auto& p : peers_)
       if (p.credits < cfg_.slots) return false;
     return true;
@@ -212,12 +269,13 @@ void Links::drain(double timeout_s) {
 void Links::finish() {
   for (int peer = 0; peer < world_; ++peer) {
     Peer& p = peers_[size_t(peer)];
-    if (p.credits < cfg_.slots) wait([&] { return p.credits == cfg_.slots; }, peer);
+    wait([&] { return p.credits == cfg_.slots; }, peer);
   }
 }
 
 void Links::abort(const std::string& why) {
-  broken_reason_ = format_msg("rank ", rank_, ": ", call_.str(), ": ", why);
+  const std::string reason = format_msg("rank ", rank_, ": ", call_.str(), ": ", why);
+  mark_broken(reason);
   std::string text = format_msg("rank ", rank_, " found: ", why);
   text.resize(kReasonBytes - 1);
   text.push_back('\0');
@@ -239,7 +297,7 @@ void Links::abort(const std::string& why) {
     }
   }
   ep_.deregister_region(key);
-  throw Error(ErrorKind::Mismatch, broken_reason_);
+  throw Error(ErrorKind::Mismatch, reason);
 }
 
 }  // namespace uccl

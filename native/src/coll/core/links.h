@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -62,18 +63,26 @@ class Links {
   void release(int peer);
 
   // A sub-group's view (hierarchical algorithms, subgroup.h): while set, the peers that
-  // post/recv/release name are positions in `members` (ranks of this communicator).
-  // Empty: ranks. Returns the view it replaces.
-  std::vector<int> set_view(std::vector<int> members) {
-    view_.swap(members);
-    return members;
-  }
+  // post/recv/release name on the calling thread are positions in `members` (ranks of this
+  // communicator). Empty: ranks. Returns the view it replaces. Per thread, so that two
+  // threads of one call (a pipelined hierarchical algorithm's lanes) each keep their own.
+  std::vector<int> set_view(std::vector<int> members);
 
   // Tells every rank why this collective cannot go on, then throws MismatchError.
   [[noreturn]] void abort(const std::string& why);
-  bool broken() const { return !broken_reason_.empty(); }
-  void mark_broken(const std::string& why) { broken_reason_ = why; }
-  const std::string& broken_reason() const { return broken_reason_; }
+  bool broken() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !broken_reason_.empty();
+  }
+  // Also ends every wait of the call's other threads, which then throw `why`.
+  void mark_broken(const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    broken_reason_ = why;
+  }
+  std::string broken_reason() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return broken_reason_;
+  }
 
  private:
   struct Peer {
@@ -85,10 +94,11 @@ class Links {
     std::vector<uint64_t> arrived_len;
   };
 
-  int rank_in_view(int peer) const { return view_.empty() ? peer : view_[size_t(peer)]; }
+  int rank_in_view(int peer) const;
   void pump(const Completion& c);
+  // Waits until ready() (called with mu_ held) or the call fails.
   void wait(const std::function<bool()>& ready, int peer);
-  [[noreturn]] void fail_from_peer();
+  [[noreturn]] void fail_from_peer(int aborted_by, int mismatch_peer);
   char* slot_ptr(int src, uint64_t slot) { return inbox_ + slot_offset(src, slot); }
   uint64_t slot_offset(int src, uint64_t slot) const {
     return (uint64_t(src) * uint64_t(cfg_.slots) + slot) * cfg_.slot_bytes;
@@ -113,7 +123,10 @@ class Links {
   int aborted_by_ = -1;    // a peer told us to stop
   int mismatch_peer_ = -1;  // we saw a peer in a different call
   std::string broken_reason_;
-  std::vector<int> view_;
+  // Guards the peers' slot and credit state and the failure state above: a pipelined
+  // call runs two threads on disjoint peers, and either may pump completions for both.
+  // Never held while calling into the endpoint (whose lock the pumping thread holds).
+  mutable std::mutex mu_;
 };
 
 }  // namespace uccl

@@ -1,9 +1,12 @@
 // Recently used call buffers stay registered (local access only), so a training
 // loop that reuses its tensors pays no registration per call. Safe because a
 // local-only region is never exposed to peers: a stale entry for the same
-// address range still describes exactly the memory the caller passes.
+// address range still describes exactly the memory the caller passes. Thread-safe: a
+// pipelined hierarchical call registers its pieces from two threads; the capacity covers
+// every sub-buffer one call uses, so none is evicted under the call.
 #pragma once
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "transport/endpoint.h"
@@ -12,7 +15,7 @@ namespace uccl {
 
 class RegCache {
  public:
-  explicit RegCache(Endpoint& ep, size_t capacity = 16) : ep_(ep), entries_(capacity) {}
+  explicit RegCache(Endpoint& ep, size_t capacity = 64) : ep_(ep), entries_(capacity) {}
   ~RegCache() {
     for (auto& e : entries_)
       if (e.key) {
@@ -25,6 +28,7 @@ class RegCache {
   // Least recently used goes first, so the buffers of the call in progress (the
   // most recent uses) are never evicted under it.
   uint64_t key(uint64_t addr, uint64_t len) {
+    std::lock_guard<std::mutex> lock(mu_);
     ++clock_;
     Entry* victim = &entries_[0];
     for (auto& e : entries_) {
@@ -46,6 +50,7 @@ class RegCache {
   Endpoint& ep_;
   std::vector<Entry> entries_;
   uint64_t clock_ = 0;
+  std::mutex mu_;
 };
 
 }  // namespace uccl

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.collectives.reference import OPS, available_dtypes, check, make, reduce_ref, values, zeros
-from uccl.collectives.topology import describe, parse
+from uccl.collectives.topology import describe, parse, slurm_path
 from uccl.errors import InvalidArgumentError
 from uccl.testing import run_ranks
 
@@ -27,7 +27,7 @@ def world_of(spec: str) -> int:
 def test_parse_gives_each_rank_its_path():
     assert parse(LEAVES_2)[5] == ("h2", "l1")
     assert parse("# comment\n0-2=a\n3=b  # trailing")[3] == ("b",)
-    assert describe(LEAVES_2) == "8 ranks on 4 hosts, 2 leaves"
+    assert describe(LEAVES_2, {}) == "UCCL_TOPOLOGY: 8 ranks on 4 hosts, 2 leaves"
 
 
 def test_parse_reads_a_file(tmp_path):
@@ -104,14 +104,25 @@ def test_two_declared_hosts_of_two_ranks():
 
 
 def _with_own_topology(ctx, specs):
+    return _with_own_env(ctx, [{"UCCL_TOPOLOGY": s} for s in specs])
+
+
+def _with_own_env(ctx, envs):
+    """Builds a communicator under this rank's environment; its error, or what it sees."""
     from uccl.collectives import Communicator
 
-    os.environ["UCCL_TOPOLOGY"] = specs[ctx.rank]
+    os.environ.update(envs[ctx.rank])
     try:
-        Communicator(ctx.bootstrap)
+        comm = Communicator(ctx.bootstrap)
     except InvalidArgumentError as exc:
         return str(exc)
-    return "no error"
+    x = np.full(5, ctx.rank + 1.0, np.float32)
+    comm.all_reduce(x)
+    t = comm.topology()
+    seen = {"levels": t.levels, "source": t.source, "link": t.link, "text": str(t), "sum": x.tolist(),
+            "channels": [comm.endpoint.channel(p) for p in range(ctx.world_size)]}
+    comm.barrier()
+    return seen
 
 
 def test_mismatched_topologies_fail_on_every_rank():
@@ -119,6 +130,65 @@ def test_mismatched_topologies_fail_on_every_rank():
     for r, msg in enumerate(run_ranks(_with_own_topology, 3, args=(specs,), timeout=60)):
         assert msg.startswith(f"rank {r}: the ranks declare different topologies"), msg
         assert "ranks [0, 1] have UCCL_TOPOLOGY='0-1=h0;2=h1'" in msg and "ranks [2]" in msg
+
+
+def test_a_topology_that_does_not_parse_on_one_rank_fails_every_rank_at_once():
+    """The bad value travels with the digests: nobody waits for the bootstrap's timeout (60 s)."""
+    import time
+
+    specs = ["0-2=h0", "0=h0;0=h1", "0-2=h0"]
+    start = time.monotonic()
+    msgs = run_ranks(_with_own_topology, 3, args=(specs,), timeout=40, store_timeout=60)
+    assert time.monotonic() - start < 30
+    for r, msg in enumerate(msgs):
+        assert msg.startswith(f"rank {r}: the ranks declare different topologies"), msg
+        assert "ranks [1] have UCCL_TOPOLOGY='0=h0;0=h1' (invalid: rank 0 is declared twice)" in msg, msg
+
+
+def test_a_bad_value_is_kept_by_the_config_and_shown_invalid():
+    from uccl.config import Config
+
+    assert Config.from_env({"UCCL_TOPOLOGY": "0=h0;0=h1"}).topology == "0=h0;0=h1"
+    assert describe("0=h0;0=h1", {}) == "UCCL_TOPOLOGY: invalid: rank 0 is declared twice"
+
+
+def test_slurm_addresses_name_node_leaf_and_the_switches_above():
+    assert slurm_path("s0.leaf3.node12", "switch.switch.node") == ("node12", "leaf3", "s0")
+    assert slurm_path("n1", "node") == ("n1",)
+    for addr, pattern in [("s0.leaf3.node12", "switch.node"), ("s0.n1", "node.switch"), ("s0..n1", "switch.switch.node")]:
+        with pytest.raises(ValueError, match="does not fit|empty component"):
+            slurm_path(addr, pattern)
+    env = {"SLURM_TOPOLOGY_ADDR": "s0.leaf3.node12", "SLURM_TOPOLOGY_ADDR_PATTERN": "switch.switch.node"}
+    assert describe("", env).startswith("SLURM_TOPOLOGY_ADDR=s0.leaf3.node12 (SLURM_TOPOLOGY_ADDR_PATTERN="
+                                        "switch.switch.node): this rank on host node12, leaf leaf3, level2 s0")
+    assert describe("0=h0", env).startswith("UCCL_TOPOLOGY: ")  # the declaration wins
+    assert describe("", {}).startswith("none declared")
+
+
+def _slurm(addr, pattern="switch.switch.node"):
+    return {"SLURM_TOPOLOGY_ADDR": addr, "SLURM_TOPOLOGY_ADDR_PATTERN": pattern}
+
+
+def test_slurm_places_nodes_on_leaves_when_no_topology_is_declared():
+    """Ranks 0-1 on node a and rank 2 on node b under leaf L0, rank 3 on node c under leaf
+    L1 one level higher up (a node at another depth: the levels they share count)."""
+    envs = [_slurm("top.L0.a"), _slurm("top.L0.a"), _slurm("top.L0.b"), _slurm("L1.c", "switch.node")]
+    for r, seen in enumerate(run_ranks(_with_own_env, 4, args=(envs,), timeout=60)):
+        assert seen["levels"] == ((0, 0, 1, 2), (0, 0, 0, 1)), seen
+        assert seen["source"] == "SLURM_TOPOLOGY_ADDR" and seen["link"] == "loopback", seen
+        assert "(SLURM_TOPOLOGY_ADDR; slowest level over loopback)" in seen["text"], seen
+        # the node keeps ranks of different nodes apart; which share a host, the channels say
+        assert seen["channels"] == [["shm", "shm", "net", "net"], ["shm", "shm", "net", "net"],
+                                    ["net", "net", "shm", "net"], ["net", "net", "net", "shm"]][r]
+        assert seen["sum"] == [10.0] * 5
+
+
+def test_slurm_on_some_ranks_and_a_declaration_on_others_fail_every_rank():
+    envs = [_slurm("s.L0.a"), _slurm("s.L0.b"), {"UCCL_TOPOLOGY": "0=h0;1=h1;2=h2"}]
+    for r, msg in enumerate(run_ranks(_with_own_env, 3, args=(envs,), timeout=60)):
+        assert msg.startswith(f"rank {r}: the ranks declare different topologies"), msg
+        assert "ranks [0, 1] have SLURM_TOPOLOGY_ADDR (no UCCL_TOPOLOGY)" in msg, msg
+        assert "ranks [2] have UCCL_TOPOLOGY='0=h0;1=h1;2=h2'" in msg, msg
 
 
 def test_a_topology_of_the_wrong_size_fails_on_every_rank():

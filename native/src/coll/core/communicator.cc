@@ -141,12 +141,17 @@ static const char* fallback_algo(const char* collective, const std::string& tran
   return "ring";
 }
 
-Tuner::Choice Communicator::choice(const char* collective, uint64_t bytes) {
+TuneShape Communicator::tune_shape() {
   // With a topology whose groups meet over the network, large calls cross each slow
   // level once (hierarchical); measured rules for this shape still win.
   const bool layered = transport() == "net" && cfg_.topology.structured();
+  const auto& t = cfg_.topology;
+  return TuneShape{layered ? "layered" : "flat", t.groups_in(0), t.levels.size() > 1 ? t.groups_in(1) : 1, cfg_.link};
+}
+
+Tuner::Choice Communicator::choice(const char* collective, uint64_t bytes) {
   return tuner_.choose(collective, world(), transport(), bytes, fallback_algo(collective, transport()),
-                       layered ? "layered" : "flat");
+                       tune_shape());
 }
 
 uint64_t Communicator::chunk_for(const Tuner::Choice& c, DataType t) const {

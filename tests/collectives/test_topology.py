@@ -160,7 +160,7 @@ def test_slurm_addresses_name_node_leaf_and_the_switches_above():
             slurm_path(addr, pattern)
     env = {"SLURM_TOPOLOGY_ADDR": "s0.leaf3.node12", "SLURM_TOPOLOGY_ADDR_PATTERN": "switch.switch.node"}
     assert describe("", env).startswith("SLURM_TOPOLOGY_ADDR=s0.leaf3.node12 (SLURM_TOPOLOGY_ADDR_PATTERN="
-                                        "switch.switch.node): this rank on host node12, leaf leaf3, level2 s0")
+                                        "switch.switch.node): this rank on node node12, leaf leaf3, level2 s0")
     assert describe("0=h0", env).startswith("UCCL_TOPOLOGY: ")  # the declaration wins
     assert describe("", {}).startswith("none declared")
 
@@ -244,30 +244,77 @@ def _all_collectives(ctx, big, dtypes=None):
             buf = make(dtype, ins[r])
             comm.broadcast(buf, root=1)
             check(buf, ins[1], dtype, "sum", f"broadcast {dtype} n={n}")
+            _flat_collectives(comm, dtype, n)
     # A root may finish a broadcast before the last rank's acknowledgement has been
     # confirmed to that rank; nobody leaves before everyone is done.
     comm.barrier()
-    return comm.algorithm("all_reduce", big)[0]
+    return comm.algorithm("all_reduce", big)[0], comm.topology().levels
 
 
-@pytest.mark.parametrize("spec, dtypes", [
-    (TWO_BY_TWO, None),
-    (UNEVEN, ["int8", "bfloat16", "float32"]),  # hosts of 2 and 1 ranks: flat below the uneven level
-    (LEAVES, None),
+def _flat_collectives(comm, dtype, n):
+    """The collectives without a hierarchical algorithm, over the same mix of shared-memory
+    and net channels: all_to_all, gather, scatter, and (n > 1) the v variants with counts
+    that differ per rank."""
+    W, r = comm.world_size, comm.rank
+    blocks = [inputs(q, n * W, dtype, "sum", W, seed=2) for q in range(W)]
+    out = zeros(dtype, n * W)
+    comm.all_to_all(make(dtype, blocks[r]), out)
+    check(out, np.concatenate([b[r * n:(r + 1) * n] for b in blocks]), dtype, "sum", f"all_to_all {dtype} n={n}")
+    out = zeros(dtype, n * W) if r == 0 else None
+    comm.gather(make(dtype, blocks[r][:n]), out, root=0)
+    if r == 0:
+        check(out, np.concatenate([b[:n] for b in blocks]), dtype, "sum", f"gather {dtype} n={n}")
+    out = zeros(dtype, n)
+    comm.scatter(make(dtype, blocks[W - 1]) if r == W - 1 else None, out, root=W - 1)
+    check(out, blocks[W - 1][r * n:(r + 1) * n], dtype, "sum", f"scatter {dtype} n={n}")
+    if n < 2:
+        return
+    counts = [n // (q + 1) for q in range(W)]  # rank q's share
+    mine = [inputs(q, counts[q], dtype, "sum", W, seed=3) for q in range(W)]
+    out = zeros(dtype, sum(counts))
+    comm.all_gather_v(make(dtype, mine[r]), out, counts)
+    check(out, np.concatenate(mine), dtype, "sum", f"all_gather_v {dtype} n={n}")
+    full = [inputs(q, sum(counts), dtype, "sum", W, seed=4) for q in range(W)]
+    out = zeros(dtype, counts[r])
+    comm.reduce_scatter_v(make(dtype, full[r]), out, counts)
+    start = sum(counts[:r])
+    check(out, reduce_ref(full, "sum", dtype)[start:start + counts[r]], dtype, "sum", f"reduce_scatter_v {dtype} n={n}")
+    sc = [[(i * 3 + j) % 5 * (n // 7) for j in range(W)] for i in range(W)]  # rank i sends sc[i][j] to rank j
+    sends = [inputs(i, sum(sc[i]), dtype, "sum", W, seed=5) for i in range(W)]
+    out = zeros(dtype, sum(sc[i][r] for i in range(W)))
+    comm.all_to_all_v(make(dtype, sends[r]), sc[r], out, [sc[i][r] for i in range(W)])
+    want = np.concatenate([sends[i][sum(sc[i][:r]):sum(sc[i][:r + 1])] for i in range(W)])
+    check(out, want, dtype, "sum", f"all_to_all_v {dtype} n={n}")
+
+
+@pytest.mark.parametrize("spec, dtypes, levels", [
+    (TWO_BY_TWO, None, ((0, 0, 1, 1),)),
+    # hosts of 2 and 1 ranks: flat below the uneven level
+    (UNEVEN, ["int8", "bfloat16", "float32"], ((0, 0, 1, 2, 2),)),
+    (LEAVES, None, ((0, 1, 2, 3), (0, 0, 1, 1))),
 ])
-def test_collectives_match_numpy_under_a_declared_topology(spec, dtypes):
-    algos = run_ranks(_all_collectives, world_of(spec), args=(1 << 20, dtypes),
-                      env={"UCCL_TOPOLOGY": spec, "UCCL_ALGO": "hierarchical"}, timeout=240)
-    assert set(algos) == {"hierarchical"}
+def test_collectives_match_numpy_under_a_declared_topology(spec, dtypes, levels):
+    seen = run_ranks(_all_collectives, world_of(spec), args=(1 << 20, dtypes),
+                     env={"UCCL_TOPOLOGY": spec, "UCCL_ALGO": "hierarchical"}, timeout=240)
+    assert set(seen) == {("hierarchical", levels)}
+
+
+def test_collectives_match_numpy_with_the_net_channel_forced_under_a_declared_topology():
+    """UCCL_TRANSPORT=net: ranks of one declared host talk over the net channel too, so the
+    channels make every rank its own host; the declared leaves still group them."""
+    spec = "0-1=h0/l0;2-3=h1/l1"
+    seen = run_ranks(_all_collectives, 4, args=(1 << 20, ["int8", "bfloat16", "float64"]), timeout=240,
+                     env={"UCCL_TOPOLOGY": spec, "UCCL_ALGO": "hierarchical", "UCCL_TRANSPORT": "net"})
+    assert set(seen) == {("hierarchical", ((0, 1, 2, 3), (0, 0, 1, 1)))}
 
 
 @pytest.mark.long
 @pytest.mark.timeout(900)
 def test_collectives_match_numpy_on_two_leaves_of_two_ranked_hosts():
     """8 ranks: about 5 minutes on a loaded 2-core machine."""
-    algos = run_ranks(_all_collectives, world_of(LEAVES_2), args=(1 << 20,),
-                      env={"UCCL_TOPOLOGY": LEAVES_2, "UCCL_ALGO": "hierarchical"}, timeout=900)
-    assert set(algos) == {"hierarchical"}
+    seen = run_ranks(_all_collectives, world_of(LEAVES_2), args=(1 << 20,),
+                     env={"UCCL_TOPOLOGY": LEAVES_2, "UCCL_ALGO": "hierarchical"}, timeout=900)
+    assert set(seen) == {("hierarchical", ((0, 0, 1, 1, 2, 2, 3, 3), (0, 0, 0, 0, 1, 1, 1, 1)))}
 
 
 def _leaf_bytes(ctx, n):

@@ -39,12 +39,15 @@ def tuning_tables(cpus: Optional[int] = None, folder: str = _TUNING_DIR) -> list
     """The shipped tables (tuning*.json, one per host size measured by perf/tune.py) that
     fit a host of `cpus` CPUs, best first: measured on the largest host not larger than
     this one, then smaller ones (a table from a bigger host would ask for more channels
-    than there are cores). The smallest table stands in if none fits."""
+    than there are cores). The tables of the smallest host stand in if none fits.
+    (tuning-fabric.json, measured on an emulated network by perf/tune.py --fabric, is one
+    of them; its rules apply only to the topology shapes it names.)"""
     cpus = host_cpus() if cpus is None else cpus
     paths = glob.glob(os.path.join(folder, "tuning*.json"))
     tables = [(int(_table(path).get("host_cpus", 1)), path) for path in paths]
     fitting = sorted((t for t in tables if t[0] <= cpus), reverse=True)
-    return [p for _, p in fitting] or [p for _, p in sorted(tables)[:1]]
+    smallest = min((c for c, _ in tables), default=0)
+    return [p for _, p in fitting] or [p for c, p in sorted(tables, reverse=True) if c == smallest]
 
 
 def load_rules(paths: Optional[Sequence[str]] = None) -> list:

@@ -127,7 +127,7 @@ def describe(spec: str, environ=None) -> str:
             path = slurm_path(addr, pattern)
         except ValueError as exc:
             return f"{SLURM_ADDR}: invalid: {exc}"
-        where = ", ".join(f"{level_name(k)} {g}" for k, g in enumerate(path))
+        where = ", ".join(f"{level_name(k) if k else 'node'} {g}" for k, g in enumerate(path))
         return (f"{SLURM_ADDR}={addr} ({SLURM_PATTERN}={pattern}): this rank on {where}; hosts from the "
                 "channels, the other ranks' places learnt when a communicator is built")
     return "none declared: hosts from the channels (ranks that share memory), no levels above"

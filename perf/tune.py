@@ -5,9 +5,10 @@ size (and, for the direct algorithms, number of channels) for large messages.
     python perf/tune.py --worlds 2 3 4 --transports shm net
 
 Candidates are measured in interleaved rounds (noise hits every one alike) and the
-fastest time of the rounds counts. all_to_all gets one rule for all sizes: ranks may
-pass different sizes, so its choice must not depend on them (the algorithm that loses the
-least time against the best one, summed over the sizes, wins).
+fastest time of the rounds counts; a size keeps the smaller size's algorithm unless
+another is more than 5 % faster (near ties are noise). all_to_all gets one rule for all
+sizes: ranks may pass different sizes, so its choice must not depend on them (the
+algorithm that loses the least time against the best one, summed over the sizes, wins).
 
 Tables are per host size: uccl/collectives/tuning.json was measured on 2 CPUs,
 tuning-<N>cpus.json on N; a host loads the one measured on the largest host not larger
@@ -68,6 +69,7 @@ CANDIDATES = {
 
 
 HIERARCHICAL = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+TIE = 0.05
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,13 @@ def rules_for(coll: str, world: int, transport: str, best: dict, plan: Plan = LO
         lines.append(f"  {coll}: time lost over all sizes " + ", ".join(f"{a} {v * 1e6:.1f} us"
                                                                        for a, v in lost.items()))
         return [tuned(dict(base, max_bytes=ALL_SIZES, algo=algo))], lines
-    winners = [min(algos, key=lambda a: t[(a, s)]) for s in sizes]
+    winners: list = []
+    for s in sizes:
+        fastest = min(algos, key=lambda a: t[(a, s)])
+        # A size keeps the smaller size's winner unless another is more than TIE faster:
+        # near ties are noise, and rules that flip back and forth on them help no one.
+        keep = winners and t[(winners[-1], s)] <= (1 + TIE) * t[(fastest, s)]
+        winners.append(winners[-1] if keep else fastest)
     rules = []
     for i, (size, algo) in enumerate(zip(sizes, winners)):
         last = i + 1 == len(sizes)
@@ -237,7 +245,8 @@ def measure_on_fabric(args, ranks_per_host: int, fab) -> dict:
             return json.load(f)
 
 
-def fabric_rules(args) -> list:
+def fabric_rules(args, timings: list) -> list:
+    """The rules measured on the fabric, per ranks per host; the raw timings go to `timings`."""
     from uccl.fabric import Fabric, FabricSpec
     from uccl.fabric import emulator as fabmod
 
@@ -248,6 +257,7 @@ def fabric_rules(args) -> list:
         for rph in args.ranks_per_host:
             res = measure_on_fabric(args, rph, fab)
             shape = res["shape"]
+            timings.append({"ranks_per_host": rph, "world": res["world"], "shape": shape, "seconds": res["best"]})
             print(f"fabric {args.fabric}, {rph} ranks per host (world {res['world']}, {shape}):")
             for coll in args.collectives:
                 found, lines = rules_for(coll, res["world"], "net", res["best"], plan, shape)
@@ -294,9 +304,9 @@ def main(argv=None) -> None:
     args.out = args.out or os.path.join(TABLES, default)
     from uccl.testing import run_ranks
 
-    rules = []
+    rules, timings = [], []
     if args.fabric:
-        rules = fabric_rules(args)
+        rules = fabric_rules(args, timings)
     for transport in [] if args.fabric else args.transports:
         for world in args.worlds:
             env = {"UCCL_TRANSPORT": transport, "UCCL_ALGO": "auto"}
@@ -309,7 +319,7 @@ def main(argv=None) -> None:
     command = "perf/tune.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = {"generated_by": command, "host_cpus": cpus, "load_before": os.getloadavg()[0], "rules": rules}
     if args.fabric:
-        table["fabric"] = args.fabric
+        table.update(fabric=args.fabric, timings=timings)  # the rules can be re-derived from these
     if args.merge and os.path.exists(args.out):
         table = merged(args.out, rules, command, table["load_before"])
     with open(args.out, "w") as f:

@@ -108,3 +108,27 @@ def test_every_collective_matches_numpy_on_a_fabric_of_two_leaves(tmp_path):
 def test_every_collective_matches_numpy_on_a_fabric_with_two_ranks_per_host(tmp_path):
     """8 ranks on 4 hosts on 2 leaves: inside hosts, leaves, then across."""
     _every_collective_on_a_fabric(tmp_path, 2, ((0, 0, 1, 1, 2, 2, 3, 3), (0, 0, 0, 0, 1, 1, 1, 1)))
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(not OK, reason=f"cannot build a fabric here: {WHY}")
+def test_tune_on_a_fabric_writes_rules_keyed_by_its_shape(tmp_path):
+    """perf/tune.py --fabric --quick: ranks on 2 emulated hosts (2 each, one per leaf)
+    measure all_reduce over the network; the table it writes is one the tuner loads, its
+    rules keyed by that shape and link."""
+    import json
+
+    from uccl.collectives.communicator import load_rules, tuning_tables
+
+    out = tmp_path / "tuning-fabric.json"
+    tune = pathlib.Path(__file__).resolve().parents[2] / "perf" / "tune.py"
+    res = subprocess.run([sys.executable, str(tune), "--fabric", "hosts=2,leaves=2,spines=1,rate=1gbit",
+                          "--ranks-per-host", "2", "--quick", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    rules = json.loads(out.read_text())["rules"]
+    assert rules and all(r["collective"] == "all_reduce" and r["world"] == 4 and r["transport"] == "net" and
+                         r["topology"] == "layered" and r["ranks_per_host"] == 2 and r["hosts_per_leaf"] == 1 and
+                         r["link"] == "network" and r["algo"] in ("ring", "hierarchical") for r in rules), rules
+    assert rules[-1]["max_bytes"] == 2**64 - 1
+    assert str(out) in tuning_tables(folder=str(tmp_path)) and len(load_rules([str(out)])) == len(rules)

@@ -102,3 +102,18 @@ def test_fabric_rules_carry_the_shape_they_were_measured_on():
     assert [(r["algo"], r["max_bytes"]) for r in rules] == [("ring", 4 << 10), ("hierarchical", 2**64 - 1)]
     assert all({k: r[k] for k in keys} == keys for r in rules)
     assert len(load_rules_from(rules)) == 2
+
+
+def test_near_ties_keep_the_smaller_sizes_algorithm():
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "perf"))
+    tune = importlib.import_module("tune")
+    plan = tune.replace(tune.QUICK, sizes=(1, 2, 3, 4), candidates={"all_reduce": ["ring", "hierarchical"]})
+    ring = {1: 1.0, 2: 1.03, 3: 1.0, 4: 1.2}  # hierarchical 1.0 throughout: 3 % is a tie, 20 % is not
+    best = {f"all_reduce|ring|{s}": ring[s] for s in plan.sizes}
+    best.update({f"all_reduce|hierarchical|{s}": 1.01 for s in plan.sizes})
+    best.update({f"all_reduce|{a}|chunk|{c}": 1.0 for a in ("ring", "hierarchical") for c in plan.chunks})
+    rules, _ = tune.rules_for("all_reduce", 4, "net", best, plan)
+    assert [(r["algo"], r["max_bytes"]) for r in rules] == [("ring", 3), ("hierarchical", 2**64 - 1)]

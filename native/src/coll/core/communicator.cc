@@ -248,9 +248,13 @@ void Communicator::run_reduce(uint64_t send, uint64_t recv, uint64_t count, Data
              [&](CollContext& c, std::string_view algo) {
                LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes);
                LocalBuffer out(regs_, reinterpret_cast<void*>(rank() == root ? recv : send), bytes);
+               // 3 bytes holds when each level divides the count; rounding up (a count of 1
+               // is never divided) costs up to 2 more elements per level.
+               const uint64_t rounding = 2 * c.esize * cfg_.topology.levels.size();
                if (algo == "hierarchical")
-                 reduce_hierarchical(c, cfg_.topology, regs_, in, out, count, root,
-                                     scratch(hierarchical_scratch_bytes(bytes, c.esize, c.chunk) + 3 * bytes));
+                 reduce_hierarchical(
+                     c, cfg_.topology, regs_, in, out, count, root,
+                     scratch(hierarchical_scratch_bytes(bytes, c.esize, c.chunk) + 3 * bytes + rounding));
                else
                  reduce_chain(c, in, out, count, root);
              });

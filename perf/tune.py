@@ -245,26 +245,35 @@ def measure_on_fabric(args, ranks_per_host: int, fab) -> dict:
             return json.load(f)
 
 
-def fabric_rules(args, timings: list) -> list:
-    """The rules measured on the fabric, per ranks per host; the raw timings go to `timings`."""
+def fabric_rules(args) -> list:
+    """The timings measured on the fabric, per ranks per host."""
     from uccl.fabric import Fabric, FabricSpec
     from uccl.fabric import emulator as fabmod
 
     fabmod.handle_signals()
-    plan = QUICK if args.quick else FABRIC
-    rules = []
+    timings = []
     with Fabric(FabricSpec.parse(args.fabric)) as fab:
         for rph in args.ranks_per_host:
             res = measure_on_fabric(args, rph, fab)
-            shape = res["shape"]
-            timings.append({"ranks_per_host": rph, "world": res["world"], "shape": shape, "seconds": res["best"]})
-            print(f"fabric {args.fabric}, {rph} ranks per host (world {res['world']}, {shape}):")
-            for coll in args.collectives:
-                found, lines = rules_for(coll, res["world"], "net", res["best"], plan, shape)
-                print("\n".join(lines))
-                print("  -> " + "; ".join(f"{r['algo']} up to {human(r['max_bytes']) if r['max_bytes'] < ALL_SIZES else 'any'}"
-                                          for r in found))
-                rules += found
+            timings.append({"ranks_per_host": rph, "world": res["world"], "shape": res["shape"],
+                            "seconds": res["best"]})
+    return timings
+
+
+def rules_from_timings(timings: list, plan: Plan) -> list:
+    """The keyed rules of every measured case. A collective without a hierarchical
+    algorithm is never 'layered' to the tuner: its rules keep the shape and link only."""
+    rules = []
+    for m in timings:
+        print(f"{m['ranks_per_host']} ranks per host (world {m['world']}, {m['shape']}):")
+        for coll in [c for c in CANDIDATES if any(k.startswith(c + "|") for k in m["seconds"])]:
+            keys = {k: v for k, v in m["shape"].items() if k != "topology" or coll in HIERARCHICAL}
+            found, lines = rules_for(coll, m["world"], "net", m["seconds"], plan, keys)
+            print("\n".join(lines))
+            print("  -> " + "; ".join(f"{r['algo']} up to "
+                                      f"{human(r['max_bytes']) if r['max_bytes'] < ALL_SIZES else 'any'}"
+                                      for r in found))
+            rules += found
     return rules
 
 
@@ -287,6 +296,8 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="with --fabric: two sizes, all_reduce, ring vs "
                                                          "hierarchical, one round (a smoke test)")
     ap.add_argument("--timeout", type=float, default=3600, help="with --fabric: per ranks-per-host run (s)")
+    ap.add_argument("--rederive", action="store_true",
+                    help="no measurement: the rules of the --fabric table at --out again, from the timings it keeps")
     ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)  # a rank under uccl-run --fabric
     args = ap.parse_args(argv)
     if args.collectives is None:
@@ -300,13 +311,25 @@ def main(argv=None) -> None:
     from uccl.collectives.communicator import host_cpus
 
     cpus = host_cpus()
-    default = "tuning-fabric.json" if args.fabric else "tuning.json" if cpus <= 2 else f"tuning-{cpus}cpus.json"
+    default = ("tuning-fabric.json" if args.fabric or args.rederive else "tuning.json" if cpus <= 2
+               else f"tuning-{cpus}cpus.json")
     args.out = args.out or os.path.join(TABLES, default)
     from uccl.testing import run_ranks
 
+    command = "perf/tune.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.rederive:  # the rules again from the timings a --fabric table keeps
+        with open(args.out) as f:
+            table = json.load(f)
+        table["rules"] = rules_from_timings(table["timings"], QUICK if "--quick" in table["generated_by"] else FABRIC)
+        table["rules_by"] = command
+        with open(args.out, "w") as f:
+            json.dump(table, f, indent=2)
+        print(f"wrote {len(table['rules'])} rules to {os.path.normpath(args.out)}")
+        return
     rules, timings = [], []
     if args.fabric:
-        rules = fabric_rules(args, timings)
+        timings = fabric_rules(args)
+        rules = rules_from_timings(timings, QUICK if args.quick else FABRIC)
     for transport in [] if args.fabric else args.transports:
         for world in args.worlds:
             env = {"UCCL_TRANSPORT": transport, "UCCL_ALGO": "auto"}
@@ -316,7 +339,6 @@ def main(argv=None) -> None:
                 found, lines = rules_for(coll, world, transport, best)
                 print("\n".join(lines))
                 rules += found
-    command = "perf/tune.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = {"generated_by": command, "host_cpus": cpus, "load_before": os.getloadavg()[0], "rules": rules}
     if args.fabric:
         table.update(fabric=args.fabric, timings=timings)  # the rules can be re-derived from these

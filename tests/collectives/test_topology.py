@@ -317,6 +317,26 @@ def test_collectives_match_numpy_on_two_leaves_of_two_ranked_hosts():
     assert set(seen) == {("hierarchical", ((0, 0, 1, 1, 2, 2, 3, 3), (0, 0, 0, 0, 1, 1, 1, 1)))}
 
 
+def _small_reduces(ctx):
+    from uccl.collectives import Communicator
+
+    comm = Communicator(ctx.bootstrap)
+    got = []
+    for n, root in [(1, 7), (1, 0), (2, 5), (3, 7)]:
+        out = np.zeros(n, np.int8)
+        comm.reduce(np.full(n, ctx.rank + 1, np.int8), out, root=root)
+        got.append(out.tolist() if ctx.rank == root else None)
+    comm.barrier()
+    return got
+
+
+def test_reduces_of_fewer_elements_than_ranks_per_group_on_two_leaves_of_two_ranked_hosts():
+    """A count that no level divides keeps its whole size at every level: the working
+    memory must hold that (a 1-element reduce once overran it)."""
+    got = run_ranks(_small_reduces, 8, env={"UCCL_TOPOLOGY": LEAVES_2, "UCCL_ALGO": "hierarchical"}, timeout=120)
+    assert [got[root][i] for i, root in enumerate([7, 0, 5, 7])] == [[36], [36], [36] * 2, [36] * 3]
+
+
 def _leaf_bytes(ctx, n):
     from uccl.collectives import Communicator
 

@@ -153,7 +153,8 @@ def dense(keys: Sequence) -> list:
 @dataclass(frozen=True)
 class Topology:
     """The topology in effect for a communicator: levels[k][rank] is the rank's group at
-    level k (0: host), ids dense from 0; `declared` is the UCCL_TOPOLOGY value used ('' none);
+    level k (0: host), ids dense from 0; `declared` is the UCCL_TOPOLOGY value used (or this
+    rank's SLURM_TOPOLOGY_ADDR; '' none);
     `source` where the levels above hosts came from ('UCCL_TOPOLOGY', 'SLURM_TOPOLOGY_ADDR'
     or '' for none); `link` what carries the slowest level: 'shm' (one host), 'loopback'
     (hosts declared on one machine: the net channel through this machine's stack) or

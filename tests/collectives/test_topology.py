@@ -165,6 +165,20 @@ def test_slurm_addresses_name_node_leaf_and_the_switches_above():
     assert describe("", {}).startswith("none declared")
 
 
+def test_uccl_config_shows_the_topology_source(monkeypatch, capsys):
+    import uccl
+
+    monkeypatch.delenv("UCCL_TOPOLOGY", raising=False)
+    monkeypatch.setenv("SLURM_TOPOLOGY_ADDR", "s0.leaf3.node12")
+    monkeypatch.setenv("SLURM_TOPOLOGY_ADDR_PATTERN", "switch.switch.node")
+    uccl.config()
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("(topology)")]
+    assert len(shown) == 1 and "SLURM_TOPOLOGY_ADDR=s0.leaf3.node12" in shown[0], shown
+    monkeypatch.setenv("UCCL_TOPOLOGY", LEAVES)
+    uccl.config()
+    assert "(topology)             UCCL_TOPOLOGY: 4 ranks on 4 hosts, 2 leaves" in capsys.readouterr().out
+
+
 def _slurm(addr, pattern="switch.switch.node"):
     return {"SLURM_TOPOLOGY_ADDR": addr, "SLURM_TOPOLOGY_ADDR_PATTERN": pattern}
 

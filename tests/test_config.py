@@ -48,10 +48,6 @@ BAD = [
     ("UCCL_SWIFT_TARGET_US", "-1", "must be > 0"),
     ("UCCL_MAX_RETRIES", "0", "must be >= 1"),
     ("UCCL_TORCH_AUTOLOAD", "maybe", "not a boolean"),
-    ("UCCL_TOPOLOGY", "0=h0;0=h1", "rank 0 is declared twice"),
-    ("UCCL_TOPOLOGY", "0=h0/l0;1=h1", "different numbers of levels"),
-    ("UCCL_TOPOLOGY", "0=h0/l0;1=h0/l1", "host 'h0' is placed in both"),
-    ("UCCL_TOPOLOGY", "0=h0;2=h1", "ranks [1] are not declared"),
     ("UCCL_TORCH_PATCHES", "perhaps", "not a boolean"),
     ("UCCL_TP_SPLITS", "-2", "must be in [-1, 64]"),
 ]

@@ -29,8 +29,8 @@ def config() -> Config:
 
 
 def _topology_in_effect(spec: str) -> str:
-    """UCCL_TOPOLOGY in words (a communicator adds the hosts its channels find:
-    Communicator.topology())."""
+    """The topology's source (UCCL_TOPOLOGY, SLURM_TOPOLOGY_ADDR or none) and what it says
+    (a communicator adds the hosts its channels find: Communicator.topology())."""
     from uccl.collectives.topology import describe
 
     return describe(spec)

@@ -34,14 +34,6 @@ def _congestion_controls() -> Sequence[str]:
     return tuple(_native.congestion_controls())
 
 
-def _topology_syntax(value: str) -> None:
-    """ValueError saying what is wrong with a UCCL_TOPOLOGY value (whether it fits the
-    world is checked when a communicator is built)."""
-    if value:
-        from uccl.collectives.topology import parse
-        parse(value)
-
-
 def _algorithms() -> Sequence[str]:
     from uccl import _native
     return ("auto", *_native.algorithms())
@@ -66,7 +58,6 @@ class Setting:
     metavar: str = ""
     native: bool = True   # the native structs take it (emitted into the defaults header)
     shown_default: str = ""  # the README's default column, where the value alone says little
-    syntax: Optional[Callable[[Any], None]] = None  # raises ValueError saying what is wrong with a value
 
     def parse(self, raw: str) -> Any:
         """The value of `raw` (the variable's text); ValueError naming the variable otherwise."""
@@ -102,11 +93,6 @@ class Setting:
             raise ValueError(f"{shown}: must be > 0")
         if self.power_of_two and value & (value - 1):
             raise ValueError(f"{shown}: must be a power of two")
-        if self.syntax is not None:
-            try:
-                self.syntax(value)
-            except ValueError as exc:
-                raise ValueError(f"{shown}: {exc}") from None
 
     def limits(self) -> str:
         """The bounds or choices in words, for the README and --help."""
@@ -177,8 +163,10 @@ SETTINGS: tuple = (
     Setting("topology", "UCCL_TOPOLOGY", str, "",
             "where ranks are, for the hierarchical collectives: `RANKS=HOST[/LEAF...]` entries joined by `;` "
             "(e.g. `0-1=h0/leaf0;2-3=h1/leaf1`) or `@FILE`; ranks on different declared hosts use the net channel; "
-            "uccl-run --fabric sets it (empty: hosts from the channels only; see uccl/collectives/topology.py)",
-            native=False, metavar="SPEC", syntax=_topology_syntax),
+            "uccl-run --fabric sets it (empty: Slurm's SLURM_TOPOLOGY_ADDR if set, else hosts from the channels "
+            "only; see uccl/collectives/topology.py). Checked when a communicator is built, where a bad value "
+            "on any rank fails every rank",
+            native=False, metavar="SPEC"),
     # overlap
     Setting("tp_splits", "UCCL_TP_SPLITS", int, 0,
             "pieces per rank block in uccl.overlap.tp's fused ops: 0 lets the plan decide from shapes, world "

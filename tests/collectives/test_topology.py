@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.collectives.reference import OPS, available_dtypes, check, make, reduce_ref, values, zeros
-from uccl.collectives.topology import describe, parse
+from uccl.collectives.topology import describe, parse, slurm_path
 from uccl.errors import InvalidArgumentError
 from uccl.testing import run_ranks
 
@@ -27,7 +27,7 @@ def world_of(spec: str) -> int:
 def test_parse_gives_each_rank_its_path():
     assert parse(LEAVES_2)[5] == ("h2", "l1")
     assert parse("# comment\n0-2=a\n3=b  # trailing")[3] == ("b",)
-    assert describe(LEAVES_2) == "8 ranks on 4 hosts, 2 leaves"
+    assert describe(LEAVES_2, {}) == "UCCL_TOPOLOGY: 8 ranks on 4 hosts, 2 leaves"
 
 
 def test_parse_reads_a_file(tmp_path):
@@ -104,14 +104,25 @@ def test_two_declared_hosts_of_two_ranks():
 
 
 def _with_own_topology(ctx, specs):
+    return _with_own_env(ctx, [{"UCCL_TOPOLOGY": s} for s in specs])
+
+
+def _with_own_env(ctx, envs):
+    """Builds a communicator under this rank's environment; its error, or what it sees."""
     from uccl.collectives import Communicator
 
-    os.environ["UCCL_TOPOLOGY"] = specs[ctx.rank]
+    os.environ.update(envs[ctx.rank])
     try:
-        Communicator(ctx.bootstrap)
+        comm = Communicator(ctx.bootstrap)
     except InvalidArgumentError as exc:
         return str(exc)
-    return "no error"
+    x = np.full(5, ctx.rank + 1.0, np.float32)
+    comm.all_reduce(x)
+    t = comm.topology()
+    seen = {"levels": t.levels, "source": t.source, "link": t.link, "text": str(t), "sum": x.tolist(),
+            "channels": [comm.endpoint.channel(p) for p in range(ctx.world_size)]}
+    comm.barrier()
+    return seen
 
 
 def test_mismatched_topologies_fail_on_every_rank():
@@ -119,6 +130,79 @@ def test_mismatched_topologies_fail_on_every_rank():
     for r, msg in enumerate(run_ranks(_with_own_topology, 3, args=(specs,), timeout=60)):
         assert msg.startswith(f"rank {r}: the ranks declare different topologies"), msg
         assert "ranks [0, 1] have UCCL_TOPOLOGY='0-1=h0;2=h1'" in msg and "ranks [2]" in msg
+
+
+def test_a_topology_that_does_not_parse_on_one_rank_fails_every_rank_at_once():
+    """The bad value travels with the digests: nobody waits for the bootstrap's timeout (60 s)."""
+    import time
+
+    specs = ["0-2=h0", "0=h0;0=h1", "0-2=h0"]
+    start = time.monotonic()
+    msgs = run_ranks(_with_own_topology, 3, args=(specs,), timeout=40, store_timeout=60)
+    assert time.monotonic() - start < 30
+    for r, msg in enumerate(msgs):
+        assert msg.startswith(f"rank {r}: the ranks declare different topologies"), msg
+        assert "ranks [1] have UCCL_TOPOLOGY='0=h0;0=h1' (invalid: rank 0 is declared twice)" in msg, msg
+
+
+def test_a_bad_value_is_kept_by_the_config_and_shown_invalid():
+    from uccl.config import Config
+
+    assert Config.from_env({"UCCL_TOPOLOGY": "0=h0;0=h1"}).topology == "0=h0;0=h1"
+    assert describe("0=h0;0=h1", {}) == "UCCL_TOPOLOGY: invalid: rank 0 is declared twice"
+
+
+def test_slurm_addresses_name_node_leaf_and_the_switches_above():
+    assert slurm_path("s0.leaf3.node12", "switch.switch.node") == ("node12", "leaf3", "s0")
+    assert slurm_path("n1", "node") == ("n1",)
+    for addr, pattern in [("s0.leaf3.node12", "switch.node"), ("s0.n1", "node.switch"), ("s0..n1", "switch.switch.node")]:
+        with pytest.raises(ValueError, match="does not fit|empty component"):
+            slurm_path(addr, pattern)
+    env = {"SLURM_TOPOLOGY_ADDR": "s0.leaf3.node12", "SLURM_TOPOLOGY_ADDR_PATTERN": "switch.switch.node"}
+    assert describe("", env).startswith("SLURM_TOPOLOGY_ADDR=s0.leaf3.node12 (SLURM_TOPOLOGY_ADDR_PATTERN="
+                                        "switch.switch.node): this rank on node node12, leaf leaf3, level2 s0")
+    assert describe("0=h0", env).startswith("UCCL_TOPOLOGY: ")  # the declaration wins
+    assert describe("", {}).startswith("none declared")
+
+
+def test_uccl_config_shows_the_topology_source(monkeypatch, capsys):
+    import uccl
+
+    monkeypatch.delenv("UCCL_TOPOLOGY", raising=False)
+    monkeypatch.setenv("SLURM_TOPOLOGY_ADDR", "s0.leaf3.node12")
+    monkeypatch.setenv("SLURM_TOPOLOGY_ADDR_PATTERN", "switch.switch.node")
+    uccl.config()
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("(topology)")]
+    assert len(shown) == 1 and "SLURM_TOPOLOGY_ADDR=s0.leaf3.node12" in shown[0], shown
+    monkeypatch.setenv("UCCL_TOPOLOGY", LEAVES)
+    uccl.config()
+    assert "(topology)             UCCL_TOPOLOGY: 4 ranks on 4 hosts, 2 leaves" in capsys.readouterr().out
+
+
+def _slurm(addr, pattern="switch.switch.node"):
+    return {"SLURM_TOPOLOGY_ADDR": addr, "SLURM_TOPOLOGY_ADDR_PATTERN": pattern}
+
+
+def test_slurm_places_nodes_on_leaves_when_no_topology_is_declared():
+    """Ranks 0-1 on node a and rank 2 on node b under leaf L0, rank 3 on node c under leaf
+    L1 one level higher up (a node at another depth: the levels they share count)."""
+    envs = [_slurm("top.L0.a"), _slurm("top.L0.a"), _slurm("top.L0.b"), _slurm("L1.c", "switch.node")]
+    for r, seen in enumerate(run_ranks(_with_own_env, 4, args=(envs,), timeout=60)):
+        assert seen["levels"] == ((0, 0, 1, 2), (0, 0, 0, 1)), seen
+        assert seen["source"] == "SLURM_TOPOLOGY_ADDR" and seen["link"] == "loopback", seen
+        assert "(SLURM_TOPOLOGY_ADDR; slowest level over loopback)" in seen["text"], seen
+        # the node keeps ranks of different nodes apart; which share a host, the channels say
+        assert seen["channels"] == [["shm", "shm", "net", "net"], ["shm", "shm", "net", "net"],
+                                    ["net", "net", "shm", "net"], ["net", "net", "net", "shm"]][r]
+        assert seen["sum"] == [10.0] * 5
+
+
+def test_slurm_on_some_ranks_and_a_declaration_on_others_fail_every_rank():
+    envs = [_slurm("s.L0.a"), _slurm("s.L0.b"), {"UCCL_TOPOLOGY": "0=h0;1=h1;2=h2"}]
+    for r, msg in enumerate(run_ranks(_with_own_env, 3, args=(envs,), timeout=60)):
+        assert msg.startswith(f"rank {r}: the ranks declare different topologies"), msg
+        assert "ranks [0, 1] have SLURM_TOPOLOGY_ADDR (no UCCL_TOPOLOGY)" in msg, msg
+        assert "ranks [2] have UCCL_TOPOLOGY='0=h0;1=h1;2=h2'" in msg, msg
 
 
 def test_a_topology_of_the_wrong_size_fails_on_every_rank():
@@ -174,30 +258,97 @@ def _all_collectives(ctx, big, dtypes=None):
             buf = make(dtype, ins[r])
             comm.broadcast(buf, root=1)
             check(buf, ins[1], dtype, "sum", f"broadcast {dtype} n={n}")
+            _flat_collectives(comm, dtype, n)
     # A root may finish a broadcast before the last rank's acknowledgement has been
     # confirmed to that rank; nobody leaves before everyone is done.
     comm.barrier()
-    return comm.algorithm("all_reduce", big)[0]
+    return comm.algorithm("all_reduce", big)[0], comm.topology().levels
 
 
-@pytest.mark.parametrize("spec, dtypes", [
-    (TWO_BY_TWO, None),
-    (UNEVEN, ["int8", "bfloat16", "float32"]),  # hosts of 2 and 1 ranks: flat below the uneven level
-    (LEAVES, None),
+def _flat_collectives(comm, dtype, n):
+    """The collectives without a hierarchical algorithm, over the same mix of shared-memory
+    and net channels: all_to_all, gather, scatter, and (n > 1) the v variants with counts
+    that differ per rank."""
+    W, r = comm.world_size, comm.rank
+    blocks = [inputs(q, n * W, dtype, "sum", W, seed=2) for q in range(W)]
+    out = zeros(dtype, n * W)
+    comm.all_to_all(make(dtype, blocks[r]), out)
+    check(out, np.concatenate([b[r * n:(r + 1) * n] for b in blocks]), dtype, "sum", f"all_to_all {dtype} n={n}")
+    out = zeros(dtype, n * W) if r == 0 else None
+    comm.gather(make(dtype, blocks[r][:n]), out, root=0)
+    if r == 0:
+        check(out, np.concatenate([b[:n] for b in blocks]), dtype, "sum", f"gather {dtype} n={n}")
+    out = zeros(dtype, n)
+    comm.scatter(make(dtype, blocks[W - 1]) if r == W - 1 else None, out, root=W - 1)
+    check(out, blocks[W - 1][r * n:(r + 1) * n], dtype, "sum", f"scatter {dtype} n={n}")
+    if n < 2:
+        return
+    counts = [n // (q + 1) for q in range(W)]  # rank q's share
+    mine = [inputs(q, counts[q], dtype, "sum", W, seed=3) for q in range(W)]
+    out = zeros(dtype, sum(counts))
+    comm.all_gather_v(make(dtype, mine[r]), out, counts)
+    check(out, np.concatenate(mine), dtype, "sum", f"all_gather_v {dtype} n={n}")
+    full = [inputs(q, sum(counts), dtype, "sum", W, seed=4) for q in range(W)]
+    out = zeros(dtype, counts[r])
+    comm.reduce_scatter_v(make(dtype, full[r]), out, counts)
+    start = sum(counts[:r])
+    check(out, reduce_ref(full, "sum", dtype)[start:start + counts[r]], dtype, "sum", f"reduce_scatter_v {dtype} n={n}")
+    sc = [[(i * 3 + j) % 5 * (n // 7) for j in range(W)] for i in range(W)]  # rank i sends sc[i][j] to rank j
+    sends = [inputs(i, sum(sc[i]), dtype, "sum", W, seed=5) for i in range(W)]
+    out = zeros(dtype, sum(sc[i][r] for i in range(W)))
+    comm.all_to_all_v(make(dtype, sends[r]), sc[r], out, [sc[i][r] for i in range(W)])
+    want = np.concatenate([sends[i][sum(sc[i][:r]):sum(sc[i][:r + 1])] for i in range(W)])
+    check(out, want, dtype, "sum", f"all_to_all_v {dtype} n={n}")
+
+
+@pytest.mark.parametrize("spec, dtypes, levels", [
+    (TWO_BY_TWO, None, ((0, 0, 1, 1),)),
+    # hosts of 2 and 1 ranks: flat below the uneven level
+    (UNEVEN, ["int8", "bfloat16", "float32"], ((0, 0, 1, 2, 2),)),
+    (LEAVES, None, ((0, 1, 2, 3), (0, 0, 1, 1))),
 ])
-def test_collectives_match_numpy_under_a_declared_topology(spec, dtypes):
-    algos = run_ranks(_all_collectives, world_of(spec), args=(1 << 20, dtypes),
-                      env={"UCCL_TOPOLOGY": spec, "UCCL_ALGO": "hierarchical"}, timeout=240)
-    assert set(algos) == {"hierarchical"}
+def test_collectives_match_numpy_under_a_declared_topology(spec, dtypes, levels):
+    seen = run_ranks(_all_collectives, world_of(spec), args=(1 << 20, dtypes),
+                     env={"UCCL_TOPOLOGY": spec, "UCCL_ALGO": "hierarchical"}, timeout=240)
+    assert set(seen) == {("hierarchical", levels)}
+
+
+def test_collectives_match_numpy_with_the_net_channel_forced_under_a_declared_topology():
+    """UCCL_TRANSPORT=net: ranks of one declared host talk over the net channel too, so the
+    channels make every rank its own host; the declared leaves still group them."""
+    spec = "0-1=h0/l0;2-3=h1/l1"
+    seen = run_ranks(_all_collectives, 4, args=(1 << 20, ["int8", "bfloat16", "float64"]), timeout=240,
+                     env={"UCCL_TOPOLOGY": spec, "UCCL_ALGO": "hierarchical", "UCCL_TRANSPORT": "net"})
+    assert set(seen) == {("hierarchical", ((0, 1, 2, 3), (0, 0, 1, 1)))}
 
 
 @pytest.mark.long
 @pytest.mark.timeout(900)
 def test_collectives_match_numpy_on_two_leaves_of_two_ranked_hosts():
     """8 ranks: about 5 minutes on a loaded 2-core machine."""
-    algos = run_ranks(_all_collectives, world_of(LEAVES_2), args=(1 << 20,),
-                      env={"UCCL_TOPOLOGY": LEAVES_2, "UCCL_ALGO": "hierarchical"}, timeout=900)
-    assert set(algos) == {"hierarchical"}
+    seen = run_ranks(_all_collectives, world_of(LEAVES_2), args=(1 << 20,),
+                     env={"UCCL_TOPOLOGY": LEAVES_2, "UCCL_ALGO": "hierarchical"}, timeout=900)
+    assert set(seen) == {("hierarchical", ((0, 0, 1, 1, 2, 2, 3, 3), (0, 0, 0, 0, 1, 1, 1, 1)))}
+
+
+def _small_reduces(ctx):
+    from uccl.collectives import Communicator
+
+    comm = Communicator(ctx.bootstrap)
+    got = []
+    for n, root in [(1, 7), (1, 0), (2, 5), (3, 7)]:
+        out = np.zeros(n, np.int8)
+        comm.reduce(np.full(n, ctx.rank + 1, np.int8), out, root=root)
+        got.append(out.tolist() if ctx.rank == root else None)
+    comm.barrier()
+    return got
+
+
+def test_reduces_of_fewer_elements_than_ranks_per_group_on_two_leaves_of_two_ranked_hosts():
+    """A count that no level divides keeps its whole size at every level: the working
+    memory must hold that (a 1-element reduce once overran it)."""
+    got = run_ranks(_small_reduces, 8, env={"UCCL_TOPOLOGY": LEAVES_2, "UCCL_ALGO": "hierarchical"}, timeout=120)
+    assert [got[root][i] for i, root in enumerate([7, 0, 5, 7])] == [[36], [36], [36] * 2, [36] * 3]
 
 
 def _leaf_bytes(ctx, n):

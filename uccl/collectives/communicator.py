@@ -39,24 +39,29 @@ def tuning_tables(cpus: Optional[int] = None, folder: str = _TUNING_DIR) -> list
     """The shipped tables (tuning*.json, one per host size measured by perf/tune.py) that
     fit a host of `cpus` CPUs, best first: measured on the largest host not larger than
     this one, then smaller ones (a table from a bigger host would ask for more channels
-    than there are cores). The smallest table stands in if none fits."""
+    than there are cores). The tables of the smallest host stand in if none fits.
+    (tuning-fabric.json, measured on an emulated network by perf/tune.py --fabric, is one
+    of them; its rules apply only to the topology shapes it names.)"""
     cpus = host_cpus() if cpus is None else cpus
     paths = glob.glob(os.path.join(folder, "tuning*.json"))
     tables = [(int(_table(path).get("host_cpus", 1)), path) for path in paths]
     fitting = sorted((t for t in tables if t[0] <= cpus), reverse=True)
-    return [p for _, p in fitting] or [p for _, p in sorted(tables)[:1]]
+    smallest = min((c for c, _ in tables), default=0)
+    return [p for _, p in fitting] or [p for c, p in sorted(tables, reverse=True) if c == smallest]
 
 
 def load_rules(paths: Optional[Sequence[str]] = None) -> list:
     """Tuning rules for this host. The tuner takes the first rule that fits, so a case the
     best table measured (a collective, world and transport) is decided there, and cases
-    it lacks fall through to the next table."""
+    it lacks fall through to the next table. Rules keyed by the topology's shape or link
+    (tuning-fabric.json, from perf/tune.py --fabric) come before the others wherever they fit."""
     rules = []
     for path in tuning_tables() if paths is None else paths:
         table = _table(path)
         rules += [_native.TuneRule(r["collective"], r.get("world", 0), r["max_bytes"], r["algo"],
                                    r.get("chunk_bytes", 0), r.get("transport", ""), r.get("channels", 0),
-                                   r.get("topology", ""))
+                                   r.get("topology", ""), r.get("ranks_per_host", 0), r.get("hosts_per_leaf", 0),
+                                   r.get("link", ""))
                   for r in table.get("rules", [])]
     return rules
 
@@ -119,6 +124,7 @@ class Communicator:
         ccfg.channels = self.config.channels
         ccfg.rules = load_rules()
         ccfg.topology = [list(level) for level in self._topology.levels]
+        ccfg.link = self._topology.link
         self._native = _native.Communicator(self.endpoint._native, ccfg)
         self._native.connect(self.bootstrap.allgather(self._native.local_keys()))
         self.bootstrap.barrier()
@@ -221,9 +227,15 @@ class Communicator:
         return self.irecv(buf, peer, tag).wait().peer
 
     def topology(self) -> Topology:
-        """The topology in effect (hosts from the channels, levels above from UCCL_TOPOLOGY),
-        as the native collectives see it."""
-        return Topology(tuple(tuple(level) for level in self._native.topology()), self._topology.declared)
+        """The topology in effect (hosts from the channels, levels above from UCCL_TOPOLOGY or
+        SLURM_TOPOLOGY_ADDR: `.source`), as the native collectives see it."""
+        t = self._topology
+        return Topology(tuple(tuple(level) for level in self._native.topology()), t.declared, t.source, t.link)
+
+    def tune_shape(self) -> dict:
+        """What the tuner keys rules by here: topology ('layered' or 'flat'), ranks_per_host,
+        hosts_per_leaf and link (what carries the slowest level)."""
+        return dict(self._native.tune_shape())
 
     def algorithm(self, collective: str, nbytes: int) -> tuple:
         """(algorithm, chunk bytes, channels) the tuner picks for a call of `nbytes`."""

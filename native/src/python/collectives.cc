@@ -58,12 +58,15 @@ void bind_collectives(py::module_& m) {
 
   py::class_<TuneRule>(m, "TuneRule")
       .def(py::init([](std::string coll, int world, uint64_t max_bytes, std::string algo, uint64_t chunk,
-                       std::string transport, int channels, std::string topology) {
-             return TuneRule{std::move(coll), world,    max_bytes, std::move(algo), chunk, std::move(transport),
-                             channels,        std::move(topology)};
+                       std::string transport, int channels, std::string topology, int ranks_per_host,
+                       int hosts_per_leaf, std::string link) {
+             return TuneRule{std::move(coll),     world,          max_bytes,      std::move(algo),
+                             chunk,               std::move(transport), channels, std::move(topology),
+                             ranks_per_host,      hosts_per_leaf, std::move(link)};
            }),
            py::arg("collective"), py::arg("world"), py::arg("max_bytes"), py::arg("algo"), py::arg("chunk_bytes") = 0,
-           py::arg("transport") = "", py::arg("channels") = 0, py::arg("topology") = "");
+           py::arg("transport") = "", py::arg("channels") = 0, py::arg("topology") = "", py::arg("ranks_per_host") = 0,
+           py::arg("hosts_per_leaf") = 0, py::arg("link") = "");
 
   py::class_<CommConfig>(m, "CommConfig")
       .def(py::init<>())
@@ -73,6 +76,7 @@ void bind_collectives(py::module_& m) {
       .def_readwrite("slots", &CommConfig::slots)
       .def_readwrite("slot_bytes", &CommConfig::slot_bytes)
       .def_readwrite("rules", &CommConfig::rules)
+      .def_readwrite("link", &CommConfig::link)
       .def_property(
           "topology", [](const CommConfig& c) { return c.topology.levels; },
           [](CommConfig& c, std::vector<std::vector<int>> levels) { c.topology.levels = std::move(levels); });
@@ -90,6 +94,16 @@ void bind_collectives(py::module_& m) {
       .def("local_keys", [](const Communicator& c) { return py::bytes(c.local_keys()); })
       .def("connect", &Communicator::connect)
       .def("topology", [](const Communicator& c) { return c.topology().levels; })
+      .def("tune_shape",
+           [](Communicator& c) {
+             const TuneShape s = c.tune_shape();
+             py::dict d;
+             d["topology"] = s.topology;
+             d["ranks_per_host"] = s.ranks_per_host;
+             d["hosts_per_leaf"] = s.hosts_per_leaf;
+             d["link"] = s.link;
+             return d;
+           })
       .def("choice",
            [](Communicator& c, const std::string& coll, uint64_t bytes) {
              auto ch = c.choice(coll.c_str(), bytes);

@@ -60,7 +60,8 @@ uint64_t all_reduce_hierarchical_scratch_bytes(const Topology& topo, int rank, i
 // The same per level for the others (*_hierarchical.cc), with equal blocks of n elements.
 // Scratch: reduce_scatter hierarchical_scratch_bytes(W n) + 3 W n elements, all_gather
 // 3 W n (a level takes 1.5x what it regroups, and each level regroups at most half of
-// the one below), reduce hierarchical_scratch_bytes(count) + 2 count (3 given); broadcast none.
+// the one below), reduce hierarchical_scratch_bytes(count) + 2 count (3 given, plus 2
+// elements per level for counts that do not divide); broadcast none.
 void reduce_scatter_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,
                                  const LocalBuffer& out, uint64_t n, const Scratch& scratch);
 void all_gather_hierarchical(CollContext& c, const Topology& topo, RegCache& regs, const LocalBuffer& in,

@@ -141,12 +141,17 @@ static const char* fallback_algo(const char* collective, const std::string& tran
   return "ring";
 }
 
-Tuner::Choice Communicator::choice(const char* collective, uint64_t bytes) {
+TuneShape Communicator::tune_shape() {
   // With a topology whose groups meet over the network, large calls cross each slow
   // level once (hierarchical); measured rules for this shape still win.
   const bool layered = transport() == "net" && cfg_.topology.structured();
+  const auto& t = cfg_.topology;
+  return TuneShape{layered ? "layered" : "flat", t.groups_in(0), t.levels.size() > 1 ? t.groups_in(1) : 1, cfg_.link};
+}
+
+Tuner::Choice Communicator::choice(const char* collective, uint64_t bytes) {
   return tuner_.choose(collective, world(), transport(), bytes, fallback_algo(collective, transport()),
-                       layered ? "layered" : "flat");
+                       tune_shape());
 }
 
 uint64_t Communicator::chunk_for(const Tuner::Choice& c, DataType t) const {
@@ -244,9 +249,13 @@ void Communicator::run_reduce(uint64_t send, uint64_t recv, uint64_t count, Data
              [&](CollContext& c, std::string_view algo) {
                LocalBuffer in(regs_, reinterpret_cast<void*>(send), bytes);
                LocalBuffer out(regs_, reinterpret_cast<void*>(rank() == root ? recv : send), bytes);
+               // 3 bytes holds when each level divides the count; rounding up (a count of 1
+               // is never divided) costs up to 2 more elements per level.
+               const uint64_t rounding = 2 * c.esize * cfg_.topology.levels.size();
                if (algo == "hierarchical")
-                 reduce_hierarchical(c, cfg_.topology, regs_, in, out, count, root,
-                                     scratch(hierarchical_scratch_bytes(bytes, c.esize, c.chunk) + 3 * bytes));
+                 reduce_hierarchical(
+                     c, cfg_.topology, regs_, in, out, count, root,
+                     scratch(hierarchical_scratch_bytes(bytes, c.esize, c.chunk) + 3 * bytes + rounding));
                else
                  reduce_chain(c, in, out, count, root);
              });

@@ -36,6 +36,7 @@ struct CommConfig {
   uint64_t slot_bytes = 512 << 10;
   std::vector<TuneRule> rules;
   Topology topology;  // no levels: none known (flat algorithms only)
+  std::string link;   // what carries the slowest level: "shm", "loopback", "network" ("": unknown)
 };
 
 // The state of one queued operation.
@@ -92,6 +93,8 @@ class Communicator {
   const Topology& topology() const { return cfg_.topology; }
   // What the tuner would pick for a call (for uccl.config() and tests).
   Tuner::Choice choice(const char* collective, uint64_t bytes);
+  // What the tuner keys rules by: layered or flat, ranks per host, hosts per leaf, link.
+  TuneShape tune_shape();
 
  private:
   // Runs `op` on the worker thread after everything issued before it.

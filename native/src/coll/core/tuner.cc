@@ -20,12 +20,18 @@ const struct {
                    {"broadcast", {"chain", "direct", "hierarchical", "flat"}},
                    {"reduce", {"chain", "hierarchical", "flat"}}};
 
+// How many of the shape keys a rule names (more: tried first).
+int specificity(const TuneRule& r) { return (r.ranks_per_host > 0) + (r.hosts_per_leaf > 0) + !r.link.empty(); }
+
 }  // namespace
 
 Tuner::Tuner(std::vector<TuneRule> rules, std::string forced_algo, uint64_t forced_chunk, int forced_channels,
              uint64_t default_chunk)
     : rules_(std::move(rules)), forced_algo_(std::move(forced_algo)), forced_chunk_(forced_chunk),
       forced_channels_(forced_channels), default_chunk_(default_chunk) {
+  // Stable: the rules of one case keep their order of size.
+  std::stable_sort(rules_.begin(), rules_.end(),
+                   [](const TuneRule& a, const TuneRule& b) { return specificity(a) > specificity(b); });
   if (forced_algo_.empty() || forced_algo_ == "auto") return;
   const auto names = algorithms();
   if (std::find(names.begin(), names.end(), forced_algo_) != names.end()) return;
@@ -52,14 +58,19 @@ bool Tuner::implements(const char* collective, const std::string& algo) {
 }
 
 Tuner::Choice Tuner::choose(const char* collective, int world, const std::string& transport, uint64_t bytes,
-                            const char* fallback, const std::string& topology) const {
+                            const char* fallback, const TuneShape& shape) const {
   Choice c{fallback, default_chunk_, 1};
-  const bool layered = topology == "layered" && forced_algo_ != "flat" && implements(collective, "hierarchical");
+  const bool layered =
+      shape.topology == "layered" && forced_algo_ != "flat" && implements(collective, "hierarchical");
   // Rules are ordered by max_bytes within a collective: the first that fits wins.
   auto apply_rules = [&](bool shaped) {
     for (const auto& r : rules_) {
       if (r.collective != collective || (r.world != 0 && r.world != world) || bytes > r.max_bytes) continue;
       if (!r.transport.empty() && r.transport != transport) continue;
+      if ((r.ranks_per_host > 0 && r.ranks_per_host != shape.ranks_per_host) ||
+          (r.hosts_per_leaf > 0 && r.hosts_per_leaf != shape.hosts_per_leaf) ||
+          (!r.link.empty() && r.link != shape.link))
+        continue;
       if (shaped ? r.topology != "layered" : !r.topology.empty() && r.topology != (layered ? "layered" : "flat"))
         continue;
       c.algo = r.algo.c_str();

@@ -17,6 +17,19 @@ struct TuneRule {
   std::string transport;     // "shm", "net", or "" for either
   int channels = 0;          // 0: one
   std::string topology;      // "layered" (a topology whose groups meet over the net), "flat", or "" for either
+  // The topology's shape and what carries its slowest level; 0 / "" for any. A rule that
+  // names more of them is more specific and is tried before the rules that name fewer.
+  int ranks_per_host = 0;  // the largest host's ranks
+  int hosts_per_leaf = 0;  // the largest leaf's hosts (1 with no leaf level)
+  std::string link;        // "network" (other machines or namespaces), "loopback" (hosts on one machine)
+};
+
+// What the tuner knows of a communicator's topology (Communicator::choice fills it).
+struct TuneShape {
+  std::string topology = "flat";  // "layered" or "flat", as TuneRule::topology
+  int ranks_per_host = 0;
+  int hosts_per_leaf = 0;
+  std::string link;
 };
 
 class Tuner {
@@ -31,13 +44,14 @@ class Tuner {
     int channels;
   };
   // `transport` is "shm" when every peer is reached through shared memory, else
-  // "net"; `fallback` is the algorithm used when no rule matches. `topology` is
+  // "net"; `fallback` is the algorithm used when no rule matches. `shape.topology` is
   // "layered" when the communicator knows a topology whose groups meet over the
   // network: then rules measured for it decide, else calls of kLayeredMinBytes and
   // more go hierarchical, where the collective has that algorithm. UCCL_ALGO=flat
-  // takes the choice as if there were no topology.
+  // takes the choice as if there were no topology. Rules keyed by the shape or the
+  // link apply only where those match, before the rules that are not.
   Choice choose(const char* collective, int world, const std::string& transport, uint64_t bytes,
-                const char* fallback, const std::string& topology = "flat") const;
+                const char* fallback, const TuneShape& shape = TuneShape()) const;
   static constexpr uint64_t kLayeredMinBytes = 512 << 10;
 
   // Whether `collective` has an algorithm called `algo` (UCCL_ALGO applies only there).

@@ -52,7 +52,7 @@ def worker_args(args) -> list:
     return [WORKER, "--tokens", str(args.tokens), "--hidden", str(args.hidden), "--experts", str(args.experts),
             "--topk", str(args.topk), "--ffn", str(args.ffn), "--dtype", args.dtype, "--iters", str(args.iters),
             "--chunk-bytes", str(args.chunk_bytes), "--compute-nice", str(args.compute_nice),
-            "--compute-batch", str(args.compute_batch), "--variants", args.variants]
+            "--max-batch-chunks", str(args.max_batch_chunks), "--variants", args.variants]
 
 
 def run(cmd: list, out: str, timeout: float) -> dict:
@@ -134,7 +134,8 @@ def main(argv=None) -> None:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--chunk-bytes", type=int, default=256 << 10)
     ap.add_argument("--compute-nice", type=int, default=0)
-    ap.add_argument("--compute-batch", type=float, default=0.5, help="fraction of the peers' rows a batch waits for")
+    ap.add_argument("--max-batch-chunks", type=int, default=0,
+                    help="Buffer(max_batch_chunks=): an expert's rows per run in the fused call (0: all)")
     ap.add_argument("--variants", default="overlapped,sequential,megatron-uccl,megatron-gloo,phases,low-latency")
     ap.add_argument("--ranks", type=int, default=4, help="ranks on one host (shm)")
     ap.add_argument("--hosts", type=int, default=4)

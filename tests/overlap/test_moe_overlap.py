@@ -47,7 +47,7 @@ def _slow_expert_worker(ctx):
 
     torch.set_num_threads(1)
     E = 2 * ctx.world_size
-    buf = Buffer(ctx.bootstrap, chunk_bytes=2048, compute_batch=0, max_batch_chunks=1)  # chunk by chunk
+    buf = Buffer(ctx.bootstrap, chunk_bytes=2048, max_batch_chunks=1)  # an expert runs a chunk of rows at a time
     x = torch.randn(96, H)
     idx = torch.full((96, K), -1, dtype=torch.int64)
     if ctx.rank == 0:

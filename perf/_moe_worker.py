@@ -140,6 +140,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--chunk-bytes", type=int, default=256 << 10)
     ap.add_argument("--max-batch-chunks", type=int, default=0, help="Buffer(max_batch_chunks=)")
+    ap.add_argument("--lag-wait", type=float, default=0.02, help="Buffer(lag_wait=)")
     ap.add_argument("--compute-nice", type=int, default=0, help="Buffer(compute_nice=): the fused call's compute "
                     "thread yields the cores to the transport")
     ap.add_argument("--ll-tokens", type=int, default=32)
@@ -155,7 +156,7 @@ def main() -> None:
     E, E_loc = args.experts, args.experts // R
     x, idx, w = routing(rank, args.tokens, E, args.topk, args.hidden, dtype)
     buf = Buffer(dist.group.WORLD, chunk_bytes=args.chunk_bytes, compute_nice=args.compute_nice,
-                 max_batch_chunks=args.max_batch_chunks)
+                 max_batch_chunks=args.max_batch_chunks, lag_wait=args.lag_wait)
     per_rank, _, per_expert, in_rank, _ = buf.get_dispatch_layout(idx, E)
     ffn = calibrate(buf, x, idx, w, E, args, dtype, gloo) if args.ffn == "auto" else int(args.ffn)
     experts = Experts(rank, E_loc, args.hidden, ffn, dtype)

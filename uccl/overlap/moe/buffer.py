@@ -93,6 +93,8 @@ class Buffer(LowLatencyMixin):
     header_grace: seconds dispatch_compute_combine waits for the peers' headers before it
       computes its own tokens alone (that costs one more pass over the expert weights, so it is
       done only when a peer is late).
+    lag_wait: seconds an expert waits for a source whose rows for it lag behind the others'
+      before it runs without them (that source's rows then get a run of their own later).
     compute_nice: the calling thread's nice value while the fused call computes (the engine's
       threads and the kernel's packet path keep theirs, so compute cannot starve the wire on a
       host with fewer cores than ranks); restored afterwards where permitted (root), else kept.
@@ -104,7 +106,7 @@ class Buffer(LowLatencyMixin):
     def __init__(self, group, num_bytes: Optional[int] = None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0,
                  low_latency_mode: bool = False, num_qps_per_rank: int = 1, *, chunk_bytes: int = 128 << 10,
                  max_local_experts: int = 256, max_batch_chunks: int = 0,
-                 header_grace: float = 0.05, compute_nice: int = 0, config: Optional[Config] = None,
+                 header_grace: float = 0.05, lag_wait: float = 0.02, compute_nice: int = 0, config: Optional[Config] = None,
                  timeout: Optional[float] = None) -> None:
         self.group = group
         bootstrap = bootstrap_for(group, "moe")
@@ -120,6 +122,7 @@ class Buffer(LowLatencyMixin):
             self.wire.timeout = float(timeout)
         self.chunk_bytes = int(chunk_bytes)
         self.header_grace = float(header_grace)
+        self.lag_wait = float(lag_wait)
         self.max_batch_chunks = int(max_batch_chunks)
         self.compute_nice = int(compute_nice)
         self._seq = 0

@@ -108,7 +108,7 @@ def run(buf, xs: torch.Tensor, topk_idx: torch.Tensor, topk_weights: torch.Tenso
         rec.pack(rec.rows(staging, offsets[d], counts_row[d]), [xs], send_idx[d], *local[d])
     own = rec.rows(staging, offsets[me], counts_row[me])
     acc = torch.zeros(T, H, dtype=torch.float32)
-    own_done = [False] * E_loc  # experts already run over our own rows
+    next_e = {me: 0}  # per source: the next expert to run over its rows (all earlier ones ran)
 
     def step(e: int, sources: dict) -> None:
         """Runs expert e over its rows among sources {rank: (rows, how many of them to look at)};
@@ -166,12 +166,11 @@ def run(buf, xs: torch.Tensor, topk_idx: torch.Tensor, topk_weights: torch.Tenso
     while headers is None:
         if wire.headers_ready(seq):
             headers = buf._check_headers(_OP, header[0], wire.headers_in[seq & 1].clone())
-        elif time.monotonic() - start >= buf.header_grace and not all(own_done):
-            e = own_done.index(False)
-            step(e, {me: (own, counts_row[me])})
-            own_done[e] = True
+        elif time.monotonic() - start >= buf.header_grace and next_e[me] < E_loc:
+            step(next_e[me], {me: (own, counts_row[me])})
+            next_e[me] += 1
         else:
-            until = deadline if all(own_done) else min(deadline, start + buf.header_grace)
+            until = deadline if next_e[me] == E_loc else min(deadline, start + buf.header_grace)
             try:
                 wire.wait_for_headers(until, lambda: f"moe.{_OP}")
             except UcclTimeoutError:
@@ -206,6 +205,7 @@ def run(buf, xs: torch.Tensor, topk_idx: torch.Tensor, topk_weights: torch.Tenso
     partial = {s: torch.zeros(plan.received(s), H, dtype=torch.float32) for s in peers}
     landed = {s: [False] * _chunks(plan.received(s), ct) for s in peers}
     ready_rows = {s: 0 for s in peers}  # rows of s landed without a gap
+    next_e.update({s: 0 for s in peers})
     back = {d: plan.sent(d) for d in peers}  # result rows still to come home
 
     def take() -> None:
@@ -226,20 +226,37 @@ def run(buf, xs: torch.Tensor, topk_idx: torch.Tensor, topk_weights: torch.Tenso
                 back[c.peer] -= n
                 trace.append(("reduced", c.peer, payload, time.monotonic()))
 
-    e = 0
-    while e < E_loc or any(back.values()):
+    # Expert e runs over every source whose rows for it have landed and whose earlier experts
+    # ran. A source whose rows lag (flows do not share the wire evenly) is waited for at most
+    # buf.lag_wait seconds; then the others go on, and its rows get their own (extra) runs later.
+    blocked_since: dict = {}
+    while min(next_e.values()) < E_loc or any(back.values()):
         take()
-        if e < E_loc and all(ready_rows[s] >= prefix[s][e] for s in peers):
-            sources = {s: (src_rows[s], prefix[s][e]) for s in peers}
-            if not own_done[e]:
-                sources[me] = (own, counts_row[me])
-            step(e, sources)
-            e += 1
-        elif e < E_loc or any(back.values()):
-            wire.wait_any(deadline, lambda: f"moe.{_OP}: still waiting for expert {e}'s rows "
-                                            f"(landed/needed per source: "
-                                            f"{ {s: (ready_rows[s], prefix[s][min(e, E_loc - 1)]) for s in peers} }) "
-                                            f"and result rows {back} (source: rows left)")
+        now = time.monotonic()
+        go = None
+        for e in sorted({n for n in next_e.values() if n < E_loc}):
+            group = [s for s, n in next_e.items() if n == e]
+            ready = [s for s in group if s == me or ready_rows[s] >= prefix[s][e]]
+            if len(ready) == len(group) or (any(s != me for s in ready) and
+                                            now - blocked_since.setdefault(e, now) >= buf.lag_wait):
+                go = e, ready
+                break
+        if go is not None:
+            e, ready = go
+            step(e, {s: (own, counts_row[me]) if s == me else (src_rows[s], prefix[s][e]) for s in ready})
+            for s in ready:
+                next_e[s] += 1
+            blocked_since.pop(e, None)
+            continue
+        if min(next_e.values()) < E_loc or any(back.values()):
+            until = min([deadline] + [t + buf.lag_wait for t in blocked_since.values()])
+            try:
+                wire.wait_any(until, lambda: f"moe.{_OP}: still waiting for rows (landed/needed per source: "
+                                             f"{ {s: (ready_rows[s], prefix[s][min(next_e[s], E_loc - 1)]) for s in peers} }) "
+                                             f"and result rows {back} (source: rows left)")
+            except UcclTimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
     wire.drain()
     out = acc.to(xs.dtype)
     if keep_received:

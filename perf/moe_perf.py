@@ -116,7 +116,7 @@ def plot(result: dict, path: str) -> None:
             ax.legend(loc="lower right")
         ax.invert_yaxis()
         ax.set_xlabel("ms per layer (slowest rank, median)")
-        ax.set_title(f"{where}: overlapped {s['overlapped_vs_sequential']:.2f}x sequential, "
+        ax.set_title(f"{where.replace('; ', chr(10))}\noverlapped {s['overlapped_vs_sequential']:.2f}x sequential, "
                      f"hides {s['hidden_fraction']:.0%}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -82,27 +82,46 @@ def slowest(seconds: list, gloo) -> list:
 
 
 def calibrate(buf, x, idx, w, E: int, args, dtype, gloo) -> int:
-    """An FFN width whose compute (on the slowest rank) about equals dispatch + combine."""
+    """An FFN width whose compute (on the slowest rank, all ranks computing at once) about equals
+    dispatch + combine. Compute time is affine in the width (per-row overheads do not scale with
+    it), so it is measured at two widths and the line through them solved for the communication
+    time; extrapolating from one small width alone would undersize the FFN."""
     from uccl.overlap.moe.buffer import weighted_experts
 
     R = dist.get_world_size()
-    probe = Experts(dist.get_rank(), E // R, args.hidden, 128, dtype)
-    comm, comp = [], []
-    with torch.no_grad():
-        for _ in range(3):
-            dist.barrier(group=gloo)
-            t0 = time.perf_counter()
-            rx, ri, rw, _, handle, _ = buf.dispatch(x, topk_idx=idx, topk_weights=w, num_experts=E)
-            t1 = time.perf_counter()
-            y = weighted_experts(probe, rx, ri, rw).to(dtype)
-            t2 = time.perf_counter()
-            dist.barrier(group=gloo)
-            t3 = time.perf_counter()
-            buf.combine(y, handle)
-            comm.append(t1 - t0 + time.perf_counter() - t3)
-            comp.append(t2 - t1)
-    c, p = slowest([min(comm), min(comp)], gloo)
-    return int(max(64, min(16384, 128 * c / max(p, 1e-6))) // 64 * 64)
+
+    def measure(width: int, reps: int = 3):
+        probe = Experts(dist.get_rank(), E // R, args.hidden, width, dtype)
+        comm, comp = [], []
+        with torch.no_grad():
+            for _ in range(reps):
+                dist.barrier(group=gloo)
+                t0 = time.perf_counter()
+                rx, ri, rw, _, handle, _ = buf.dispatch(x, topk_idx=idx, topk_weights=w, num_experts=E)
+                t1 = time.perf_counter()
+                dist.barrier(group=gloo)
+                t2 = time.perf_counter()
+                y = weighted_experts(probe, rx, ri, rw).to(dtype)
+                t3 = time.perf_counter()
+                dist.barrier(group=gloo)
+                t4 = time.perf_counter()
+                buf.combine(y, handle)
+                comm.append(t1 - t0 + time.perf_counter() - t4)
+                comp.append(t3 - t2)
+        return slowest([statistics.median(comm), statistics.median(comp)], gloo)
+
+    def clamp(width: float) -> int:
+        return int(max(64, min(16384, width)) // 64 * 64)
+
+    lo = 128
+    comm, p_lo = measure(lo)
+    hi = clamp(lo * comm / max(p_lo, 1e-6))
+    if hi <= lo:
+        return hi
+    comm_hi, p_hi = measure(hi)
+    comm = (comm + comm_hi) / 2
+    slope = (p_hi - p_lo) / (hi - lo)
+    return clamp(hi + (comm - p_hi) / slope) if slope > 0 else hi
 
 
 def main() -> None:
@@ -120,7 +139,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--chunk-bytes", type=int, default=256 << 10)
-    ap.add_argument("--compute-batch", type=float, default=0.5, help="Buffer(compute_batch=)")
+    ap.add_argument("--max-batch-chunks", type=int, default=0, help="Buffer(max_batch_chunks=)")
+    ap.add_argument("--lag-wait", type=float, default=0.02, help="Buffer(lag_wait=)")
     ap.add_argument("--compute-nice", type=int, default=0, help="Buffer(compute_nice=): the fused call's compute "
                     "thread yields the cores to the transport")
     ap.add_argument("--ll-tokens", type=int, default=32)
@@ -136,7 +156,7 @@ def main() -> None:
     E, E_loc = args.experts, args.experts // R
     x, idx, w = routing(rank, args.tokens, E, args.topk, args.hidden, dtype)
     buf = Buffer(dist.group.WORLD, chunk_bytes=args.chunk_bytes, compute_nice=args.compute_nice,
-                 compute_batch=args.compute_batch)
+                 max_batch_chunks=args.max_batch_chunks, lag_wait=args.lag_wait)
     per_rank, _, per_expert, in_rank, _ = buf.get_dispatch_layout(idx, E)
     ffn = calibrate(buf, x, idx, w, E, args, dtype, gloo) if args.ffn == "auto" else int(args.ffn)
     experts = Experts(rank, E_loc, args.hidden, ffn, dtype)
@@ -170,10 +190,13 @@ def main() -> None:
             ok = torch.allclose(out.float(), reference.float(), rtol=2e-2, atol=2e-2)
             report["wrong"][name] = int(slowest([0.0 if ok else 1.0], gloo)[0])
             report["variants"][name] = slowest(secs, gloo)
-            if name == "uccl overlapped" and rank == 0 and buf.trace:  # when chunks landed/computed/reduced
-                t0 = buf.trace[0][3]
-                report["overlapped_trace_rank0_ms"] = [(ev, p, c, round((t - t0) * 1e3, 2))
-                                                       for ev, p, c, t in buf.trace]
+            if name == "uccl overlapped":  # when chunks landed/computed/reduced, per rank, from the call's start
+                mine = [(ev, p, c, round((t - buf.trace_start) * 1e3, 2)) for ev, p, c, t in buf.trace]
+                mine += [("expert", e, n, round((t0 - buf.trace_start) * 1e3, 2), round((t1 - buf.trace_start) * 1e3, 2))
+                         for e, n, t0, t1 in buf.trace_steps]
+                traces = [None] * R
+                dist.all_gather_object(traces, mine, group=gloo)
+                report["overlapped_trace_ms"] = traces
             if rank == 0:
                 print(f"{name}: {statistics.median(report['variants'][name]) * 1e3:.1f} ms", flush=True)
 

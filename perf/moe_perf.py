@@ -52,7 +52,8 @@ def worker_args(args) -> list:
     return [WORKER, "--tokens", str(args.tokens), "--hidden", str(args.hidden), "--experts", str(args.experts),
             "--topk", str(args.topk), "--ffn", str(args.ffn), "--dtype", args.dtype, "--iters", str(args.iters),
             "--chunk-bytes", str(args.chunk_bytes), "--compute-nice", str(args.compute_nice),
-            "--compute-batch", str(args.compute_batch), "--variants", args.variants]
+            "--max-batch-chunks", str(args.max_batch_chunks), "--lag-wait", str(args.lag_wait),
+            "--variants", args.variants]
 
 
 def run(cmd: list, out: str, timeout: float) -> dict:
@@ -115,7 +116,7 @@ def plot(result: dict, path: str) -> None:
             ax.legend(loc="lower right")
         ax.invert_yaxis()
         ax.set_xlabel("ms per layer (slowest rank, median)")
-        ax.set_title(f"{where}: overlapped {s['overlapped_vs_sequential']:.2f}x sequential, "
+        ax.set_title(f"{where.replace('; ', chr(10))}\noverlapped {s['overlapped_vs_sequential']:.2f}x sequential, "
                      f"hides {s['hidden_fraction']:.0%}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -134,13 +135,18 @@ def main(argv=None) -> None:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--chunk-bytes", type=int, default=256 << 10)
     ap.add_argument("--compute-nice", type=int, default=0)
-    ap.add_argument("--compute-batch", type=float, default=0.5, help="fraction of the peers' rows a batch waits for")
+    ap.add_argument("--max-batch-chunks", type=int, default=0,
+                    help="Buffer(max_batch_chunks=): an expert's rows per run in the fused call (0: all)")
+    ap.add_argument("--lag-wait", type=float, default=0.02,
+                    help="Buffer(lag_wait=): seconds an expert waits for a lagging source's rows")
     ap.add_argument("--variants", default="overlapped,sequential,megatron-uccl,megatron-gloo,phases,low-latency")
     ap.add_argument("--ranks", type=int, default=4, help="ranks on one host (shm)")
     ap.add_argument("--hosts", type=int, default=4)
     ap.add_argument("--leaves", type=int, default=2)
     ap.add_argument("--spines", type=int, default=2)
     ap.add_argument("--rate", default="100mbit")
+    ap.add_argument("--mtu", type=int, default=1500, help="fabric link MTU (jumbo frames: fewer packets for "
+                    "the emulating kernel to forward on the host's cores)")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--json", default=os.path.join(HERE, "results", "moe_perf.json"))
     args = ap.parse_args(argv)
@@ -159,7 +165,7 @@ def main(argv=None) -> None:
             from uccl.fabric import emulator as fabmod
 
             fabmod.handle_signals()
-            spec = FabricSpec(hosts=args.hosts, leaves=args.leaves, spines=args.spines, rate=args.rate)
+            spec = FabricSpec(hosts=args.hosts, leaves=args.leaves, spines=args.spines, rate=args.rate, mtu=args.mtu)
             with Fabric(spec) as fab:
                 cmd = [sys.executable, "-m", "uccl.launch.run", "--fabric", fab.name]
                 res = run(cmd + worker_args(args), out, args.timeout)

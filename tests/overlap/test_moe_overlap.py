@@ -47,7 +47,7 @@ def _slow_expert_worker(ctx):
 
     torch.set_num_threads(1)
     E = 2 * ctx.world_size
-    buf = Buffer(ctx.bootstrap, chunk_bytes=2048, compute_batch=0, max_batch_chunks=1)  # chunk by chunk
+    buf = Buffer(ctx.bootstrap, chunk_bytes=2048, max_batch_chunks=1)  # an expert runs a chunk of rows at a time
     x = torch.randn(96, H)
     idx = torch.full((96, K), -1, dtype=torch.int64)
     if ctx.rank == 0:
@@ -75,3 +75,41 @@ def test_results_stream_home_while_later_chunks_compute():
     for i in range(len(computed) - 2):
         assert sorted(reduced)[i] < sorted(computed)[i + 2], (reduced, computed)
     assert out0 == (96, H)
+
+
+def _calls_worker(ctx):
+    from uccl.overlap.moe import Buffer
+
+    torch.set_num_threads(1)
+    E = 4 * ctx.world_size
+    # generous waits: no peer counts as late here, so nothing runs twice
+    buf = Buffer(ctx.bootstrap, chunk_bytes=1024, header_grace=5.0, lag_wait=5.0)
+    x, idx, w = ref.inputs("random", ctx.rank, 64, H, E, K, 3, torch.float32)
+    calls = []
+
+    def expert_fn(e, t):
+        calls.append((e, t.shape[0]))
+        return t * (e + 1)
+
+    out = buf.dispatch_compute_combine(x, idx, w, expert_fn, E)
+    want = ref.moe_output(x, idx, w, lambda r, le, t: t * (le + 1), E, ctx.world_size)
+    buf.destroy()
+    return calls, idx.tolist(), (out - want).abs().max().item()
+
+
+def test_each_expert_runs_once_over_all_its_rows():
+    """The weights of a local expert pass through memory once per call (as in the sequential
+    path), not once per landed chunk: one expert_fn call per expert, over all its rows."""
+    R = 3
+    results = run_ranks(_calls_worker, R, env={"UCCL_TRANSPORT": "shm", "OMP_NUM_THREADS": "1"}, timeout=90)
+    E_loc = 4
+    for rank, (calls, _, err) in enumerate(results):
+        assert err < 1e-4, f"rank {rank}: output off by {err}"
+        want = {}
+        for _, idx, _ in results:  # (token, expert) pairs every source sends this rank, per local expert
+            for le in range(E_loc):
+                n = int((torch.tensor(idx) == rank * E_loc + le).sum())
+                if n:
+                    want[le] = want.get(le, 0) + n
+        assert sorted(e for e, _ in calls) == sorted(want), f"rank {rank}: expert calls {calls}"
+        assert dict(calls) == want, f"rank {rank}: rows per expert call {calls}, pairs {want}"

@@ -28,6 +28,7 @@ import torch
 from uccl.config import Config
 from uccl.errors import InvalidArgumentError, MismatchError
 from uccl.overlap._group import bootstrap_for
+from uccl.overlap.moe import fused
 from uccl.overlap.moe import layout as L
 from uccl.overlap.moe.events import EventOverlap
 from uccl.overlap.moe.low_latency import LowLatencyMixin
@@ -86,9 +87,14 @@ class Buffer(LowLatencyMixin):
     num_bytes: initial size of each receive region (grown on demand, on all ranks together).
     chunk_bytes: the unit of a write and of a completion (smaller: finer overlap, more ops).
     max_local_experts: most experts a rank may hold (sizes the header).
-    compute_batch: in dispatch_compute_combine, the experts start on peers' tokens once this
-      fraction of them has landed (or all have), and then take everything landed as one batch;
-      0: compute every chunk as it lands. max_batch_chunks caps a batch (0: no cap).
+    max_batch_chunks: in dispatch_compute_combine, an expert runs over at most this many chunks'
+      worth of rows at a time, sending home the results finished by each slice (0: all its rows
+      at once, which reads its weights once; see fused.py).
+    header_grace: seconds dispatch_compute_combine waits for the peers' headers before it
+      computes its own tokens alone (that costs one more pass over the expert weights, so it is
+      done only when a peer is late).
+    lag_wait: seconds an expert waits for a source whose rows for it lag behind the others'
+      before it runs without them (that source's rows then get a run of their own later).
     compute_nice: the calling thread's nice value while the fused call computes (the engine's
       threads and the kernel's packet path keep theirs, so compute cannot starve the wire on a
       host with fewer cores than ranks); restored afterwards where permitted (root), else kept.
@@ -99,8 +105,8 @@ class Buffer(LowLatencyMixin):
 
     def __init__(self, group, num_bytes: Optional[int] = None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0,
                  low_latency_mode: bool = False, num_qps_per_rank: int = 1, *, chunk_bytes: int = 128 << 10,
-                 max_local_experts: int = 256, compute_batch: float = 0.5, max_batch_chunks: int = 0,
-                 compute_nice: int = 0, config: Optional[Config] = None,
+                 max_local_experts: int = 256, max_batch_chunks: int = 0,
+                 header_grace: float = 0.05, lag_wait: float = 0.02, compute_nice: int = 0, config: Optional[Config] = None,
                  timeout: Optional[float] = None) -> None:
         self.group = group
         bootstrap = bootstrap_for(group, "moe")
@@ -115,15 +121,20 @@ class Buffer(LowLatencyMixin):
         if timeout is not None:
             self.wire.timeout = float(timeout)
         self.chunk_bytes = int(chunk_bytes)
-        self.compute_batch = float(compute_batch)
+        self.header_grace = float(header_grace)
+        self.lag_wait = float(lag_wait)
         self.max_batch_chunks = int(max_batch_chunks)
         self.compute_nice = int(compute_nice)
         self._seq = 0
         self._pending: Optional[EventOverlap] = None
         # dispatch_compute_combine's record of its last call: (event, peer, chunk, time.monotonic())
-        # with event "posted" (our tokens were handed to the transport), "computed", "landed"
-        # (a peer's token chunk), "reduced" (a result chunk from a peer was added up).
+        # with event "posted" (our tokens were handed to the transport), "computed" (a slice of an
+        # expert's rows from that peer; chunk = the expert), "landed" (a peer's token chunk),
+        # "reduced" (a run of result rows from that peer, chunk = its first row, was added up);
+        # trace_steps: (expert, rows, start, end) per expert run; trace_start: the call's start.
         self.trace: list = []
+        self.trace_steps: list = []
+        self.trace_start = 0.0
         initial = num_bytes or max(num_nvl_bytes, num_rdma_bytes)
         if initial:
             self.wire.ensure_landing("dispatch", initial)
@@ -423,9 +434,10 @@ class Buffer(LowLatencyMixin):
         """out[t] = sum_j topk_weights[t, j] * expert_fn(topk_idx[t, j] - first local expert of its
         rank, x[t]) over the token's valid experts, computed where the experts live.
 
-        Local tokens are computed while the headers are still being exchanged; a peer's chunk
-        is computed as soon as it has landed; each computed chunk is written back to its
-        origin at once, and the origin reduces each result chunk as it arrives.
+        Each local expert runs once over all its rows, as soon as every source's rows for it
+        have landed (rows travel sorted by expert), while later rows are still on the wire; each
+        row's result goes home as soon as its last expert ran, and the origin adds results up
+        as they arrive (fused.py). Our own tokens are computed alone while a peer's header is late.
         `expert_fn(local_expert, tokens [n, H]) -> [n, H]` (any float dtype; accumulated in fp32).
         With keep_received, also returns what autograd's backward needs: (out, saved)."""
         op = "dispatch_compute_combine"
@@ -442,122 +454,14 @@ class Buffer(LowLatencyMixin):
                                 f"{tuple(topk_idx.shape)}, {tuple(topk_weights.shape)}")
         topk_weights = topk_weights.detach().cpu().float()
         with _niced(self.compute_nice):
-            return self._fused(xs, x, topk_idx, topk_weights, expert_fn, num_experts, previous_event, keep_received)
-
-    def _fused(self, xs, x, topk_idx, topk_weights, expert_fn, num_experts, previous_event, keep_received):
-        op = "dispatch_compute_combine"
-        parts = [xs]
-        T, H = xs.shape
-        R, me = self.group_size, self.rank
-        E_loc = num_experts // R
-        k = topk_idx.shape[1]
-        seq = self._begin(previous_event)
-        trace = self.trace = []
-        rec = RecordLayout.of(parts, k)
-        res_rec = RecordLayout([(H, xs.dtype)], 0)
-        ct = self._chunk_tokens(rec.row_bytes)
-        _, _, in_rank = L.dispatch_layout(topk_idx, num_experts, R)
-        send_idx = L.send_lists(in_rank)
-        counts_row = [int(s.numel()) for s in send_idx]
-        rows = self._header(op, num_experts, H, dtype_code(me, op, parts), k, rec.row_bytes, ct, counts_row)
-        self._agree(seq, op, rows, post_only=True)
-
-        # Pack what goes where (our own segment included: it is computed from the staging copy).
-        sent_total = sum(counts_row)
-        offsets = [sum(counts_row[:d]) for d in range(R)]
-        staging, _ = self.wire.staging("dispatch", sent_total * rec.row_bytes)
-        for d in range(R):
-            ids, w = L.local_topk(topk_idx, topk_weights, d, E_loc)
-            rec.pack(rec.rows(staging, offsets[d], counts_row[d]), parts, send_idx[d], ids, w)
-        acc = torch.zeros(T, H, dtype=torch.float32)
-        saved = {} if keep_received else None
-
-        def compute(rows_: torch.Tensor) -> torch.Tensor:
-            return weighted_experts(expert_fn, rec.part(rows_, 0), rec.ids(rows_), rec.weights(rows_))
-
-        # Local chunks first, interleaved with the header exchange.
-        own = rec.rows(staging, offsets[me], counts_row[me])
-        own_chunks = list(range(_chunks(counts_row[me], ct)))
-        deadline = time.monotonic() + self.wire.timeout
-        headers = None
-        while headers is None or own_chunks:
-            if headers is None and self.wire.headers_ready(seq):
-                headers = self._check_headers(op, rows[0], self.wire.headers_in[seq & 1].clone())
-                counts = headers[1]
-                plan = L.Plan(me, R, counts, send_idx)
-                land = self.wire.ensure_landing("dispatch", max(sum(counts[s][d] for s in range(R))
-                                                                for d in range(R)) * rec.row_bytes)
-                ret = self.wire.ensure_landing("combine", max(sum(r) for r in counts) * res_rec.row_bytes)
-                self._post_segments(seq, DATA, "dispatch", land, rec.row_bytes, ct,
-                                    [(d, offsets[d], counts_row[d], plan.recv_offset_at(d, me))
-                                     for d in range(R) if d != me])
-                trace.append(("posted", me, -1, time.monotonic()))
-            elif own_chunks:
-                # half while headers are still on their way; the rest in one batch once ours are out
-                take = own_chunks if headers is not None else own_chunks[:max(1, len(own_chunks) // 2)]
-                own_chunks = own_chunks[len(take):]
-                lo, hi = take[0] * ct, (take[-1] + 1) * ct
-                acc.index_add_(0, send_idx[me][lo:hi], compute(own[lo:hi]))
-                trace += [("computed", me, c, time.monotonic()) for c in take]
-            else:
-                self.wire.wait_for_headers(deadline, lambda: f"moe.{op}")
+            got = fused.run(self, xs, topk_idx, topk_weights, expert_fn, num_experts, previous_event, keep_received)
         if keep_received:
-            saved["own"] = own.clone()
+            return got[0].to(x.device), got[1]
+        return got.to(x.device)
 
-        # Peers' chunks: compute each as it lands, send its result home; reduce results as they land.
-        recv_rows = plan.num_recv
-        res_staging, _ = self.wire.staging("results", recv_rows * res_rec.row_bytes)
-        todo = {s: _chunks(plan.received(s), ct) for s in range(R) if s != me}
-        back = {d: _chunks(plan.sent(d), ct) for d in range(R) if d != me}
-        ready: list = []
-        min_batch = max(1, int(self.compute_batch * sum(plan.received(s_) for s_ in todo)))
-        while any(todo.values()) or any(back.values()) or ready:
-            for c in self.wire.take(seq, (DATA, RESULT)):
-                _, kind, chunk = split_imm(c.imm)
-                if kind == DATA:
-                    ready.append((c.peer, chunk))
-                    todo[c.peer] -= 1
-                    trace.append(("landed", c.peer, chunk, time.monotonic()))
-                else:
-                    back[c.peer] -= 1
-                    n = min(ct, plan.sent(c.peer) - chunk * ct)
-                    got = res_rec.rows(ret.tensor, plan.send_offset(me, c.peer) + chunk * ct, n)
-                    acc.index_add_(0, send_idx[c.peer][chunk * ct: chunk * ct + n], res_rec.part(got, 0).float())
-                    trace.append(("reduced", c.peer, chunk, time.monotonic()))
-            ready_rows = sum(min(ct, plan.received(s_) - c_ * ct) for s_, c_ in ready)
-            if ready and (ready_rows >= min_batch or not any(todo.values())):
-                # every landed chunk not yet computed, from any source, in one batch: each expert
-                # runs once over all of their rows. Waiting for a minimum batch bounds how many
-                # times the expert weights stream through memory (on CPUs that is what small
-                # batches cost).
-                cap = self.max_batch_chunks or len(ready)
-                take, ready = ready[:cap], ready[cap:]
-                spans = []
-                for src, chunk in take:
-                    n = min(ct, plan.received(src) - chunk * ct)
-                    spans.append((src, chunk, plan.recv_offset(src) + chunk * ct, n))
-                parts_ = [rec.rows(land.tensor, first, n) for _, _, first, n in spans]
-                got = parts_[0] if len(parts_) == 1 else torch.cat(parts_)
-                result = compute(got)
-                at = 0
-                for (src, chunk, first, n), part in zip(spans, parts_):
-                    if keep_received:
-                        saved[(src, chunk)] = part.clone()
-                    res_rec.part(res_rec.rows(res_staging, first, n), 0).copy_(result[at:at + n])
-                    at += n
-                    self.wire.write(src, "results", ret, length=n * res_rec.row_bytes,
-                                    offset=first * res_rec.row_bytes,
-                                    remote_offset=(plan.send_offset(src, me) + chunk * ct) * res_rec.row_bytes,
-                                    imm=imm_of(seq, RESULT, chunk))
-                    trace.append(("computed", src, chunk, time.monotonic()))
-            elif any(todo.values()) or any(back.values()):
-                self.wire.wait_any(deadline, lambda: f"moe.{op}: still waiting for token chunks {todo} "
-                                                     f"and result chunks {back} (source: chunks left)")
-        self.wire.drain()
-        out = acc.to(xs.dtype).to(x.device)
-        if keep_received:
-            return out, _Saved(plan, rec, ct, saved)
-        return out
+    def _header_expert_counts(self, headers: torch.Tensor) -> torch.Tensor:
+        """The per-expert counts field of exchanged headers: [source, max_local_experts]."""
+        return headers[:, _COUNTS + self.group_size:]
 
 
 @contextlib.contextmanager
@@ -576,23 +480,3 @@ def _niced(nice: int):
             os.setpriority(os.PRIO_PROCESS, tid, before)
         except PermissionError:  # unprivileged: a thread may not lower its nice value again
             pass
-
-
-@dataclass
-class _Saved:
-    """The received rows of a fused call, for recomputing the experts in backward."""
-
-    plan: L.Plan
-    rec: RecordLayout
-    chunk_tokens: int
-    rows: dict
-
-    def received(self) -> torch.Tensor:
-        """All received records in dispatch order (sources in rank order)."""
-        segs = []
-        for s in range(self.plan.world):
-            if s == self.plan.rank:
-                segs.append(self.rows["own"])
-            else:
-                segs += [self.rows[(s, c)] for c in range(_chunks(self.plan.received(s), self.chunk_tokens))]
-        return torch.cat(segs) if segs else torch.empty(0, self.rec.row_bytes, dtype=torch.uint8)

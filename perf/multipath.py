@@ -50,8 +50,9 @@ VARIANTS = {  # name -> (torch backend, extra uccl-run flags)
 }
 
 
-def ideal_seconds(spec, op: str, nbytes: int) -> float:
-    """Bisection bound for one collective of `nbytes` per rank (see the module docstring)."""
+def ideal_seconds(spec, op: str, nbytes: int, ranks_per_host: int = 1) -> float:
+    """Bisection bound for one collective of `nbytes` per rank (see the module docstring);
+    an all_to_all's crossing bytes grow with the ranks per host (each sends nbytes)."""
     rates = spec.uplink_rates()
     if spec.leaves < 2 or any(r is None for r in rates):
         raise SystemExit("multipath: the ideal needs >= 2 leaves and rate-limited uplinks")
@@ -60,7 +61,7 @@ def ideal_seconds(spec, op: str, nbytes: int) -> float:
     for leaf in range(spec.leaves):
         n = len(spec.hosts_of(leaf))
         if op == "all_to_all":
-            crossing = n * (spec.hosts - n) * nbytes / spec.hosts
+            crossing = n * (spec.hosts - n) * nbytes * ranks_per_host / spec.hosts
         elif op in ("reduce_scatter", "all_gather"):  # the other leaves' part of the vector, once
             crossing = max(n, spec.hosts - n) * nbytes / spec.hosts
         else:

@@ -60,7 +60,7 @@ def run_variant(fab, name: str, ranks_per_host: int, args, tmp: str) -> dict:
         res = json.load(f)
     row.update(world=res["world"], bytes=res["bytes"], ops={})
     for op, r in res["ops"].items():
-        ideal = ideal_seconds(fab.spec, op, res["bytes"])
+        ideal = ideal_seconds(fab.spec, op, res["bytes"], ranks_per_host)
         med = statistics.median(r["seconds"])
         usage = uplink_usage(sampler, fab, r["windows"])
         must_cross = ideal * sum(fab.spec.uplink_rates()) / 8 * len(r["seconds"])  # payload, all iterations
@@ -164,7 +164,7 @@ def main(argv=None) -> None:
     ap.add_argument("--queue", default="64kb", help="tbf queue per uplink direction")
     ap.add_argument("--bytes", type=parse_size, default=4 << 20, help="per rank (default 4M)")
     ap.add_argument("--ranks-per-host", default="1,2")
-    ap.add_argument("--ops", default="all_reduce,reduce_scatter,all_gather")
+    ap.add_argument("--ops", default="all_reduce,reduce_scatter,all_gather,all_to_all")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=3, help="ECMP hashings to try")

@@ -60,5 +60,5 @@ export PYTHONPATH=$ROOT/scripts/tsan${PYTHONPATH:+:$PYTHONPATH}
 export LD_PRELOAD=$LIBTSAN
 export UCCL_CONCURRENCY_ROUNDS=${UCCL_CONCURRENCY_ROUNDS:-3}
 "${RUN[@]}" "$PY" -c "import uccl._native as n, os; assert n.__file__ == os.environ['UCCL_TSAN_NATIVE'], n.__file__"
-TESTS=(${UCCL_TSAN_TESTS:-tests/concurrency tests/transport/test_exchange.py tests/collectives/test_algorithms.py})
+TESTS=(${UCCL_TSAN_TESTS:-tests/concurrency tests/transport/test_exchange.py tests/collectives/test_algorithms.py tests/collectives/test_topology.py::test_pipelined_hierarchical_all_reduce_matches_numpy tests/collectives/test_topology.py::test_a_dead_rank_fails_a_pipelined_all_reduce_on_every_rank})
 "${RUN[@]}" timeout "${UCCL_TSAN_TIMEOUT:-3000}" "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"

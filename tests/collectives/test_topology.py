@@ -223,6 +223,20 @@ def inputs(rank: int, n: int, dtype: str, op: str, world: int, seed: int = 0) ->
     return v
 
 
+def _check_all_reduce(comm, dtype, op, n, W):
+    """all_reduce of n elements out of place and in place against numpy; the inputs."""
+    r = comm.rank
+    ins = [inputs(q, n, dtype, op, W) for q in range(W)]
+    want = reduce_ref(ins, op, dtype)
+    out = zeros(dtype, n)
+    comm.all_reduce(make(dtype, ins[r]), out, op=op)
+    check(out, want, dtype, op, f"all_reduce {dtype} {op} n={n} rank {r}")
+    buf = make(dtype, ins[r])
+    comm.all_reduce(buf, op=op)
+    check(buf, want, dtype, op, f"all_reduce in place {dtype} {op} n={n} rank {r}")
+    return ins
+
+
 def _all_collectives(ctx, big, dtypes=None):
     """Every collective x dtype x op against numpy under the declared topology (UCCL_ALGO
     forces hierarchical where a collective has it)."""
@@ -236,14 +250,7 @@ def _all_collectives(ctx, big, dtypes=None):
         for n in sizes:
             for op in OPS:
                 label = f"{dtype} {op} n={n} rank {r}"
-                ins = [inputs(q, n, dtype, op, W) for q in range(W)]
-                want = reduce_ref(ins, op, dtype)
-                out = zeros(dtype, n)
-                comm.all_reduce(make(dtype, ins[r]), out, op=op)
-                check(out, want, dtype, op, f"all_reduce {label}")
-                buf = make(dtype, ins[r])
-                comm.all_reduce(buf, op=op)
-                check(buf, want, dtype, op, f"all_reduce in place {label}")
+                ins = _check_all_reduce(comm, dtype, op, n, W)
                 full = [inputs(q, n * W, dtype, op, W, seed=1) for q in range(W)]
                 out = zeros(dtype, n)
                 comm.reduce_scatter(make(dtype, full[r]), out, op=op)
@@ -251,7 +258,7 @@ def _all_collectives(ctx, big, dtypes=None):
                 out = zeros(dtype, n)
                 comm.reduce(make(dtype, ins[r]), out, op=op, root=W - 1)
                 if r == W - 1:
-                    check(out, want, dtype, op, f"reduce {label}")
+                    check(out, reduce_ref(ins, op, dtype), dtype, op, f"reduce {label}")
             out = zeros(dtype, n * W)
             comm.all_gather(make(dtype, ins[r]), out)
             check(out, np.concatenate(ins), dtype, "sum", f"all_gather {dtype} n={n}")
@@ -376,17 +383,9 @@ def _pipelined_all_reduce(ctx, n):
     from uccl.collectives import Communicator
 
     comm = Communicator(ctx.bootstrap)
-    W, r = ctx.world_size, ctx.rank
     for dtype, ops in (("float32", ("sum", "avg", "max")), ("bfloat16", ("sum",))):
         for op in ops:
-            ins = [inputs(q, n, dtype, op, W) for q in range(W)]
-            want = reduce_ref(ins, op, dtype)
-            out = zeros(dtype, n)
-            comm.all_reduce(make(dtype, ins[r]), out, op=op)
-            check(out, want, dtype, op, f"all_reduce {dtype} {op} n={n} rank {r}")
-            buf = make(dtype, ins[r])
-            comm.all_reduce(buf, op=op)
-            check(buf, want, dtype, op, f"all_reduce in place {dtype} {op} n={n} rank {r}")
+            _check_all_reduce(comm, dtype, op, n, ctx.world_size)
     comm.barrier()
     return comm.algorithm("all_reduce", n * 4)[0]
 
@@ -402,26 +401,13 @@ def test_pipelined_hierarchical_all_reduce_matches_numpy(spec, n):
     assert set(algos) == {"hierarchical"}
 
 
-def _dies_in_a_pipelined_all_reduce(ctx):
-    import time
-
-    from uccl.collectives import Communicator
-    from uccl.errors import PeerFailureError
-
-    comm = Communicator(ctx.bootstrap)
-    comm.all_reduce(np.ones(4, np.float32))
-    if comm.rank == 1:
-        os._exit(0)
-    start = time.monotonic()
-    with pytest.raises(PeerFailureError) as info:
-        comm.all_reduce(np.ones(1 << 20, np.float32))
-    return str(info.value), time.monotonic() - start
-
-
 def test_a_dead_rank_fails_a_pipelined_all_reduce_on_every_rank():
-    """Every lane of every survivor stops: each raises naming the dead rank, long before
-    the timeout, whichever lane (its leaf's or its rail's) met the death first."""
-    results = run_ranks(_dies_in_a_pipelined_all_reduce, 4, may_die=(1,), timeout=120,
+    """Rank 1 exits before a 4 MiB all_reduce (8 pieces here). Every lane of every survivor
+    stops: each raises naming the dead rank, long before the timeout, whichever lane (its
+    leaf's or its rail's) met the death first."""
+    from tests.collectives.test_mismatch import dead_peer
+
+    results = run_ranks(dead_peer, 4, may_die=(1,), timeout=120,
                         env={"UCCL_TOPOLOGY": LEAVES, "UCCL_ALGO": "hierarchical", "UCCL_TIMEOUT": "30"})
     for rank in (0, 2, 3):
         msg, elapsed = results[rank]

@@ -67,15 +67,14 @@ class LowLatencyMixin:
 
     def _ll_post(self, seq: int, staging: str, landing, segments: list, slot_bytes: int) -> None:
         """One write per peer: segments[d] = (staging byte offset, bytes) goes to our slot
-        (rank `me`, this call's parity) of rank d's landing; ours is a local copy."""
+        (rank `me`, this call's parity) of rank d's landing. Our own segment the caller packed
+        straight into our landing's slot (segments[me] is not used)."""
         me = self.rank
         remote = ((seq & 1) * self.group_size + me) * slot_bytes
         for d, (first, nbytes) in enumerate(segments):
             if d != me:  # an empty segment still announces itself (staging has a spare row for it)
                 self.wire.write(d, staging, landing, length=max(nbytes, 8), offset=first, remote_offset=remote,
                                 imm=imm_of(seq, LOW_LATENCY, 0))
-        first, nbytes = segments[me]
-        landing.tensor[remote:remote + nbytes].copy_(self.wire._staging[staging][0][first:first + nbytes])
 
     def _ll_wait(self, seq: int, what: str) -> None:
         """Until every peer's segment of operation `seq` has landed here."""
@@ -124,11 +123,12 @@ class LowLatencyMixin:
         per_rank = per_expert.view(R, E_loc)
         sent = per_rank.sum(1).tolist()
         segments, at = [], 0  # at: first sorted row of destination d
+        own = (parity * R + me) * slot  # our slot in our own landing: our rows for our experts go there at once
         for d in range(R):
             n = sent[d]
-            first = d * hdr + at  # staging row of d's header
-            staging[first * rb:first * rb + 4 * E_loc].view(torch.int32).copy_(per_rank[d])
-            rec.pack(rec.rows(staging, first + hdr, n), parts, token_of[at:at + n])
+            buf, first = (landing.tensor, own) if d == me else (staging, d * hdr + at)  # first: d's header row
+            buf[first * rb:first * rb + 4 * E_loc].view(torch.int32).copy_(per_rank[d])
+            rec.pack(rec.rows(buf, first + hdr, n), parts, token_of[at:at + n])
             segments.append((first * rb, (hdr + n) * rb))
             at += n
         self._ll_post(seq, "ll_dispatch", landing, segments, slot * rb)
@@ -194,17 +194,22 @@ class LowLatencyMixin:
         width = H * xs.element_size()
         # the source's segment: its rows for our experts, expert by expert (as it sent them)
         landing = self.wire.ensure_landing("ll_combine", 2 * R * slot * rb, shared=True)
-        segs, segments, row = [], [], 0
+        own = (parity * R + me) * slot  # our rows for our own tokens go straight into our landing's slot
+        segs, own_segs, segments, row = [], [], [], 0
         for src in range(R):
             first = row
             for le in range(E_loc):
                 n = handle.counts[le][src]
-                if n:
+                if n and src == me:
+                    own_segs += (le * stride + handle.starts[le][src], own + row - first, n)
+                elif n:
                     segs += (le * stride + handle.starts[le][src], row, n)
                 row += n
             segments.append((first * rb, (row - first) * rb))
         staging, _ = self.wire.staging("ll_combine", (row + 1) * rb)
         _native.moe.copy_rows(staging.data_ptr(), rb, row + 1, 0, xs.data_ptr(), width, E_loc * stride, 0, width, segs)
+        _native.moe.copy_rows(landing.tensor.data_ptr(), rb, 2 * R * slot, 0, xs.data_ptr(), width, E_loc * stride, 0,
+                              width, own_segs)
         self._ll_post(seq, "ll_combine", landing, segments, slot * rb)
         combined = out if out is not None and device.type == "cpu" else torch.empty(T, H, dtype=xs.dtype)
 

@@ -7,6 +7,8 @@
 // every index is checked against those sizes.
 #include <cstdint>
 #include <cstring>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <pybind11/stl.h>
@@ -142,6 +144,108 @@ void weighted_rows(uint64_t out, uint64_t grid, uint64_t grid_rows, uint64_t row
     weighted_sum<float>(at<float>(out), at<const char>(grid), row_bytes, b, at<const float>(weights), T, k, H);
 }
 
+
+// A payload part of a record: `width` bytes per row at byte `col` of the record row.
+using Part = std::tuple<uint64_t, uint64_t, uint64_t, uint64_t>;  // address, row bytes there, rows there, col
+
+// Dispatch's pack: per destination d, a header row block (hdr rows; its first E_loc int32 are
+// our counts for d's experts) and then d's rows (sorted rows at_d .. at_d + n_d, sorted row r
+// being token token_of[r]; part p's bytes at its column). Destination `me` goes to `own` (our
+// slot in our own landing), the others to staging at row d * hdr + at_d. Returns per
+// destination (staging byte offset, bytes); for `me`, offsets in `own`.
+std::vector<std::pair<int64_t, int64_t>> ll_pack(const std::vector<Part>& parts, uint64_t token_of, int64_t n_rows,
+                                                 uint64_t per_expert, int64_t R, int64_t E_loc, int64_t me, int64_t hdr,
+                                                 uint64_t rb, uint64_t staging, uint64_t staging_bytes, uint64_t own,
+                                                 uint64_t own_bytes) {
+  const int64_t* counts = at<const int64_t>(per_expert);
+  const int64_t* tok = at<const int64_t>(token_of);
+  if (R < 1 || E_loc < 1 || hdr < 1 || uint64_t(4 * E_loc) > hdr * rb || me < 0 || me >= R)
+    raise(ErrorKind::Argument, "moe.ll_pack: bad shape");
+  std::vector<int64_t> sent(size_t(R), 0);
+  int64_t total = 0;
+  for (int64_t d = 0; d < R; ++d)
+    for (int64_t e = 0; e < E_loc; ++e) sent[size_t(d)] += counts[d * E_loc + e];
+  for (int64_t d = 0; d < R; ++d) total += sent[size_t(d)];
+  if (total != n_rows) raise(ErrorKind::Argument, "moe.ll_pack: counts add up to ", total, ", not ", n_rows);
+  if (uint64_t(R * hdr + n_rows) * rb > staging_bytes || uint64_t(hdr + sent[size_t(me)]) * rb > own_bytes)
+    raise(ErrorKind::Argument, "moe.ll_pack: staging or landing slot too small");
+  for (const auto& [addr, width, rows, col] : parts) {
+    if (col + width > rb) raise(ErrorKind::Argument, "moe.ll_pack: a part overflows the record");
+    for (int64_t r = 0; r < n_rows; ++r)
+      if (tok[r] < 0 || uint64_t(tok[r]) >= rows) raise(ErrorKind::Argument, "moe.ll_pack: token ", tok[r], " of ", rows);
+  }
+  std::vector<std::pair<int64_t, int64_t>> segments;
+  GilRelease nogil;
+  int64_t first_row = 0;  // the first sorted row of destination d
+  for (int64_t d = 0; d < R; ++d) {
+    int64_t n = sent[size_t(d)];
+    char* block = d == me ? at<char>(own) : at<char>(staging) + uint64_t(d * hdr + first_row) * rb;
+    for (int64_t e = 0; e < E_loc; ++e) {
+      int32_t c = int32_t(counts[d * E_loc + e]);
+      std::memcpy(block + 4 * e, &c, 4);
+    }
+    char* rows_out = block + uint64_t(hdr) * rb;
+    for (const auto& [addr, width, rows, col] : parts)
+      for (int64_t r = 0; r < n; ++r)
+        std::memcpy(rows_out + uint64_t(r) * rb + col, at<const char>(addr) + uint64_t(tok[first_row + r]) * width, width);
+    segments.emplace_back(d == me ? 0 : int64_t(uint64_t(d * hdr + first_row) * rb), int64_t(uint64_t(hdr + n) * rb));
+    first_row += n;
+  }
+  return segments;
+}
+
+// Dispatch's unpack: source s's slot starts at row base + s * slot of the landing: its counts
+// for our E_loc experts (int32, in its first header row), then its rows expert by expert.
+// recv part p ([E_loc, M * R] rows of `width` bytes at `addr`, taken from column `col` of the
+// landed records) gets, per expert, the sources' rows in rank order. Counts come from peers,
+// so they are checked against the slot before any copy. Fills recv_count (int32 [E_loc]) and
+// returns (counts, starts), each [E_loc][R]: a source's rows for an expert, and where they start.
+std::pair<std::vector<std::vector<int64_t>>, std::vector<std::vector<int64_t>>> ll_unpack(
+    uint64_t landing, uint64_t landing_bytes, int64_t base, int64_t R, int64_t E_loc, int64_t hdr, int64_t slot,
+    uint64_t rb, int64_t M, const std::vector<std::tuple<uint64_t, uint64_t, uint64_t>>& parts, uint64_t recv_count) {
+  if (R < 1 || E_loc < 1 || M < 0 || base < 0 || uint64_t(base + R * slot) * rb > landing_bytes ||
+      uint64_t(4 * E_loc) > hdr * rb || slot < hdr + E_loc * M)
+    raise(ErrorKind::Argument, "moe.ll_unpack: bad shape");
+  const std::vector<int64_t> row(size_t(R), 0);
+  std::vector<std::vector<int64_t>> counts(size_t(E_loc), row), starts(size_t(E_loc), row);
+  for (int64_t s = 0; s < R; ++s) {
+    const char* head = at<const char>(landing) + uint64_t(base + s * slot) * rb;
+    for (int64_t e = 0; e < E_loc; ++e) {
+      int32_t c;
+      std::memcpy(&c, head + 4 * e, 4);
+      if (c < 0 || c > M) raise(ErrorKind::Argument, "moe.ll_unpack: rank ", s, " announced ", c, " rows for local "
+                                "expert ", e, " (at most ", M, "): a mismatched call?");
+      counts[size_t(e)][size_t(s)] = c;
+    }
+  }
+  for (const auto& [addr, width, col] : parts)
+    if (col + width > rb) raise(ErrorKind::Argument, "moe.ll_unpack: a part overflows the record");
+  GilRelease nogil;
+  int32_t* rc = at<int32_t>(recv_count);
+  for (int64_t e = 0; e < E_loc; ++e) {
+    int64_t total = 0;
+    for (int64_t s = 0; s < R; ++s) starts[size_t(e)][size_t(s)] = total, total += counts[size_t(e)][size_t(s)];
+    rc[e] = int32_t(total);
+  }
+  for (int64_t s = 0; s < R; ++s) {
+    int64_t src_row = base + s * slot + hdr;  // this source's rows, expert by expert
+    for (int64_t e = 0; e < E_loc; ++e) {
+      int64_t n = counts[size_t(e)][size_t(s)];
+      for (const auto& [addr, width, col] : parts) {
+        char* dst = at<char>(addr) + uint64_t(e * M * R + starts[size_t(e)][size_t(s)]) * width;
+        const char* src = at<const char>(landing) + uint64_t(src_row) * rb + col;
+        if (width == rb) {
+          std::memcpy(dst, src, uint64_t(n) * rb);
+        } else {
+          for (int64_t r = 0; r < n; ++r) std::memcpy(dst + uint64_t(r) * width, src + uint64_t(r) * rb, width);
+        }
+      }
+      src_row += n;
+    }
+  }
+  return {counts, starts};
+}
+
 }  // namespace
 
 void bind_moe(py::module_& m) {
@@ -151,6 +255,12 @@ void bind_moe(py::module_& m) {
   moe.def("copy_rows", &copy_rows, py::arg("dst"), py::arg("dst_row_bytes"), py::arg("dst_rows"), py::arg("dst_col"),
           py::arg("src"), py::arg("src_row_bytes"), py::arg("src_rows"), py::arg("src_col"), py::arg("width"),
           py::arg("segments"));
+  moe.def("ll_pack", &ll_pack, py::arg("parts"), py::arg("token_of"), py::arg("n_rows"), py::arg("per_expert"),
+          py::arg("R"), py::arg("E_loc"), py::arg("me"), py::arg("hdr"), py::arg("rb"), py::arg("staging"),
+          py::arg("staging_bytes"), py::arg("own"), py::arg("own_bytes"));
+  moe.def("ll_unpack", &ll_unpack, py::arg("landing"), py::arg("landing_bytes"), py::arg("base"), py::arg("R"),
+          py::arg("E_loc"), py::arg("hdr"), py::arg("slot"), py::arg("rb"), py::arg("M"), py::arg("parts"),
+          py::arg("recv_count"));
   moe.def("weighted_rows", &weighted_rows, py::arg("out"), py::arg("grid"), py::arg("grid_rows"),
           py::arg("row_bytes"), py::arg("bf16"), py::arg("back"), py::arg("weights"), py::arg("T"), py::arg("k"),
           py::arg("H"));

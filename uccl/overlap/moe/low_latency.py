@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from itertools import accumulate
 
 import torch
 
@@ -57,7 +56,7 @@ def quantize_fp8(x: torch.Tensor):
 class LowLatencyMixin:
     def _ll_check(self, op: str, T: int, topk_idx, M: int, E: int) -> None:
         R = self.group_size
-        L.check_topk(self.rank, op, topk_idx, E, R)
+        L.check_topk(self.rank, op, topk_idx, E, R, ids=False)  # the ids' range: in native route()
         if topk_idx.shape[0] != T:
             raise self._err(op, f"topk_idx has {topk_idx.shape[0]} rows, x has {T} tokens")
         if T > M:
@@ -100,18 +99,10 @@ class LowLatencyMixin:
         self._ll_check(op, T, topk_idx, M, E)
         if use_fp8 and not hasattr(torch, "float8_e4m3fn"):
             raise self._err(op, "this torch has no float8_e4m3fn")
-        seq = self._begin(None)
-        parts = list(quantize_fp8(xs)) if use_fp8 else [xs]
-        rec = RecordLayout.of(parts, 0, ids=False)
-        E_loc, k, rb = E // R, topk_idx.shape[1], rec.row_bytes
-        parity = seq & 1
-        # A segment per destination: E_loc int32 counts (rounded up to whole rows), then the rows
-        # for its experts, expert by expert. Each source owns one slot per parity at every receiver.
-        hdr = -(-4 * E_loc // rb)
-        slot = hdr + E_loc * M
-        landing = self.wire.ensure_landing("ll_dispatch", 2 * R * slot * rb, shared=True)
+        E_loc, k = E // R, topk_idx.shape[1]
         # one row per (token, expert), sorted by expert (token order within an expert): native
-        # counting sort, which also gives each pair's row here and in combine's landing
+        # counting sort, which also gives each pair's row here and in combine's landing. Before
+        # _begin: a bad topk_idx raises with this Buffer's sequence still in step with the peers.
         per_expert = torch.empty(E, dtype=torch.int64)
         token_of, positions, back = (torch.empty(T * k, dtype=torch.int64) for _ in range(3))
         try:
@@ -119,46 +110,41 @@ class LowLatencyMixin:
                                        token_of.data_ptr(), positions.data_ptr(), back.data_ptr())
         except InvalidArgumentError as exc:
             raise self._err(op, str(exc)) from None
+        seq = self._begin(None)
+        parts = list(quantize_fp8(xs)) if use_fp8 else [xs]
+        rec = RecordLayout.of(parts, 0, ids=False)
+        rb, parity = rec.row_bytes, seq & 1
+        # A segment per destination: E_loc int32 counts (rounded up to whole rows), then the rows
+        # for its experts, expert by expert. Each source owns one slot per parity at every receiver.
+        hdr = -(-4 * E_loc // rb)
+        slot = hdr + E_loc * M
+        landing = self.wire.ensure_landing("ll_dispatch", 2 * R * slot * rb, shared=True)
         staging, _ = self.wire.staging("ll_dispatch", (R * hdr + max(n_rows, 1)) * rb)
-        per_rank = per_expert.view(R, E_loc)
-        sent = per_rank.sum(1).tolist()
-        segments, at = [], 0  # at: first sorted row of destination d
-        own = (parity * R + me) * slot  # our slot in our own landing: our rows for our experts go there at once
-        for d in range(R):
-            n = sent[d]
-            buf, first = (landing.tensor, own) if d == me else (staging, d * hdr + at)  # first: d's header row
-            buf[first * rb:first * rb + 4 * E_loc].view(torch.int32).copy_(per_rank[d])
-            rec.pack(rec.rows(buf, first + hdr, n), parts, token_of[at:at + n])
-            segments.append((first * rb, (hdr + n) * rb))
-            at += n
+        # per destination: our counts for its experts, then its rows; ours go straight into our
+        # own slot of our landing (parity, rank me), the others' into staging, whence one write each
+        own = (parity * R + me) * slot * rb
+        widths = [p.shape[1] * p.element_size() for p in parts]
+        segments = _native.moe.ll_pack([(p.data_ptr(), w, T, col) for p, w, col in zip(parts, widths, rec.part_offsets)],
+                                       token_of.data_ptr(), n_rows, per_expert.data_ptr(), R, E_loc, me, hdr, rb,
+                                       staging.data_ptr(), staging.numel(), landing.tensor.data_ptr() + own, slot * rb)
         self._ll_post(seq, "ll_dispatch", landing, segments, slot * rb)
         recv_parts = [torch.empty(E_loc, M * R, w, dtype=dt) for w, dt in rec.parts_meta]
-        recv_count = torch.zeros(E_loc, dtype=torch.int32)
-        counts = [[0] * R for _ in range(E_loc)]
-        starts = [[0] * R for _ in range(E_loc)]
+        recv_count = torch.empty(E_loc, dtype=torch.int32)
+        counts: list = []  # [local expert][source], filled by finish (the handle holds these lists)
+        starts: list = []
 
         def finish() -> None:
             self._ll_wait(seq, op)
-            base = parity * R * slot
-            heads = landing.tensor[:2 * R * slot * rb].view(2 * R, slot * rb)[parity * R:(parity + 1) * R, :4 * E_loc]
-            got = heads.contiguous().view(torch.int32).view(R, E_loc).tolist()
-            # each source's block for expert le is contiguous in its slot, and goes right after
-            # the lower sources' blocks in recv_x[le]: one (landing row, recv row, rows) segment each
-            firsts = [list(accumulate(g, initial=base + src * slot + hdr)) for src, g in enumerate(got)]
-            segs = []
-            for le in range(E_loc):
-                at_ = 0
-                for src in range(R):
-                    n = got[src][le]
-                    counts[le][src], starts[le][src] = n, at_
-                    if n:
-                        segs += (firsts[src][le], le * M * R + at_, n)
-                    at_ += n
-            recv_count.copy_(torch.tensor([sum(c) for c in counts], dtype=torch.int32))
-            for i, p in enumerate(recv_parts):
-                width = p.shape[-1] * p.element_size()
-                _native.moe.copy_rows(p.data_ptr(), width, E_loc * M * R, 0, landing.tensor.data_ptr(), rb,
-                                      2 * R * slot, rec.part_offsets[i], width, segs)
+            # per expert, the sources' rows in rank order (each source's block for an expert is
+            # contiguous in its slot); the counts come from the landed headers
+            try:
+                c, st = _native.moe.ll_unpack(
+                    landing.tensor.data_ptr(), landing.capacity, parity * R * slot, R, E_loc, hdr, slot, rb, M,
+                    [(p.data_ptr(), w, col) for p, w, col in zip(recv_parts, widths, rec.part_offsets)],
+                    recv_count.data_ptr())
+            except InvalidArgumentError as exc:
+                raise self._err(op, str(exc)) from None
+            counts[:], starts[:] = c, st
             self.wire.drain()
 
         event = EventOverlap(finish)

@@ -2,6 +2,11 @@
 
     low latency      Buffer.low_latency_dispatch + low_latency_combine of T tokens (k experts each)
     all_to_all x2    two uccl all_to_alls of the same bytes (T * k rows of H float32 each way)
+    barrier x2       two uccl barriers: the least synchronisation a step needs (every rank
+                     learns twice that its peers' rows have landed), with no bytes
+    copies only      the memory passes any implementation makes over a rank's T * k rows,
+                     within the rank and with no synchronisation: rows out (copy), rows back
+                     (copy), the weighted sum over k (read once)
 
 each step between barriers, alternating, median over iterations of the slowest rank; also the
 CPU time each rank spent in the step (process time: with more ranks than cores, wall time is
@@ -37,8 +42,11 @@ def worker(ctx, T: int, H: int, E: int, k: int, iters: int) -> dict:
     buf, comm = Buffer(ctx.bootstrap, low_latency_mode=True), Communicator(ctx.bootstrap)
     send = torch.randn(T * k * H)
     recv = torch.empty_like(send)
-    wall: dict = {"low latency": [], "all_to_all x2": []}
-    cpu: dict = {"low latency": [], "all_to_all x2": []}
+    out_rows, back_rows, combined = torch.empty(T * k, H), torch.empty(T * k, H), torch.empty(T, 1, H)
+    w3 = w.view(T, 1, k)
+    names = ["low latency", "all_to_all x2", "barrier x2", "copies only"]
+    wall: dict = {n: [] for n in names}
+    cpu: dict = {n: [] for n in names}
     for it in range(10 + iters):
         for name in wall:
             comm.barrier()
@@ -46,9 +54,16 @@ def worker(ctx, T: int, H: int, E: int, k: int, iters: int) -> dict:
             if name == "low latency":
                 rx, _, handle, _, _ = buf.low_latency_dispatch(x, idx, T, E)
                 buf.low_latency_combine(rx, idx, w, handle)
+            elif name == "all_to_all x2":
+                comm.all_to_all(send, recv)
+                comm.all_to_all(send, recv)
+            elif name == "barrier x2":
+                comm.barrier()
+                comm.barrier()
             else:
-                comm.all_to_all(send, recv)
-                comm.all_to_all(send, recv)
+                out_rows.copy_(send.view(T * k, H))
+                back_rows.copy_(out_rows)
+                torch.bmm(w3, back_rows.view(T, k, H), out=combined)
             if it >= 10:
                 wall[name].append(time.perf_counter_ns() - t0)
                 cpu[name].append(time.process_time_ns() - c0)

@@ -65,18 +65,20 @@ def run(cmd: list, out: str, timeout: float) -> dict:
 
 
 def summarize(res: dict, spec=None) -> dict:
+    """What the run measured; a variant or the phases left out of --variants are left out here."""
     med = {name: statistics.median(secs) for name, secs in res["variants"].items()}
-    ph = {name: statistics.median(secs) for name, secs in res["phases"].items()}
-    comm = ph["dispatch"] + ph["combine"]
-    s = {"median_s": med, "phases_s": ph, "ffn": res["ffn"], "wrong": res["wrong"],
-         "hidden_fraction": 1 - (med["uccl overlapped"] - ph["compute"]) / comm if comm else None}
-    for key, other in (("sequential", "uccl sequential"), ("megatron_uccl", "megatron on uccl"),
-                       ("megatron_gloo", "megatron on gloo")):
-        if other in med:  # how many times faster the overlapped layer is
-            s[f"overlapped_vs_{key}"] = med[other] / med["uccl overlapped"]
+    ph = {name: statistics.median(secs) for name, secs in res.get("phases", {}).items()}
+    s = {"median_s": med, "phases_s": ph, "ffn": res["ffn"], "wrong": res["wrong"]}
+    comm = ph.get("dispatch", 0) + ph.get("combine", 0)
+    if "uccl overlapped" in med and comm:
+        s["hidden_fraction"] = 1 - (med["uccl overlapped"] - ph["compute"]) / comm
+        for key, other in (("sequential", "uccl sequential"), ("megatron_uccl", "megatron on uccl"),
+                           ("megatron_gloo", "megatron on gloo")):
+            if other in med:  # how many times faster the overlapped layer is
+                s[f"overlapped_vs_{key}"] = med[other] / med["uccl overlapped"]
     if "low_latency" in res:
         s["low_latency_us"] = statistics.median(res["low_latency"]["seconds"]) * 1e6
-    if spec is not None:
+    if spec is not None and ph:
         ideal = bisection_ideal(spec, res["counts"], res["row_bytes"])
         s.update(ideal_s=ideal, dispatch_vs_ideal=ph["dispatch"] / ideal, combine_vs_ideal=ph["combine"] / ideal)
     return s
@@ -86,10 +88,12 @@ def print_summary(where: str, s: dict) -> None:
     print(f"\n== {where} (expert FFN {s['ffn']}) ==")
     for name, t in s["median_s"].items():
         print(f"  {name:<18} {t * 1e3:9.1f} ms   wrong={s['wrong'][name]}")
-    print("  phases: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in s["phases_s"].items()))
-    print("  overlapped layer speed-up: " + ", ".join(f"{k.split('_vs_')[1]} {v:.2f}x" for k, v in s.items()
-                                                    if k.startswith("overlapped_vs_"))
-          + f"; communication hidden {s['hidden_fraction']:.0%}")
+    if s["phases_s"]:
+        print("  phases: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in s["phases_s"].items()))
+    if "hidden_fraction" in s:
+        print("  overlapped layer speed-up: " + ", ".join(f"{k.split('_vs_')[1]} {v:.2f}x" for k, v in s.items()
+                                                        if k.startswith("overlapped_vs_"))
+              + f"; communication hidden {s['hidden_fraction']:.0%}")
     if "ideal_s" in s:
         print(f"  bisection ideal {s['ideal_s'] * 1e3:.1f} ms: dispatch {s['dispatch_vs_ideal']:.2f}x, "
               f"combine {s['combine_vs_ideal']:.2f}x")
@@ -107,17 +111,24 @@ def plot(result: dict, path: str) -> None:
     fig, axes = plt.subplots(1, len(wheres), figsize=(6 * len(wheres), 4.5), squeeze=False)
     for ax, where in zip(axes[0], wheres):
         s = result["summary"][where]
-        names = list(s["median_s"]) + ["dispatch alone", "experts alone", "combine alone"]
-        vals = list(s["median_s"].values()) + [s["phases_s"]["dispatch"], s["phases_s"]["compute"],
-                                              s["phases_s"]["combine"]]
-        ax.barh(names, [v * 1e3 for v in vals], color=["C0", "C1", "C2", "C3", "C7", "C8", "C7"])
+        names, vals = list(s["median_s"]), list(s["median_s"].values())
+        for phase, label in (("dispatch", "dispatch alone"), ("compute", "experts alone"), ("combine", "combine alone")):
+            if phase in s["phases_s"]:
+                names.append(label)
+                vals.append(s["phases_s"][phase])
+        if "low_latency_us" in s:
+            names.append("low-latency dispatch + combine")
+            vals.append(s["low_latency_us"] * 1e-6)
+        ax.barh(names, [v * 1e3 for v in vals], color=[f"C{i}" for i in range(len(names))])
         if "ideal_s" in s:
             ax.axvline(s["ideal_s"] * 1e3, color="k", ls="--", label="bisection ideal (dispatch or combine)")
             ax.legend(loc="lower right")
         ax.invert_yaxis()
         ax.set_xlabel("ms per layer (slowest rank, median)")
-        ax.set_title(f"{where.replace('; ', chr(10))}\noverlapped {s['overlapped_vs_sequential']:.2f}x sequential, "
-                     f"hides {s['hidden_fraction']:.0%}", fontsize=9)
+        title = where.replace('; ', chr(10))
+        if "overlapped_vs_sequential" in s:
+            title += f"\noverlapped {s['overlapped_vs_sequential']:.2f}x sequential, hides {s['hidden_fraction']:.0%}"
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

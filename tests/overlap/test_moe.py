@@ -252,3 +252,38 @@ def test_low_latency_dispatch_combine_match_reference(transport, world, arena):
     landings fall back to private memory (peers then write with a system call)."""
     extra = {} if arena is None else {"UCCL_SHM_ARENA_BYTES": str(arena)}
     run_ranks(_low_latency_worker, world, env={**env(transport), **extra}, timeout=150)
+
+
+def _low_latency_growth_worker(ctx):
+    """Low-latency calls whose landings must grow (M=48, then 96: 1 MiB, then 2 MiB each for
+    dispatch and combine, in a 4 MiB arena): checked against the reference after each call."""
+    buf = _new_buffer(ctx)
+    R, me, E, k, hidden = ctx.world_size, ctx.rank, 8, 2, 256
+    E_loc = E // R
+    placed = []
+    for seed, M in enumerate([48, 96]):
+        everyone = [ref.inputs("random", r, M, hidden, E, k, seed, torch.float32) for r in range(R)]
+        x, idx, w = everyone[me]
+        recv_x, recv_count, handle, _, _ = buf.low_latency_dispatch(x, idx, M, E)
+        for le in range(E_loc):
+            want = torch.cat([sx[(sidx == me * E_loc + le).any(1)] for sx, sidx, _ in everyone])
+            assert int(recv_count[le]) == want.shape[0], f"rank {me} M={M}: expert {le} count"
+            assert torch.equal(recv_x[le, :want.shape[0]], want), f"rank {me} M={M}: expert {le} rows"
+        out = torch.stack([expert(me, le, recv_x[le]) for le in range(E_loc)])
+        combined, _, _ = buf.low_latency_combine(out, idx, w, handle)
+        torch.testing.assert_close(combined, ref.moe_output(x, idx, w, expert, E, R), rtol=1e-5, atol=1e-5,
+                                   msg=lambda m: f"rank {me} M={M}: low_latency_combine: {m}")
+        placed.append({name: (buf.wire.landings[name].capacity, buf.wire.landings[name].in_arena)
+                       for name in ("ll_dispatch", "ll_combine")})
+    buf.destroy()
+    return placed
+
+
+def test_low_latency_landings_grow_within_the_arena():
+    """A landing that grows gives its old arena block back before taking the new one, so the
+    grown landings still fit the arena (and same-host peers keep writing with memcpy)."""
+    results = run_ranks(_low_latency_growth_worker, 2, env={**env("shm"), "UCCL_SHM_ARENA_BYTES": str(4 << 20)},
+                        timeout=120)
+    for r, placed in enumerate(results):
+        assert placed[0] == {"ll_dispatch": (1 << 20, True), "ll_combine": (1 << 20, True)}, (r, placed)
+        assert placed[1] == {"ll_dispatch": (2 << 20, True), "ll_combine": (2 << 20, True)}, (r, placed)

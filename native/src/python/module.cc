@@ -37,4 +37,5 @@ PYBIND11_MODULE(_native, m) {
   uccl::python::bind_endpoint(m);
   uccl::python::bind_collectives(m);
   uccl::python::bind_tools(m);
+  uccl::python::bind_moe(m);
 }

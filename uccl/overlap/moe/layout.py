@@ -12,14 +12,15 @@ import torch
 from uccl.errors import InvalidArgumentError
 
 
-def check_topk(rank: int, op: str, topk_idx: torch.Tensor, num_experts: int, world: int) -> None:
+def check_topk(rank: int, op: str, topk_idx: torch.Tensor, num_experts: int, world: int, ids: bool = True) -> None:
+    """ids=False: the caller checks the ids' range itself (low-latency mode does, in native code)."""
     if topk_idx.dim() != 2 or topk_idx.dtype not in (torch.int64, torch.int32):
         raise InvalidArgumentError(f"rank {rank}: {op}: topk_idx must be an int64 [tokens, k] tensor, "
                                    f"got {topk_idx.dtype}{tuple(topk_idx.shape)}")
     if num_experts <= 0 or num_experts % world:
         raise InvalidArgumentError(f"rank {rank}: {op}: num_experts {num_experts} must be a positive "
                                    f"multiple of the group size {world}")
-    if topk_idx.numel() and (int(topk_idx.min()) < -1 or int(topk_idx.max()) >= num_experts):
+    if ids and topk_idx.numel() and (int(topk_idx.min()) < -1 or int(topk_idx.max()) >= num_experts):
         raise InvalidArgumentError(f"rank {rank}: {op}: topk_idx holds ids outside [-1, {num_experts})")
 
 

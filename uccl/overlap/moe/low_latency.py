@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
+from uccl import _native
 from uccl.errors import InvalidArgumentError
 from uccl.overlap.moe import layout as L
 from uccl.overlap.moe.events import EventOverlap
-from uccl.overlap.moe.records import RecordLayout, check_payload, gather_rows
+from uccl.overlap.moe.records import RecordLayout, check_payload
 from uccl.overlap.moe.wire import LOW_LATENCY, imm_of
 
 _COUNT_BITS = 14
@@ -38,6 +39,7 @@ class LowLatencyHandle:
     max_tokens: int
     hidden: int
     back: torch.Tensor        # [T, k]: its row in the combine landing's slots ([owner rank][rows]; -1: none)
+    starts: list = None       # [local expert][source]: the first row of that source's tokens in recv_x[e]
 
 
 def quantize_fp8(x: torch.Tensor):
@@ -51,18 +53,10 @@ def quantize_fp8(x: torch.Tensor):
     return q, scale.contiguous()
 
 
-def _word_dtype(nbytes: int) -> torch.dtype:
-    """The widest integer type whose size divides `nbytes` (a row's bytes, copied as words)."""
-    for dt in (torch.int64, torch.int32, torch.int16):
-        if nbytes % torch.empty(0, dtype=dt).element_size() == 0:
-            return dt
-    return torch.uint8
-
-
 class LowLatencyMixin:
     def _ll_check(self, op: str, T: int, topk_idx, M: int, E: int) -> None:
         R = self.group_size
-        L.check_topk(self.rank, op, topk_idx, E, R)
+        L.check_topk(self.rank, op, topk_idx, E, R, ids=False)  # the ids' range: in native route()
         if topk_idx.shape[0] != T:
             raise self._err(op, f"topk_idx has {topk_idx.shape[0]} rows, x has {T} tokens")
         if T > M:
@@ -72,15 +66,14 @@ class LowLatencyMixin:
 
     def _ll_post(self, seq: int, staging: str, landing, segments: list, slot_bytes: int) -> None:
         """One write per peer: segments[d] = (staging byte offset, bytes) goes to our slot
-        (rank `me`, this call's parity) of rank d's landing; ours is a local copy."""
+        (rank `me`, this call's parity) of rank d's landing. Our own segment the caller packed
+        straight into our landing's slot (segments[me] is not used)."""
         me = self.rank
         remote = ((seq & 1) * self.group_size + me) * slot_bytes
         for d, (first, nbytes) in enumerate(segments):
             if d != me:  # an empty segment still announces itself (staging has a spare row for it)
                 self.wire.write(d, staging, landing, length=max(nbytes, 8), offset=first, remote_offset=remote,
                                 imm=imm_of(seq, LOW_LATENCY, 0))
-        first, nbytes = segments[me]
-        landing.tensor[remote:remote + nbytes].copy_(self.wire._staging[staging][0][first:first + nbytes])
 
     def _ll_wait(self, seq: int, what: str) -> None:
         """Until every peer's segment of operation `seq` has landed here."""
@@ -102,75 +95,56 @@ class LowLatencyMixin:
         device = x.device
         T = xs.shape[0]
         R, me, M, E = self.group_size, self.rank, int(num_max_dispatch_tokens_per_rank), int(num_experts)
-        topk_idx = topk_idx.cpu().long()
+        topk_idx = topk_idx.cpu().long().contiguous()
         self._ll_check(op, T, topk_idx, M, E)
         if use_fp8 and not hasattr(torch, "float8_e4m3fn"):
             raise self._err(op, "this torch has no float8_e4m3fn")
+        E_loc, k = E // R, topk_idx.shape[1]
+        # one row per (token, expert), sorted by expert (token order within an expert): native
+        # counting sort, which also gives each pair's row here and in combine's landing. Before
+        # _begin: a bad topk_idx raises with this Buffer's sequence still in step with the peers.
+        per_expert = torch.empty(E, dtype=torch.int64)
+        token_of, positions, back = (torch.empty(T * k, dtype=torch.int64) for _ in range(3))
+        try:
+            n_rows = _native.moe.route(topk_idx.data_ptr(), T, k, E, E_loc, M, per_expert.data_ptr(),
+                                       token_of.data_ptr(), positions.data_ptr(), back.data_ptr())
+        except InvalidArgumentError as exc:
+            raise self._err(op, str(exc)) from None
         seq = self._begin(None)
         parts = list(quantize_fp8(xs)) if use_fp8 else [xs]
         rec = RecordLayout.of(parts, 0, ids=False)
-        E_loc, k, rb = E // R, topk_idx.shape[1], rec.row_bytes
-        parity = seq & 1
+        rb, parity = rec.row_bytes, seq & 1
         # A segment per destination: E_loc int32 counts (rounded up to whole rows), then the rows
         # for its experts, expert by expert. Each source owns one slot per parity at every receiver.
         hdr = -(-4 * E_loc // rb)
         slot = hdr + E_loc * M
         landing = self.wire.ensure_landing("ll_dispatch", 2 * R * slot * rb, shared=True)
-        # one row per (token, expert), sorted by expert (stable: token order within an expert)
-        flat = topk_idx.flatten()
-        valid = flat >= 0
-        n_rows = int(valid.sum())
-        order = torch.argsort(torch.where(valid, flat, E), stable=True)[:n_rows]
-        per_expert = torch.bincount(flat[valid], minlength=E)
-        pe = per_expert.tolist()
-        if max(pe, default=0) > M:
-            raise self._err(op, f"an expert gets {max(pe)} rows from this rank, more than "
-                                f"num_max_dispatch_tokens_per_rank={M} (repeated expert ids in topk_idx?)")
-        starts = torch.cumsum(per_expert, 0) - per_expert
-        positions = torch.full((flat.numel(),), -1, dtype=torch.int64)
-        positions[order] = torch.arange(n_rows) - starts[flat[order]]
-        # where each (token, expert) row comes back in the combine landing: [owner rank][its rows]
-        owner = flat[order] // E_loc
-        back = torch.full((flat.numel(),), -1, dtype=torch.int64)
-        back[order] = owner * E_loc * M + torch.arange(n_rows) - starts[owner * E_loc]
         staging, _ = self.wire.staging("ll_dispatch", (R * hdr + max(n_rows, 1)) * rb)
-        token_of = order // k
-        segments, at = [], 0  # at: first sorted row of destination d
-        for d in range(R):
-            n = sum(pe[d * E_loc:(d + 1) * E_loc])
-            first = d * hdr + at  # staging row of d's header
-            staging[first * rb:first * rb + 4 * E_loc].view(torch.int32).copy_(per_expert[d * E_loc:(d + 1) * E_loc])
-            rec.pack(rec.rows(staging, first + hdr, n), parts, token_of[at:at + n])
-            segments.append((first * rb, (hdr + n) * rb))
-            at += n
+        # per destination: our counts for its experts, then its rows; ours go straight into our
+        # own slot of our landing (parity, rank me), the others' into staging, whence one write each
+        own = (parity * R + me) * slot * rb
+        widths = [p.shape[1] * p.element_size() for p in parts]
+        segments = _native.moe.ll_pack([(p.data_ptr(), w, T, col) for p, w, col in zip(parts, widths, rec.part_offsets)],
+                                       token_of.data_ptr(), n_rows, per_expert.data_ptr(), R, E_loc, me, hdr, rb,
+                                       staging.data_ptr(), staging.numel(), landing.tensor.data_ptr() + own, slot * rb)
         self._ll_post(seq, "ll_dispatch", landing, segments, slot * rb)
         recv_parts = [torch.empty(E_loc, M * R, w, dtype=dt) for w, dt in rec.parts_meta]
-        recv_count = torch.zeros(E_loc, dtype=torch.int32)
-        counts = [[0] * R for _ in range(E_loc)]
+        recv_count = torch.empty(E_loc, dtype=torch.int32)
+        counts: list = []  # [local expert][source], filled by finish (the handle holds these lists)
+        starts: list = []
 
         def finish() -> None:
             self._ll_wait(seq, op)
-            base = parity * R * slot
-            heads = landing.tensor[:2 * R * slot * rb].view(2 * R, slot * rb)[parity * R:(parity + 1) * R, :4 * E_loc]
-            got = heads.contiguous().view(torch.int32).view(R, E_loc).tolist()
-            src_rows, dst_rows = [], []  # pack each expert's rows, sources in rank order
-            for le in range(E_loc):
-                at_ = 0
-                for src in range(R):
-                    n = got[src][le]
-                    counts[le][src] = n
-                    first = base + src * slot + hdr + sum(got[src][:le])
-                    src_rows.extend(range(first, first + n))
-                    dst_rows.extend(range(le * M * R + at_, le * M * R + at_ + n))
-                    at_ += n
-            recv_count.copy_(torch.tensor([sum(c) for c in counts], dtype=torch.int32))
-            landed = rec.rows(landing.tensor, 0, 2 * R * slot)
-            src_t, dst_t = torch.tensor(src_rows, dtype=torch.int64), torch.tensor(dst_rows, dtype=torch.int64)
-            for i, p in enumerate(recv_parts):
-                # as whole words (index_copy_ has no fp8 kernels, and goes 5x slower byte by byte)
-                word = _word_dtype(p.shape[-1] * p.element_size())
-                p.view(E_loc * M * R, -1).view(word).index_copy_(
-                    0, dst_t, rec.part(landed, i).view(torch.uint8).view(word).index_select(0, src_t))
+            # per expert, the sources' rows in rank order (each source's block for an expert is
+            # contiguous in its slot); the counts come from the landed headers
+            try:
+                c, st = _native.moe.ll_unpack(
+                    landing.tensor.data_ptr(), landing.capacity, parity * R * slot, R, E_loc, hdr, slot, rb, M,
+                    [(p.data_ptr(), w, col) for p, w, col in zip(recv_parts, widths, rec.part_offsets)],
+                    recv_count.data_ptr())
+            except InvalidArgumentError as exc:
+                raise self._err(op, str(exc)) from None
+            counts[:], starts[:] = c, st
             self.wire.drain()
 
         event = EventOverlap(finish)
@@ -178,7 +152,8 @@ class LowLatencyMixin:
         hook = event.current_stream_wait
         if not (async_finish or return_recv_hook) or device.type != "cpu":
             event.current_stream_wait()
-        handle = LowLatencyHandle(counts, positions.view(topk_idx.shape), E, M, xs.shape[1], back.view(topk_idx.shape))
+        handle = LowLatencyHandle(counts, positions.view(topk_idx.shape), E, M, xs.shape[1], back.view(topk_idx.shape),
+                                  starts)
         recv_x = tuple(p.to(device) for p in recv_parts) if use_fp8 else recv_parts[0].to(device)
         return recv_x, recv_count.to(device), handle, event, hook
 
@@ -192,40 +167,52 @@ class LowLatencyMixin:
         E_loc = E // R
         device = x.device
         xs = x.detach().cpu().contiguous()
-        if xs.shape[0] != E_loc or xs.shape[1] < M * R:
+        if xs.dim() != 3 or xs.shape[0] != E_loc or xs.shape[1] < M * R:
             raise self._err(op, f"x must be [{E_loc}, {M * R}, H], got {tuple(xs.shape)}")
-        H = xs.shape[2]
-        topk_idx = topk_idx.cpu().long()
-        T = topk_idx.shape[0]
+        H, stride = xs.shape[2], xs.shape[1]
+        T, k = handle.back.shape
+        if tuple(topk_idx.shape) != (T, k) or tuple(topk_weights.shape) != (T, k):
+            raise self._err(op, f"topk_idx {tuple(topk_idx.shape)} and topk_weights {tuple(topk_weights.shape)} "
+                                f"must be [{T}, {k}] as in the dispatch that made the handle")
         seq = self._begin(None)
         rec = RecordLayout([(H, xs.dtype)], 0, ids=False)
         rb, parity, slot = rec.row_bytes, seq & 1, E_loc * M
+        width = H * xs.element_size()
         # the source's segment: its rows for our experts, expert by expert (as it sent them)
         landing = self.wire.ensure_landing("ll_combine", 2 * R * slot * rb, shared=True)
-        gather, segments, row = [], [], 0
+        own = (parity * R + me) * slot  # our rows for our own tokens go straight into our landing's slot
+        segs, own_segs, segments, row = [], [], [], 0
         for src in range(R):
             first = row
             for le in range(E_loc):
                 n = handle.counts[le][src]
-                at = le * M * R + sum(handle.counts[le][:src])
-                gather.extend(range(at, at + n))
+                if n and src == me:
+                    own_segs += (le * stride + handle.starts[le][src], own + row - first, n)
+                elif n:
+                    segs += (le * stride + handle.starts[le][src], row, n)
                 row += n
             segments.append((first * rb, (row - first) * rb))
         staging, _ = self.wire.staging("ll_combine", (row + 1) * rb)
-        gather_rows(rec.part(rec.rows(staging, 0, row), 0), xs.view(E_loc * xs.shape[1], H),
-                    torch.tensor(gather, dtype=torch.int64))
+        _native.moe.copy_rows(staging.data_ptr(), rb, row + 1, 0, xs.data_ptr(), width, E_loc * stride, 0, width, segs)
+        _native.moe.copy_rows(landing.tensor.data_ptr(), rb, 2 * R * slot, 0, xs.data_ptr(), width, E_loc * stride, 0,
+                              width, own_segs)
         self._ll_post(seq, "ll_combine", landing, segments, slot * rb)
         combined = out if out is not None and device.type == "cpu" else torch.empty(T, H, dtype=xs.dtype)
 
         def finish() -> None:
             self._ll_wait(seq, op)
-            grid = rec.part(rec.rows(landing.tensor, parity * R * slot, R * slot), 0)
-            weights = topk_weights.detach().cpu().float()
-            if bool((topk_idx >= 0).all()):  # every token has k experts: one batched product
-                rows = grid.index_select(0, handle.back.flatten()).float().view(T, topk_idx.shape[1], H)
-                combined.copy_(torch.bmm(weights.unsqueeze(1), rows).squeeze(1))
+            weights = topk_weights.detach().cpu().float().contiguous()
+            if xs.dtype in (torch.float32, torch.bfloat16):  # native: one pass over the landed rows
+                direct = combined.dtype == torch.float32 and combined.is_contiguous() and combined.shape == (T, H)
+                acc = combined if direct else torch.empty(T, H, dtype=torch.float32)
+                _native.moe.weighted_rows(acc.data_ptr(), landing.tensor.data_ptr() + parity * R * slot * rb,
+                                          R * slot, rb, xs.dtype == torch.bfloat16, handle.back.data_ptr(),
+                                          weights.data_ptr(), T, k, H)
+                if not direct:
+                    combined.copy_(acc)
             else:
-                t, j = (topk_idx >= 0).nonzero(as_tuple=True)
+                grid = rec.part(rec.rows(landing.tensor, parity * R * slot, R * slot), 0)
+                t, j = (handle.back >= 0).nonzero(as_tuple=True)
                 acc = torch.zeros(T, H, dtype=torch.float32)
                 acc.index_add_(0, t, grid.index_select(0, handle.back[t, j]).float() * weights[t, j].unsqueeze(1))
                 combined.copy_(acc)

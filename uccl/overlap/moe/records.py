@@ -38,7 +38,7 @@ class RecordLayout:
         offsets, off = [], 0
         for width, dtype in parts_meta:
             offsets.append(off)
-            off += align8(width * torch.empty(0, dtype=dtype).element_size())
+            off += align8(width * dtype.itemsize)
         self.part_offsets = offsets
         self.ids_offset = off
         off += 8 * k if ids else 0
@@ -56,8 +56,7 @@ class RecordLayout:
 
     def part(self, rows: torch.Tensor, i: int) -> torch.Tensor:
         width, dtype = self.parts_meta[i]
-        es = torch.empty(0, dtype=dtype).element_size()
-        return self._field(rows, self.part_offsets[i], width * es, dtype)
+        return self._field(rows, self.part_offsets[i], width * dtype.itemsize, dtype)
 
     def ids(self, rows: torch.Tensor) -> torch.Tensor:
         return self._field(rows, self.ids_offset, 8 * self.k, torch.int64)

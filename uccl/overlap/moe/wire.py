@@ -51,6 +51,7 @@ class Landing:
         self.region = None
         self.capacity = 0
         self.keys: list = []
+        self.in_arena = False  # in the endpoint's shared arena (same-host peers write with memcpy)
 
 
 class Wire:
@@ -85,10 +86,15 @@ class Wire:
         cap = max(_MIN_REGION, 1 << max(0, need_bytes - 1).bit_length())
         if land.region is not None:
             land.region.deregister()
+        # Give the old block back first (the arena then has room for the grown one); nothing
+        # lands in it any more: every peer finished writing before this call, and learns
+        # the new key only below.
+        land.tensor, land.region, land.in_arena = torch.empty(0, dtype=torch.uint8), None, False
         block = self.ep.alloc_shared(cap) if shared else None
         land.tensor = torch.empty(cap, dtype=torch.uint8) if block is None else torch.frombuffer(block, dtype=torch.uint8)
         land.region = self.ep.register(land.tensor, "w")
         land.capacity = cap
+        land.in_arena = block is not None
         land.keys = [pickle.loads(b) for b in self.bootstrap.allgather(pickle.dumps(land.region.key))]
         return land
 

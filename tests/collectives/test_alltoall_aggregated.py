@@ -116,3 +116,86 @@ def test_across_hosts_a_rank_writes_only_to_its_rail_peer(algo):
         across = {p for p, w in enumerate(writes) if p // 2 != r // 2 and w}
         assert across == ({RAIL[r]} if algo == "aggregated" else {p for p in range(4) if p // 2 != r // 2}), \
             (r, writes)
+
+
+def _disagree(ctx, expecting_rank):
+    """all_to_all_v, aggregated, where `expecting_rank` expects 2 elements from rank 0,
+    which sends it 1: every rank must fail with a MismatchError (at the latest in its next
+    call), quickly."""
+    import time
+
+    from uccl.collectives import Communicator
+    from uccl.errors import MismatchError, UcclError
+
+    comm = Communicator(ctx.bootstrap)
+    W, r = ctx.world_size, ctx.rank
+    recv = [2 if (r == expecting_rank and q == 0) else 1 for q in range(W)]
+    start = time.monotonic()
+    try:
+        comm.all_to_all_v(np.ones(W, np.float32), [1] * W, np.zeros(sum(recv), np.float32), recv)
+        # A rank whose own part went through may return (as flat); its next call must fail.
+        comm.barrier()
+        return ("no error", "", 0.0)
+    except MismatchError as exc:
+        return ("MismatchError", str(exc), time.monotonic() - start)
+    except UcclError as exc:
+        return (type(exc).__name__, str(exc), time.monotonic() - start)
+    finally:
+        ctx.bootstrap.barrier()
+
+
+@pytest.mark.parametrize("expecting_rank", [1, 2])  # on rank 0's host (the header check), across (a chunk's length)
+def test_count_disagreement_fails_on_every_rank(expecting_rank):
+    res = run_ranks(_disagree, 4, args=(expecting_rank,),
+                    env={"UCCL_TOPOLOGY": TWO_BY_TWO, "UCCL_ALGO": "aggregated", "UCCL_TIMEOUT": "20"}, timeout=120)
+    for r, (kind, msg, elapsed) in enumerate(res):
+        assert kind == "MismatchError" and f"rank {r}" in msg and elapsed < 10, (r, kind, msg, elapsed)
+    assert any(f"rank {expecting_rank}" in msg and "expect" in msg for _, msg, _ in res), res
+
+
+FABRIC_WORKER = """
+import torch, torch.distributed as dist
+dist.init_process_group("uccl")
+r, W = dist.get_rank(), dist.get_world_size()
+view = dist.distributed_c10d._get_default_group()._get_backend(torch.device("cpu"))
+comm = getattr(view, "_pg", view).communicator
+ok = True
+for n in (1, 100, 2000):  # elements per block: 4 B .. 8 KB (64 KB per rank)
+    x = torch.arange(n * W, dtype=torch.float32) + r * 1e6
+    out = torch.empty(n * W)
+    dist.all_to_all_single(out, x)
+    want = torch.cat([torch.arange(r * n, (r + 1) * n, dtype=torch.float32) + q * 1e6 for q in range(W)])
+    ok = ok and torch.equal(out, want)
+print(f"rank {r} algo={comm.algorithm('all_to_all', 4 * 2000 * W)[0]} ok={ok}", flush=True)
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.netns
+def test_small_all_to_all_single_aggregates_on_a_fabric(tmp_path):
+    """4 hosts x 2 ranks under `uccl-run --fabric`: torch's all_to_all_single of a few KB
+    takes the aggregated algorithm without being told, and is correct."""
+    import os
+    import subprocess
+    import sys
+
+    from uccl.fabric import emulator as fabmod
+    from uccl.fabric import Fabric, FabricSpec
+
+    ok, why = fabmod.available()
+    if not ok:
+        pytest.skip(f"cannot build a fabric here: {why}")
+    script = tmp_path / "worker.py"
+    script.write_text(FABRIC_WORKER)
+    env = {k: v for k, v in os.environ.items() if k not in ("UCCL_TRANSPORT", "UCCL_TOPOLOGY", "UCCL_ALGO")}
+    fab = Fabric(FabricSpec(hosts=4, leaves=2, spines=2, rate="1gbit"))
+    try:
+        fab.up()
+        res = subprocess.run([sys.executable, "-m", "uccl.launch.run", "--fabric", fab.name, "--nproc-per-node", "2",
+                              str(script)], capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        fab.down()
+    assert res.returncode == 0, res.stdout + res.stderr
+    for r in range(8):
+        assert f"rank {r} algo=aggregated ok=True" in res.stdout, res.stdout + res.stderr

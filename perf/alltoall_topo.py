@@ -6,6 +6,7 @@ the hosts and leaves). Every result is checked (perf/_alltoall_topo_worker.py).
 
     sudo python perf/alltoall_topo.py                       # 4 hosts / 2 leaves / 2 spines, 100 Mbit/s, 2 ranks per host
     sudo python perf/alltoall_topo.py --sizes 8,4K,64K --rounds 3
+    sudo python perf/alltoall_topo.py --loss 1 --json perf/results/alltoall_topo_loss1.json
 
 Reported: the median over rounds of a call's completion time (slowest rank), and each
 flat algorithm's time over the aggregated one's.
@@ -25,7 +26,7 @@ from _common import human, parse_size  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "_alltoall_topo_worker.py")
-SIZES = "8,64,512,4K,16K,64K,256K,1M"
+SIZES = "8,64,512,4K,16K,32K,64K,256K,1M"
 
 
 def main(argv=None) -> None:
@@ -41,6 +42,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sizes", default=SIZES, help="bytes per rank, comma separated")
     ap.add_argument("--algos", default="auto,aggregated,pairwise,direct")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--loss", type=float, default=0.0, help="injected loss in percent")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--json", default=os.path.join(HERE, "results", "alltoall_topo.json"))
     args = ap.parse_args(argv)
@@ -51,6 +53,8 @@ def main(argv=None) -> None:
     load = os.getloadavg()
     try:
         with Fabric(spec) as fab, tempfile.TemporaryDirectory() as tmp:
+            if args.loss:
+                fab.set_loss(args.loss)
             out = os.path.join(tmp, "result.json")
             cmd = [sys.executable, "-m", "uccl.launch.run", "--fabric", fab.name, "--nproc-per-node",
                    str(args.ranks_per_host), WORKER, "--sizes", ",".join(map(str, sizes)), "--algos", args.algos,

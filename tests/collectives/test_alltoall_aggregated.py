@@ -160,13 +160,13 @@ r, W = dist.get_rank(), dist.get_world_size()
 view = dist.distributed_c10d._get_default_group()._get_backend(torch.device("cpu"))
 comm = getattr(view, "_pg", view).communicator
 ok = True
-for n in (1, 100, 2000):  # elements per block: 4 B .. 8 KB (64 KB per rank)
+for n in (1, 100, 1000):  # elements per block: 4 B .. 4 KB (32 KB per rank)
     x = torch.arange(n * W, dtype=torch.float32) + r * 1e6
     out = torch.empty(n * W)
     dist.all_to_all_single(out, x)
     want = torch.cat([torch.arange(r * n, (r + 1) * n, dtype=torch.float32) + q * 1e6 for q in range(W)])
     ok = ok and torch.equal(out, want)
-print(f"rank {r} algo={comm.algorithm('all_to_all', 4 * 2000 * W)[0]} ok={ok}", flush=True)
+print(f"rank {r} algo={comm.algorithm('all_to_all', 4 * 1000 * W)[0]} ok={ok}", flush=True)
 dist.barrier()
 dist.destroy_process_group()
 """

@@ -54,9 +54,10 @@ class Tuner {
   Choice choose(const char* collective, int world, const std::string& transport, uint64_t bytes,
                 const char* fallback, const TuneShape& shape = TuneShape()) const;
   static constexpr uint64_t kLayeredMinBytes = 512 << 10;
-  // all_to_all: calls up to this size (per rank) go aggregated per host where the topology
+  // all_to_all: calls up to this size (per rank; measured crossover 32-64 KiB on the fabric,
+  // perf/alltoall_topo.py) go aggregated per host where the topology
   // is "layered" (for all_to_all: hosts of equal size, several ranks each, over the network).
-  static constexpr uint64_t kAggregatedMaxBytes = 64 << 10;
+  static constexpr uint64_t kAggregatedMaxBytes = 32 << 10;
 
   // Whether `collective` has an algorithm called `algo` (UCCL_ALGO applies only there).
   static bool implements(const char* collective, const std::string& algo);

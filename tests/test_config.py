@@ -85,7 +85,7 @@ def test_values_set_in_code_are_checked():
 
 def test_algorithm_names_come_from_native():
     assert set(_native.algorithms()) == {"ring", "recursive_doubling", "direct", "hierarchical", "flat", "pairwise",
-                                         "chain"}
+                                         "chain", "aggregated"}
 
 
 def test_native_rejects_an_unknown_algorithm():

@@ -154,7 +154,8 @@ SETTINGS: tuple = (
     # collectives
     Setting("algo", "UCCL_ALGO", str, "auto",
             "force an algorithm where a collective has it (`direct`: one copy per byte through per-call "
-            "windows; `hierarchical`: crosses each level of the topology once, see UCCL_TOPOLOGY; `flat`: as if "
+            "windows; `hierarchical`: crosses each level of the topology once, see UCCL_TOPOLOGY; `aggregated`: "
+            "all_to_all sends one message per rail and pair of hosts, through a local exchange; `flat`: as if "
             "there were no topology)", choices=_algorithms),
     Setting("chunk_size", "UCCL_CHUNK_SIZE", int, 0, "pipeline chunk in bytes, e.g. `256K` (0: the tuner's)",
             low=0, size=True, shown_default="tuner"),

@@ -540,16 +540,24 @@ class ProcessGroupUCCL(ProcessGroup):
             raise _err("alltoall_base", f"input is {input.dtype} but output is {output.dtype}")
         sc = self._splits_of(input, list(input_split_sizes or []))
         rc = self._splits_of(output, list(output_split_sizes or []))
+        # Even splits go through all_to_all: its size is the same on every rank, so the tuner
+        # may choose by it (small calls aggregate per host); all_to_all_v's may not.
+        even = not input_split_sizes and not output_split_sizes and input.numel() == output.numel()
+
+        def exchange(x, y, a=False):
+            if even:
+                return self._comm.all_to_all(x, y, async_op=a)
+            return self._comm.all_to_all_v(x, sc, y, rc, async_op=a)
+
         if self._fast(opts, input, output) and input.dtype in _NATIVE:
-            self._comm.all_to_all_v(input, sc, output, rc)
+            exchange(input, output)
             return self._done_work
         stage = Stage.of((input, output))
         hin, k = _move(stage.host(input))
         hout, _ = _move(stage.host(output, read=False, write=True))
         if k != 1:
             sc, rc = [c * k for c in sc], [c * k for c in rc]
-        return self._submit("alltoall_base", stage,
-                            lambda a: [self._comm.all_to_all_v(hin, sc, hout, rc, async_op=a)], [output], opts)
+        return self._submit("alltoall_base", stage, lambda a: [exchange(hin, hout, a)], [output], opts)
 
     def alltoall(self, outputs, inputs, opts=None) -> UcclWork:
         opts = _opts(opts, _c10d.AllToAllOptions)

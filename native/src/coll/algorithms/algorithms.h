@@ -2,6 +2,7 @@
 // rank passes the same sizes (the links check). Each is a small unit in its own file.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "coll/core/context.h"
@@ -48,6 +49,15 @@ void all_to_all_direct(CollContext& c, const LocalBuffer& in, uint64_t in_bytes,
                        const std::vector<uint64_t>& send_displs, const std::vector<uint64_t>& recv_counts,
                        const std::vector<uint64_t>& recv_displs, const Scratch& staging);
 void broadcast_direct(CollContext& c, const LocalBuffer& buf, uint64_t count, int root);
+// alltoall_aggregated.cc: with several ranks per host, one message per rail and host pair
+// crosses between hosts (local exchange over shared memory first). Needs hosts of equal
+// size, several ranks each (all_to_all_aggregates); `scratch(bytes)`: working memory,
+// asked for twice (headers, then about twice the input), the second may move the first.
+bool all_to_all_aggregates(const Topology& topo, int rank, int world);
+void all_to_all_aggregated(CollContext& c, const Topology& topo, const LocalBuffer& in, const LocalBuffer& out,
+                           const std::vector<uint64_t>& send_counts, const std::vector<uint64_t>& send_displs,
+                           const std::vector<uint64_t>& recv_counts, const std::vector<uint64_t>& recv_displs,
+                           const std::function<Scratch(uint64_t)>& scratch);
 // allreduce_hierarchical.cc: reduce-scatter inside each level's groups (a host, then a
 // leaf), all-reduce across them rank by rank (rails), all-gather back, with the
 // link-based algorithms run in subgroups, levels pipelined. `scratch`: all_reduce_hierarchical_scratch_bytes().

@@ -150,8 +150,13 @@ TuneShape Communicator::tune_shape() {
 }
 
 Tuner::Choice Communicator::choice(const char* collective, uint64_t bytes) {
-  return tuner_.choose(collective, world(), transport(), bytes, fallback_algo(collective, transport()),
-                       tune_shape());
+  TuneShape shape = tune_shape();
+  // all_to_all aggregates per host, so for it the shape that counts is several ranks per host.
+  if (std::strcmp(collective, "all_to_all") == 0) {
+    if (aggregates_ < 0) aggregates_ = all_to_all_aggregates(cfg_.topology, rank(), world());
+    shape.topology = transport() == "net" && aggregates_ == 1 ? "layered" : "flat";
+  }
+  return tuner_.choose(collective, world(), transport(), bytes, fallback_algo(collective, transport()), shape);
 }
 
 uint64_t Communicator::chunk_for(const Tuner::Choice& c, DataType t) const {
@@ -322,7 +327,7 @@ void Communicator::run_reduce_scatter_v(uint64_t send, uint64_t recv, const Coun
 void Communicator::run_all_to_all_v(uint64_t send, const Counts& send_counts,
                                 const Counts& send_displs, uint64_t recv,
                                 const Counts& recv_counts, const Counts& recv_displs,
-                                DataType t) {
+                                DataType t, uint64_t tune_bytes) {
   uint64_t es = dtype_size(t), in_extent = 0, out_extent = 0, total = 0;
   for (int j = 0; j < world(); ++j) {
     in_extent = std::max(in_extent, send_displs[size_t(j)] + send_counts[size_t(j)]);
@@ -333,9 +338,14 @@ void Communicator::run_all_to_all_v(uint64_t send, const Counts& send_counts,
   // In place (MPI too asks every rank to be in place, or none), both algorithms copy the input
   // aside first, except the pairwise exchange between two ranks: that is used then.
   const bool in_place = send < recv + out_extent * es && recv < send + in_extent * es;
-  collective(call("all_to_all", total, t), 0, UINT64_MAX, [&](CollContext& c, std::string_view algo) {
+  collective(call("all_to_all", total, t), 0, tune_bytes, [&](CollContext& c, std::string_view algo) {
     LocalBuffer in(regs_, reinterpret_cast<void*>(send), in_extent * es);
     LocalBuffer out(regs_, reinterpret_cast<void*>(recv), out_extent * es);
+    if (algo == "aggregated" && all_to_all_aggregates(cfg_.topology, rank(), world())) {
+      all_to_all_aggregated(c, cfg_.topology, in, out, send_counts, send_displs, recv_counts, recv_displs,
+                            [this](uint64_t b) { return scratch(b); });
+      return;
+    }
     const bool direct = algo == "direct" && c.world > 1;
     Scratch staging{nullptr, 0};
     if (in_place && (direct || c.world > 2)) staging = scratch(in_extent * es);
@@ -436,7 +446,7 @@ std::shared_ptr<Work> Communicator::all_to_all(const Buffer& in, const Buffer& o
   Counts counts(W, block), displs(W);
   for (size_t j = 0; j < W; ++j) displs[j] = j * block;
   return issue("all_to_all", async_op, [this, in, out, counts = std::move(counts), displs = std::move(displs)] {
-    run_all_to_all_v(in.addr, counts, displs, out.addr, counts, displs, in.dtype);
+    run_all_to_all_v(in.addr, counts, displs, out.addr, counts, displs, in.dtype, in.count * dtype_size(in.dtype));
   });
 }
 
@@ -447,7 +457,8 @@ std::shared_ptr<Work> Communicator::all_to_all_v(const Buffer& in, const SignedC
   std::pair<Layout, Layout> l =
       check_all_to_all_v(check("all_to_all_v"), in, send_counts, send_displs, out, recv_counts, recv_displs);
   return issue("all_to_all_v", async_op, [this, in, out, l = std::move(l)] {
-    run_all_to_all_v(in.addr, l.first.counts, l.first.displs, out.addr, l.second.counts, l.second.displs, in.dtype);
+    run_all_to_all_v(in.addr, l.first.counts, l.first.displs, out.addr, l.second.counts, l.second.displs, in.dtype,
+                     UINT64_MAX);
   });
 }
 

@@ -114,8 +114,10 @@ class Communicator {
   void run_broadcast(uint64_t buf, uint64_t count, DataType t, int root);
   void run_all_gather_v(uint64_t send, uint64_t recv, const Counts& counts, const Counts& displs, DataType t);
   void run_reduce_scatter_v(uint64_t send, uint64_t recv, const Counts& counts, DataType t, ReduceOp op);
+  // `tune_bytes`: the size the tuner sees, the same on every rank (all_to_all: the input;
+  // all_to_all_v: UINT64_MAX, as ranks' sizes differ and their choices must not).
   void run_all_to_all_v(uint64_t send, const Counts& send_counts, const Counts& send_displs, uint64_t recv,
-                        const Counts& recv_counts, const Counts& recv_displs, DataType t);
+                        const Counts& recv_counts, const Counts& recv_displs, DataType t, uint64_t tune_bytes);
   void run_gather(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root);
   void run_scatter(uint64_t send, uint64_t recv, uint64_t count, DataType t, int root);
   void run_barrier();
@@ -146,6 +148,7 @@ class Communicator {
   char* published_ = nullptr;
   uint64_t published_bytes_ = 0, published_key_ = 0;
   std::string transport_;
+  int aggregates_ = -1;  // all_to_all_aggregates() for our topology, once known
 
   std::mutex q_mu_;
   std::condition_variable q_cv_;

@@ -16,7 +16,7 @@ const struct {
 } kAlgorithms[] = {{"all_reduce", {"ring", "recursive_doubling", "direct", "hierarchical", "flat"}},
                    {"all_gather", {"ring", "direct", "hierarchical", "flat"}},
                    {"reduce_scatter", {"ring", "direct", "hierarchical", "flat"}},
-                   {"all_to_all", {"pairwise", "direct"}},
+                   {"all_to_all", {"pairwise", "direct", "aggregated"}},
                    {"broadcast", {"chain", "direct", "hierarchical", "flat"}},
                    {"reduce", {"chain", "hierarchical", "flat"}}};
 
@@ -60,8 +60,8 @@ bool Tuner::implements(const char* collective, const std::string& algo) {
 Tuner::Choice Tuner::choose(const char* collective, int world, const std::string& transport, uint64_t bytes,
                             const char* fallback, const TuneShape& shape) const {
   Choice c{fallback, default_chunk_, 1};
-  const bool layered =
-      shape.topology == "layered" && forced_algo_ != "flat" && implements(collective, "hierarchical");
+  const bool layered = shape.topology == "layered" && forced_algo_ != "flat" &&
+                       (implements(collective, "hierarchical") || implements(collective, "aggregated"));
   // Rules are ordered by max_bytes within a collective: the first that fits wins.
   auto apply_rules = [&](bool shaped) {
     for (const auto& r : rules_) {
@@ -81,7 +81,10 @@ Tuner::Choice Tuner::choose(const char* collective, int world, const std::string
     return false;
   };
   bool decided = layered && apply_rules(true);
-  if (!decided && layered && bytes >= kLayeredMinBytes) c.algo = "hierarchical", decided = true;
+  if (!decided && layered && bytes >= kLayeredMinBytes && implements(collective, "hierarchical"))
+    c.algo = "hierarchical", decided = true;
+  if (!decided && layered && bytes <= kAggregatedMaxBytes && implements(collective, "aggregated"))
+    c.algo = "aggregated", decided = true;
   if (!decided) apply_rules(false);
   if (forced(collective)) c.algo = forced_algo_.c_str();
   if (forced_chunk_) c.chunk_bytes = forced_chunk_;

@@ -47,12 +47,17 @@ class Tuner {
   // "net"; `fallback` is the algorithm used when no rule matches. `shape.topology` is
   // "layered" when the communicator knows a topology whose groups meet over the
   // network: then rules measured for it decide, else calls of kLayeredMinBytes and
-  // more go hierarchical, where the collective has that algorithm. UCCL_ALGO=flat
+  // more go hierarchical, where the collective has that algorithm, and all_to_all calls of
+  // at most kAggregatedMaxBytes go aggregated. UCCL_ALGO=flat
   // takes the choice as if there were no topology. Rules keyed by the shape or the
   // link apply only where those match, before the rules that are not.
   Choice choose(const char* collective, int world, const std::string& transport, uint64_t bytes,
                 const char* fallback, const TuneShape& shape = TuneShape()) const;
   static constexpr uint64_t kLayeredMinBytes = 512 << 10;
+  // all_to_all: calls up to this size (per rank; measured crossover 32-64 KiB on the fabric,
+  // perf/alltoall_topo.py) go aggregated per host where the topology
+  // is "layered" (for all_to_all: hosts of equal size, several ranks each, over the network).
+  static constexpr uint64_t kAggregatedMaxBytes = 32 << 10;
 
   // Whether `collective` has an algorithm called `algo` (UCCL_ALGO applies only there).
   static bool implements(const char* collective, const std::string& algo);

@@ -5,6 +5,17 @@ from __future__ import annotations
 from uccl.units import parse_rate as rate_bps, parse_size  # noqa: F401  (the benchmarks' flags)
 
 
+def add_fabric_args(ap, queue: bool = True) -> None:
+    """The leaf-spine fabric's flags, with the benchmarks' default: 4 hosts / 2 leaves /
+    2 spines, 100 Mbit/s uplinks (uccl.fabric.FabricSpec)."""
+    ap.add_argument("--hosts", type=int, default=4)
+    ap.add_argument("--leaves", type=int, default=2)
+    ap.add_argument("--spines", type=int, default=2)
+    ap.add_argument("--rate", default="100mbit", help="uplink rate (tc style)")
+    if queue:
+        ap.add_argument("--queue", default="64kb", help="tbf queue per uplink direction")
+
+
 def size_range(lo: int, hi: int, factor: int) -> list[int]:
     sizes, s = [], lo
     while s <= hi:

@@ -81,13 +81,30 @@ def slowest(seconds: list, gloo) -> list:
     return t.tolist()
 
 
+def timed_phases(buf, x, experts, dtype, gloo, **dispatch_args) -> tuple:
+    """One dispatch -> compute -> combine, each phase between barriers (every rank at once):
+    their seconds on this rank."""
+    from uccl.overlap.moe.buffer import weighted_experts
+
+    dist.barrier(group=gloo)
+    t0 = time.perf_counter()
+    rx, ri, rw, _, handle, _ = buf.dispatch(x, **dispatch_args)
+    t1 = time.perf_counter()
+    dist.barrier(group=gloo)
+    t2 = time.perf_counter()
+    y = weighted_experts(experts, rx, ri, rw).to(dtype)
+    t3 = time.perf_counter()
+    dist.barrier(group=gloo)
+    t4 = time.perf_counter()
+    buf.combine(y, handle)
+    return t1 - t0, t3 - t2, time.perf_counter() - t4
+
+
 def calibrate(buf, x, idx, w, E: int, args, dtype, gloo) -> int:
     """An FFN width whose compute (on the slowest rank, all ranks computing at once) about equals
     dispatch + combine. Compute time is affine in the width (per-row overheads do not scale with
     it), so it is measured at two widths and the line through them solved for the communication
     time; extrapolating from one small width alone would undersize the FFN."""
-    from uccl.overlap.moe.buffer import weighted_experts
-
     R = dist.get_world_size()
 
     def measure(width: int, reps: int = 3):
@@ -95,19 +112,9 @@ def calibrate(buf, x, idx, w, E: int, args, dtype, gloo) -> int:
         comm, comp = [], []
         with torch.no_grad():
             for _ in range(reps):
-                dist.barrier(group=gloo)
-                t0 = time.perf_counter()
-                rx, ri, rw, _, handle, _ = buf.dispatch(x, topk_idx=idx, topk_weights=w, num_experts=E)
-                t1 = time.perf_counter()
-                dist.barrier(group=gloo)
-                t2 = time.perf_counter()
-                y = weighted_experts(probe, rx, ri, rw).to(dtype)
-                t3 = time.perf_counter()
-                dist.barrier(group=gloo)
-                t4 = time.perf_counter()
-                buf.combine(y, handle)
-                comm.append(t1 - t0 + time.perf_counter() - t4)
-                comp.append(t3 - t2)
+                d, c, m = timed_phases(buf, x, probe, dtype, gloo, topk_idx=idx, topk_weights=w, num_experts=E)
+                comm.append(d + m)
+                comp.append(c)
         return slowest([statistics.median(comm), statistics.median(comp)], gloo)
 
     def clamp(width: float) -> int:
@@ -203,24 +210,12 @@ def main() -> None:
         if "phases" in args.variants:
             phases = {"dispatch": [], "compute": [], "combine": []}
             for it in range(args.warmup + args.iters):
-                dist.barrier(group=gloo)
-                t0 = time.perf_counter()
-                rx, ri, rw, _, handle, _ = buf.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
-                                                        num_tokens_per_expert=per_expert, topk_idx=idx,
-                                                        topk_weights=w)
-                t1 = time.perf_counter()
-                dist.barrier(group=gloo)
-                t2 = time.perf_counter()
-                y = weighted_experts(experts, rx, ri, rw).to(dtype)
-                t3 = time.perf_counter()
-                dist.barrier(group=gloo)
-                t4 = time.perf_counter()
-                buf.combine(y, handle)
-                t5 = time.perf_counter()
+                took = timed_phases(buf, x, experts, dtype, gloo, num_tokens_per_rank=per_rank,
+                                    is_token_in_rank=in_rank, num_tokens_per_expert=per_expert, topk_idx=idx,
+                                    topk_weights=w)
                 if it >= args.warmup:
-                    phases["dispatch"].append(t1 - t0)
-                    phases["compute"].append(t3 - t2)
-                    phases["combine"].append(t5 - t4)
+                    for phase, t in zip(("dispatch", "compute", "combine"), took):
+                        phases[phase].append(t)
             report["phases"] = {k: slowest(v, gloo) for k, v in phases.items()}
             # what must cross between ranks (deduplicated per destination rank), for the bisection ideal
             counts = torch.tensor([int(c) for c in per_rank.tolist()], dtype=torch.int64)

@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import human, parse_size  # noqa: E402
+from _common import add_fabric_args, human, parse_size  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "_alltoall_topo_worker.py")
@@ -34,10 +34,7 @@ def main(argv=None) -> None:
     from uccl.fabric import Fabric, FabricError, FabricSpec
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hosts", type=int, default=4)
-    ap.add_argument("--leaves", type=int, default=2)
-    ap.add_argument("--spines", type=int, default=2)
-    ap.add_argument("--rate", default="100mbit", help="uplink rate (tc style)")
+    add_fabric_args(ap, queue=False)
     ap.add_argument("--ranks-per-host", type=int, default=2)
     ap.add_argument("--sizes", default=SIZES, help="bytes per rank, comma separated")
     ap.add_argument("--algos", default="auto,aggregated,pairwise,direct")

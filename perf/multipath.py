@@ -39,7 +39,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import parse_size  # noqa: E402
+from _common import add_fabric_args, parse_size  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "_multipath_worker.py")
@@ -160,11 +160,7 @@ def main(argv=None) -> None:
     from uccl.fabric import Fabric, FabricError, FabricSpec
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hosts", type=int, default=4)
-    ap.add_argument("--leaves", type=int, default=2)
-    ap.add_argument("--spines", type=int, default=2)
-    ap.add_argument("--rate", default="100mbit", help="uplink rate (tc style)")
-    ap.add_argument("--queue", default="64kb", help="tbf queue per uplink direction")
+    add_fabric_args(ap)
     ap.add_argument("--mtu", type=int, default=1500, help="link MTU (9000: jumbo frames; uccl fills it)")
     ap.add_argument("--bytes", type=parse_size, default=4 << 20, help="per rank (default 4M)")
     ap.add_argument("--ops", default="all_to_all,all_reduce")

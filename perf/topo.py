@@ -28,7 +28,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import parse_size  # noqa: E402
+from _common import add_fabric_args, parse_size  # noqa: E402
 from multipath import WORKER, Sampler, ideal_seconds, uplink_usage  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -157,11 +157,7 @@ def main(argv=None) -> None:
     from uccl.fabric import Fabric, FabricError, FabricSpec
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hosts", type=int, default=4)
-    ap.add_argument("--leaves", type=int, default=2)
-    ap.add_argument("--spines", type=int, default=2)
-    ap.add_argument("--rate", default="100mbit", help="uplink rate (tc style)")
-    ap.add_argument("--queue", default="64kb", help="tbf queue per uplink direction")
+    add_fabric_args(ap)
     ap.add_argument("--bytes", type=parse_size, default=4 << 20, help="per rank (default 4M)")
     ap.add_argument("--ranks-per-host", default="1,2")
     ap.add_argument("--ops", default="all_reduce,reduce_scatter,all_gather,all_to_all")

@@ -176,26 +176,13 @@ dist.destroy_process_group()
 def test_small_all_to_all_single_aggregates_on_a_fabric(tmp_path):
     """4 hosts x 2 ranks under `uccl-run --fabric`: torch's all_to_all_single of a few KB
     takes the aggregated algorithm without being told, and is correct."""
-    import os
-    import subprocess
-    import sys
-
     from uccl.fabric import emulator as fabmod
-    from uccl.fabric import Fabric, FabricSpec
+    from uccl.testing.fabric import run_on_fabric
 
     ok, why = fabmod.available()
     if not ok:
         pytest.skip(f"cannot build a fabric here: {why}")
-    script = tmp_path / "worker.py"
-    script.write_text(FABRIC_WORKER)
-    env = {k: v for k, v in os.environ.items() if k not in ("UCCL_TRANSPORT", "UCCL_TOPOLOGY", "UCCL_ALGO")}
-    fab = Fabric(FabricSpec(hosts=4, leaves=2, spines=2, rate="1gbit"))
-    try:
-        fab.up()
-        res = subprocess.run([sys.executable, "-m", "uccl.launch.run", "--fabric", fab.name, "--nproc-per-node", "2",
-                              str(script)], capture_output=True, text=True, timeout=300, env=env)
-    finally:
-        fab.down()
+    res = run_on_fabric(tmp_path / "worker.py", FABRIC_WORKER)
     assert res.returncode == 0, res.stdout + res.stderr
     for r in range(8):
         assert f"rank {r} algo=aggregated ok=True" in res.stdout, res.stdout + res.stderr

@@ -3,7 +3,6 @@ built here and removed in `finally`), 2 ranks on each of 4 hosts on 2 leaves see
 hosts and leaves, take the hierarchical all_reduce, and get correct results; every
 collective x dtype x op matches numpy there (tests/collectives/test_topology.py's check)."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,8 +12,9 @@ import pathlib
 import pytest
 
 from uccl.fabric import emulator as fabmod
-from uccl.fabric import Fabric, FabricSpec
+from uccl.fabric import FabricSpec
 from uccl.fabric.ranks import topology_spec
+from uccl.testing.fabric import run_on_fabric
 
 OK, WHY = fabmod.available()
 
@@ -47,16 +47,7 @@ def test_the_fabric_launcher_declares_hosts_and_leaves():
 @pytest.mark.netns
 @pytest.mark.skipif(not OK, reason=f"cannot build a fabric here: {WHY}")
 def test_two_ranks_per_host_on_a_fabric_run_hierarchical(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    env = {k: v for k, v in os.environ.items() if k not in ("UCCL_TRANSPORT", "UCCL_TOPOLOGY", "UCCL_ALGO")}
-    fab = Fabric(FabricSpec(hosts=4, leaves=2, spines=2, rate="1gbit"))
-    try:
-        fab.up()
-        res = subprocess.run([sys.executable, "-m", "uccl.launch.run", "--fabric", fab.name, "--nproc-per-node", "2",
-                              str(script)], capture_output=True, text=True, timeout=300, env=env)
-    finally:
-        fab.down()
+    res = run_on_fabric(tmp_path / "worker.py", WORKER)
     assert res.returncode == 0, res.stdout + res.stderr
     levels = ((0, 0, 1, 1, 2, 2, 3, 3), (0, 0, 0, 0, 1, 1, 1, 1))
     for r in range(8):
@@ -76,19 +67,9 @@ ALL_COLLECTIVES = textwrap.dedent("""
 
 
 def _every_collective_on_a_fabric(tmp_path, ranks_per_host, levels):
-    script = tmp_path / "all_collectives.py"
-    script.write_text(ALL_COLLECTIVES)
-    root = str(pathlib.Path(__file__).resolve().parents[2])
-    env = {k: v for k, v in os.environ.items() if k not in ("UCCL_TRANSPORT", "UCCL_TOPOLOGY")}
-    env["UCCL_ALGO"] = "hierarchical"
-    fab = Fabric(FabricSpec(hosts=4, leaves=2, spines=2, rate="1gbit"))
-    try:
-        fab.up()
-        res = subprocess.run([sys.executable, "-m", "uccl.launch.run", "--fabric", fab.name, "--nproc-per-node",
-                              str(ranks_per_host), str(script), root], capture_output=True, text=True, timeout=800,
-                             env=env)
-    finally:
-        fab.down()
+    root = pathlib.Path(__file__).resolve().parents[2]
+    res = run_on_fabric(tmp_path / "all_collectives.py", ALL_COLLECTIVES, ranks_per_host, args=(root,),
+                        env={"UCCL_ALGO": "hierarchical"}, timeout=800)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     for r in range(4 * ranks_per_host):
         assert f"rank {r} levels={levels} algo=hierarchical ok" in res.stdout, res.stdout + res.stderr[-5000:]

@@ -9,6 +9,9 @@ Public:
     NetnsPair                         two network namespaces joined by a veth, with rate and loss
     run_pair(pair, "file.py:fn", args)  fn(bootstrap, **args) as rank 0 / rank 1 across the pair
     available()                       whether this machine can make namespaces, and why not
+
+    uccl.testing.fabric (needs root):
+    run_on_fabric(script, source, ...)  a torch.distributed script on a fresh emulated fabric
 """
 
 from uccl.testing.ranks import RankContext, RankFailure, run_ranks

@@ -1,7 +1,8 @@
 """Fused tensor-parallel ops vs their unfused compositions (uccl.overlap.tp).
 
 A sequence-parallel transformer MLP block (all-gather+GEMM in, GELU, GEMM+reduce-scatter
-out) and all_reduce_rmsnorm over 2-4 ranks, in one run per place: fused-overlapped (the
+out; "block": the fused parallel_mlp, "block_two_ops": the two fused ops with the GELU
+between them) and all_reduce_rmsnorm over 2-4 ranks, in one run per place: fused-overlapped (the
 plan's choice, and each forced piece count), unfused on uccl, unfused on gloo; per op and
 per block; serial (compute + communication), compute-only (every rank computing at once),
 communication-only, fused; exposed communication = fused - compute-only, overlap
@@ -30,7 +31,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "_tp_worker.py")
-OPS = ("all_gather_matmul", "matmul_reduce_scatter", "block", "all_reduce_rmsnorm")
+OPS = ("all_gather_matmul", "matmul_reduce_scatter", "block", "block_two_ops", "all_reduce_rmsnorm")
 
 
 def launcher(place: str, args) -> list:
@@ -146,6 +147,9 @@ def print_table(result: dict) -> None:
                       f"{r['unfused_uccl_s'] * 1e3:9.1f} {ms('fused_s')} {ms('exposed_comm_s')} "
                       f"{r['overlap_efficiency']:5.2f} {r['fused_speedup_vs_unfused_uccl']:6.2f}x  "
                       f"{'; '.join(r['plan'])}")
+                if "compute_under_traffic_s" in r:
+                    print(f"{'':<9} {'':>6} {'':<22} compute under traffic {r['compute_under_traffic_s'] * 1e3:.1f} ms "
+                          f"({r['compute_slowdown_under_traffic']:.2f}x compute only)")
     print("\nTargets:")
     for key, value in result["verdict"].items():
         print(f"  {key}: {json.dumps(value)}")
@@ -159,7 +163,7 @@ def main(argv=None) -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--ffn", default="512,2048,4096,8192", help="FFN widths: the compute:comm sweep")
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--pieces", default="1,2,4,8")
+    ap.add_argument("--pieces", default="1,2,4,8,16")
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)

@@ -15,7 +15,9 @@ def plan(op="all_gather_matmul", *, uccl=True, cpu=True, world=2, transport="net
 
 
 def test_net_fuses_in_pieces_of_about_piece_bytes():
-    assert plan(block_bytes=4 * PIECE_BYTES).pieces == 4
+    assert plan(block_bytes=MIN_BLOCK_BYTES + 3 * PIECE_BYTES).pieces == min(MAX_PIECES,
+                                                                            MIN_BLOCK_BYTES // PIECE_BYTES + 3)
+    assert plan(op="parallel_mlp", block_bytes=512 << 10).pieces == 8  # the measured best (plan.py)
     assert plan(block_bytes=100 * PIECE_BYTES).pieces == MAX_PIECES
     assert plan(block_bytes=MIN_BLOCK_BYTES).pieces == MIN_BLOCK_BYTES // PIECE_BYTES
     assert plan(block_bytes=8 * PIECE_BYTES, block_rows=3).pieces == 3  # never more pieces than rows

@@ -10,12 +10,14 @@ Why these rules:
 - loopback (the net channel, every rank on one host): the "wire" is this host's CPU,
   which the GEMMs need too; measured slower fused (perf/results/tp_perf.json).
 - net (ranks on other hosts): the engine thread and the wire move the pieces while torch
-  computes; a piece must be large enough that its per-message overhead stays small
-  (PIECE_BYTES), and there are enough of them that the last one's exposed tail is short
-  (at most MAX_PIECES).
-- blocks under two pieces (MIN_BLOCK_BYTES per peer) run unfused: with one piece per
-  block a peer's rows are computed only once all of them landed; 4 ranks with 256 KiB
-  blocks measured 0.90-1.13x of unfused (inside the test host's noise), not worth the risk.
+  computes; the first piece's wait and the last one's tail stay exposed, so more pieces
+  pay until per-piece costs (a message, a smaller GEMM) take over. Measured on the fabric
+  (100 Mbit/s, 2 ranks, 512 KiB blocks, perf/results/tp_perf.json's pieces_s): 8 pieces
+  were the fastest forced count for the fused block (parallel_mlp) and the two-op block
+  at every FFN width with compute near or above the communication, 16 slower again; so a
+  piece is PIECE_BYTES = 64 KiB (about 5 ms of a 100 Mbit/s link), at most MAX_PIECES.
+- blocks under MIN_BLOCK_BYTES per peer run unfused: 4 ranks with 256 KiB blocks measured
+  0.90-1.13x of unfused (inside the test host's noise), not worth the risk.
 - all_reduce_rmsnorm: the only work its token split can hide is one half's add+norm,
   about 1% of the all-reduce on a CPU over a 100 Mbit/s link (measured: no gain), while
   it issues four collectives for one; it runs unfused unless UCCL_TP_SPLITS asks.
@@ -29,8 +31,8 @@ from typing import Optional
 
 from uccl.config import SETTINGS_BY_ENV
 
-PIECE_BYTES = 256 << 10      # target piece size on the net channel
-MIN_BLOCK_BYTES = 2 * PIECE_BYTES  # per peer block below this: unfused
+PIECE_BYTES = 64 << 10       # target piece size on the net channel
+MIN_BLOCK_BYTES = 512 << 10  # per peer block below this: unfused
 MAX_PIECES = 8
 
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import statistics
+import threading
 import time
 
 import torch
@@ -62,14 +63,36 @@ def with_splits(value: int, fn):
 
 
 def block_ops(x_shard, w1, w2, group):
-    """The sequence-parallel MLP: all-gather+GEMM in, GELU, GEMM+reduce-scatter out."""
+    """The sequence-parallel MLP: all-gather+GEMM in, GELU, GEMM+reduce-scatter out; as
+    one fused op (parallel_mlp, token pieces out and result pieces back) and as the two
+    fused ops in turn (the GELU between them runs with no communication in flight)."""
     def ag():
         return tp.all_gather_matmul(x_shard, [w1], 0, group, return_a=False)[1][0]
 
-    def block():
+    def two_ops():
         h = torch.nn.functional.gelu(ag())
         return tp.matmul_reduce_scatter(h, w2, "sum", 0, group)
-    return ag, block
+
+    def block():
+        return tp.parallel_mlp(x_shard, w1, w2, torch.nn.functional.gelu, group)
+    return ag, two_ops, block
+
+
+def under_traffic(compute, comm, n_comm: int, gloo, iters: int) -> float:
+    """Median (slowest rank) of `compute`'s seconds while a thread runs `comm` n_comm times
+    on every rank (the same count everywhere, so the collectives match): how much the
+    engine thread and the packet forwarding slow the GEMMs down."""
+    times = torch.zeros(iters, dtype=torch.float64)
+    for i in range(iters):
+        dist.barrier(group=gloo)
+        th = threading.Thread(target=lambda: [comm() for _ in range(n_comm)])
+        th.start()
+        t0 = time.perf_counter()
+        compute()
+        times[i] = time.perf_counter() - t0
+        th.join()
+    dist.all_reduce(times, op=dist.ReduceOp.MAX, group=gloo)
+    return statistics.median(times.tolist())
 
 
 def measure(args, ffn: int, world: int, rank: int, uccl, gloo, timer: Timer) -> dict:
@@ -88,27 +111,30 @@ def measure(args, ffn: int, world: int, rank: int, uccl, gloo, timer: Timer) -> 
     def rs_op(group):
         return lambda: tp.matmul_reduce_scatter(h_full, w2, "sum", 0, group)
 
-    ag_u, block_u = block_ops(x_shard, w1, w2, uccl)
-    ag_g, block_g = block_ops(x_shard, w1, w2, gloo)
+    ag_u, two_u, block_u = block_ops(x_shard, w1, w2, uccl)
+    ag_g, two_g, block_g = block_ops(x_shard, w1, w2, gloo)
+    block_compute = lambda: torch.mm(torch.nn.functional.gelu(torch.mm(x_full, w1)), w2)  # noqa: E731
     compute = {
         "all_gather_matmul": lambda: torch.mm(x_full, w1),
         "matmul_reduce_scatter": lambda: torch.mm(h_full, w2),
-        "block": lambda: torch.mm(torch.nn.functional.gelu(torch.mm(x_full, w1)), w2),
+        "block": block_compute,
+        "block_two_ops": block_compute,
         "all_reduce_rmsnorm": lambda: tp.ops.rmsnorm(x_full + residual, norm_w, 1e-6),
     }
 
     def comm(group):
-        return {
+        both = lambda: (all_gather_single(gathered, x_shard, group),  # noqa: E731
+                        reduce_scatter_single(scattered, x_full, group))
+        return {"block": both, "block_two_ops": both,
             "all_gather_matmul": lambda: all_gather_single(gathered, x_shard, group),
             "matmul_reduce_scatter": lambda: reduce_scatter_single(scattered, x_full, group),
-            "block": lambda: (all_gather_single(gathered, x_shard, group),
-                              reduce_scatter_single(scattered, x_full, group)),
             "all_reduce_rmsnorm": lambda: dist.all_reduce(x_full.clone(), group=group),
         }
 
     def op(group):
-        ag, block = (ag_u, block_u) if group is uccl else (ag_g, block_g)
+        ag, two, block = (ag_u, two_u, block_u) if group is uccl else (ag_g, two_g, block_g)
         return {"all_gather_matmul": ag, "matmul_reduce_scatter": rs_op(group), "block": block,
+                "block_two_ops": two,
                 "all_reduce_rmsnorm": lambda: tp.all_reduce_rmsnorm(x_full, residual, norm_w, 1e-6, group)}
 
     out = {}
@@ -123,7 +149,7 @@ def measure(args, ffn: int, world: int, rank: int, uccl, gloo, timer: Timer) -> 
         row = {k: v for k, v in times.items() if not k.startswith("pieces_")}
         row["pieces_s"] = {str(p): times[f"pieces_{p}"] for p in pieces}
         plans = []
-        if name == "block":  # the block's two ops, as planned
+        if name == "block_two_ops":  # the block's two ops, as planned
             x = torch.nn.functional.gelu(ag_u())
             plans.append(tp.last_plan())
             tp.matmul_reduce_scatter(x, w2, "sum", 0, uccl)
@@ -132,6 +158,11 @@ def measure(args, ffn: int, world: int, rank: int, uccl, gloo, timer: Timer) -> 
             op_u[name]()
             plans.append(tp.last_plan())
         row["plan"] = [f"{p.op}: {p.path} x{p.pieces} ({p.reason})" for p in plans]
+        if name == "block" and args.traffic:
+            n_comm = math.ceil(1.3 * row["compute_only_s"] / max(row["comm_only_uccl_s"], 1e-6)) + 1
+            row["compute_under_traffic_s"] = under_traffic(compute[name], comm_u[name], n_comm, gloo,
+                                                           max(3, args.iters))
+            row["compute_slowdown_under_traffic"] = row["compute_under_traffic_s"] / row["compute_only_s"]
         row["serial_s"] = row["compute_only_s"] + row["comm_only_uccl_s"]
         row["exposed_comm_s"] = row["fused_s"] - row["compute_only_s"]
         row["overlap_efficiency"] = 1 - row["exposed_comm_s"] / row["comm_only_uccl_s"]
@@ -155,7 +186,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--ffn", default="1024,4096")
     ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    ap.add_argument("--ops", default="all_gather_matmul,matmul_reduce_scatter,block,all_reduce_rmsnorm")
+    ap.add_argument("--ops", default="all_gather_matmul,matmul_reduce_scatter,block,block_two_ops,all_reduce_rmsnorm")
+    ap.add_argument("--traffic", type=int, default=1, help="1: also time the block's compute under traffic")
     ap.add_argument("--pieces", default="1,2,4,8")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)

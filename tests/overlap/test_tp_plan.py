@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from uccl.overlap.tp.plan import MAX_PIECES, MIN_BLOCK_BYTES, PIECE_BYTES, bounds, last_plan, make_plan
+from uccl.overlap.tp.plan import MAX_PIECES, MIN_BLOCK_BYTES, ONE_HOST_MLP_PIECES, PIECE_BYTES, bounds, last_plan, make_plan
 
 
 def plan(op="all_gather_matmul", *, uccl=True, cpu=True, world=2, transport="net", block_bytes=4 << 20,
@@ -15,11 +15,22 @@ def plan(op="all_gather_matmul", *, uccl=True, cpu=True, world=2, transport="net
 
 
 def test_net_fuses_in_pieces_of_about_piece_bytes():
-    assert plan(block_bytes=4 * PIECE_BYTES).pieces == 4
+    assert plan(block_bytes=MIN_BLOCK_BYTES + 3 * PIECE_BYTES).pieces == min(MAX_PIECES,
+                                                                            MIN_BLOCK_BYTES // PIECE_BYTES + 3)
+    assert plan(op="parallel_mlp", block_bytes=512 << 10).pieces == 8  # the measured best (plan.py)
     assert plan(block_bytes=100 * PIECE_BYTES).pieces == MAX_PIECES
     assert plan(block_bytes=MIN_BLOCK_BYTES).pieces == MIN_BLOCK_BYTES // PIECE_BYTES
     assert plan(block_bytes=8 * PIECE_BYTES, block_rows=3).pieces == 3  # never more pieces than rows
     assert plan().path == "fused" and last_plan() == plan()
+
+
+def test_parallel_mlp_fuses_on_one_host_in_pieces_above_the_minimum_block():
+    for transport in ("shm", "loopback"):
+        p = plan(op="parallel_mlp", transport=transport, block_bytes=MIN_BLOCK_BYTES)
+        assert (p.path, p.pieces) == ("fused", ONE_HOST_MLP_PIECES), p
+        p = plan(op="parallel_mlp", transport=transport, block_bytes=MIN_BLOCK_BYTES - 1)
+        assert p.path == "unfused", p
+    assert plan(transport="shm", block_bytes=MIN_BLOCK_BYTES).path == "unfused"  # the single ops do not
 
 
 @pytest.mark.parametrize("kwargs,reason", [

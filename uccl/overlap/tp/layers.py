@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from uccl.overlap._group import all_gather_single, resolve_group
 from uccl.overlap.tp.autograd import all_gather_matmul, matmul_reduce_scatter
+from uccl.overlap.tp.mlp import parallel_mlp
 
 
 def _gather_last(x: torch.Tensor, pg) -> torch.Tensor:
@@ -167,6 +168,39 @@ class RowParallelLinear(torch.nn.Module):
         if self.bias is not None and not self.skip_bias_add:
             y = y + self.bias
         return y, (self.bias if self.skip_bias_add else None)
+
+
+class ParallelMLP(torch.nn.Module):
+    """Megatron's ParallelMLP: dense_h_to_4h (ColumnParallelLinear) -> activation ->
+    dense_4h_to_h (RowParallelLinear, skip_bias_add: forward returns (output, output_bias)).
+    With sequence_parallel (the default) the whole block runs as one fused parallel_mlp
+    (token pieces out, result pieces back); without it, the two layers in turn."""
+
+    def __init__(self, hidden_size: int, ffn_hidden_size: int, *, bias: bool = True,
+                 activation: Callable = torch.nn.functional.gelu, sequence_parallel: bool = True,
+                 init_method: Callable = torch.nn.init.xavier_normal_,
+                 output_layer_init_method: Optional[Callable] = None, params_dtype: torch.dtype = torch.float32,
+                 keep_master_weight_for_test: bool = False, group: Any = None) -> None:
+        super().__init__()
+        self.group, self.activation, self.sequence_parallel = resolve_group(group), activation, sequence_parallel
+        self.dense_h_to_4h = ColumnParallelLinear(
+            hidden_size, ffn_hidden_size, bias=bias, gather_output=False, init_method=init_method,
+            sequence_parallel=sequence_parallel, params_dtype=params_dtype,
+            keep_master_weight_for_test=keep_master_weight_for_test, group=self.group)
+        self.dense_4h_to_h = RowParallelLinear(
+            ffn_hidden_size, hidden_size, bias=bias, input_is_parallel=True,
+            init_method=output_layer_init_method or init_method, skip_bias_add=True,
+            sequence_parallel=sequence_parallel, params_dtype=params_dtype,
+            keep_master_weight_for_test=keep_master_weight_for_test, group=self.group)
+
+    def forward(self, hidden_states: torch.Tensor):
+        col, row = self.dense_h_to_4h, self.dense_4h_to_h
+        if self.sequence_parallel:
+            out = parallel_mlp(hidden_states, col.weight.t(), row.weight.t(), self.activation, self.group,
+                               b1=col.bias)
+            return out, row.bias
+        h, _ = col(hidden_states)
+        return row(self.activation(h))
 
 
 def sync_sequence_parallel_grads(module: torch.nn.Module, group: Any = None) -> None:

@@ -51,6 +51,10 @@ class Exchange:
         """Sends the contiguous `buf` as `piece` to `dst` (completion collected by finish())."""
         self._sends.append((self.ep.send(dst, _bytes(buf), self._tag(piece)), dst, piece, buf))
 
+    def ready(self, posted) -> bool:
+        """Whether a posted receive has landed (never blocks)."""
+        return posted[0].test()
+
     def wait(self, posted) -> torch.Tensor:
         """Waits for a posted receive; returns its buffer."""
         req, src, piece, buf = posted

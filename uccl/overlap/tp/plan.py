@@ -9,13 +9,21 @@ Why these rules:
   thread), so there is no idle engine to overlap with; the unfused path is never slower.
 - loopback (the net channel, every rank on one host): the "wire" is this host's CPU,
   which the GEMMs need too; measured slower fused (perf/results/tp_perf.json).
+- except parallel_mlp on one host (shm or loopback): run in token pieces, the whole MLP
+  (GEMM, activation, GEMM on a piece's rows) beat the unfused block at every measured
+  FFN width, forced to 4 pieces 1.08-1.42x over two runs (tp_perf.json and
+  tp_perf_jumbo.json, host and host-net rows, 512 KiB blocks), faster even than the
+  compute-only block over all tokens at once: each piece's hidden activations stay small;
+  16 pieces were slower again. So it fuses there in ONE_HOST_MLP_PIECES.
 - net (ranks on other hosts): the engine thread and the wire move the pieces while torch
-  computes; a piece must be large enough that its per-message overhead stays small
-  (PIECE_BYTES), and there are enough of them that the last one's exposed tail is short
-  (at most MAX_PIECES).
-- blocks under two pieces (MIN_BLOCK_BYTES per peer) run unfused: with one piece per
-  block a peer's rows are computed only once all of them landed; 4 ranks with 256 KiB
-  blocks measured 0.90-1.13x of unfused (inside the test host's noise), not worth the risk.
+  computes; the first piece's wait and the last one's tail stay exposed, so more pieces
+  pay until per-piece costs (a message, a smaller GEMM) take over. Measured on the fabric
+  (100 Mbit/s, 2 ranks, 512 KiB blocks, perf/results/tp_perf.json's pieces_s): 8 pieces
+  were the fastest forced count for the fused block (parallel_mlp) and the two-op block
+  at every FFN width with compute near or above the communication, 16 slower again; so a
+  piece is PIECE_BYTES = 64 KiB (about 5 ms of a 100 Mbit/s link), at most MAX_PIECES.
+- blocks under MIN_BLOCK_BYTES per peer run unfused: 4 ranks with 256 KiB blocks measured
+  0.90-1.13x of unfused (inside the test host's noise), not worth the risk.
 - all_reduce_rmsnorm: the only work its token split can hide is one half's add+norm,
   about 1% of the all-reduce on a CPU over a 100 Mbit/s link (measured: no gain), while
   it issues four collectives for one; it runs unfused unless UCCL_TP_SPLITS asks.
@@ -29,9 +37,10 @@ from typing import Optional
 
 from uccl.config import SETTINGS_BY_ENV
 
-PIECE_BYTES = 256 << 10      # target piece size on the net channel
-MIN_BLOCK_BYTES = 2 * PIECE_BYTES  # per peer block below this: unfused
+PIECE_BYTES = 64 << 10       # target piece size on the net channel
+MIN_BLOCK_BYTES = 512 << 10  # per peer block below this: unfused
 MAX_PIECES = 8
+ONE_HOST_MLP_PIECES = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +100,8 @@ def make_plan(op: str, *, uccl: bool, cpu: bool, world: int, transport: str, blo
         return fused(splits, f"UCCL_TP_SPLITS={splits}")
     if op == "all_reduce_rmsnorm":
         return unfused("the add+norm it could hide is small beside the all-reduce")
+    if op == "parallel_mlp" and transport in ("shm", "loopback") and block_bytes >= MIN_BLOCK_BYTES:
+        return fused(ONE_HOST_MLP_PIECES, f"{transport}: the MLP in token pieces measured faster on one host")
     if transport == "shm":
         return unfused("shared memory: copies run on the caller's core, nothing to overlap with")
     if transport == "loopback":

@@ -17,7 +17,12 @@ namespace {
 // Packets per receive batch; one ack per flow follows each batch, so this also
 // bounds how much a hole in one socket's queue can look like loss.
 constexpr size_t kRxBatch = 256;
-constexpr uint64_t kSpinNs = 20'000;  // keep polling this long after the last activity
+// Keep polling at most this long after the last activity. The window adapts: it halves
+// each time an idle gap outlasted kSpinNs (a paced or rate-limited wire: the spin would
+// only have burnt the core the application computes on) and doubles when a gap was
+// shorter (spinning would have caught the next packet without an epoll wakeup).
+constexpr uint64_t kSpinNs = 20'000;
+constexpr uint64_t kMinSpinNs = 500;
 // Retransmission timers wait until the receive queues are drained (or this many
 // batches in a row were not): after the engine was descheduled, the acks that
 // answer its oldest packets are usually sitting unread in the sockets, and an
@@ -156,6 +161,7 @@ void Engine::run() {
   uint64_t last_activity = now_ns();
   uint64_t stop_since = 0, closing_since = 0, last_rx = now_ns();
   int timer_deferrals = 0;
+  uint64_t spin_ns = kSpinNs;
   for (;;) {
     uint64_t now = now_ns();
     bool active = false;
@@ -220,14 +226,17 @@ void Engine::run() {
       last_activity = now;
       continue;
     }
-    if (now - last_activity < kSpinNs) continue;
+    if (now - last_activity < spin_ns) continue;
     // Idle: block until a packet, a kick, or the next timer.
     uint64_t deadline = ~0ull;
     for (auto& f : flows_) deadline = std::min(deadline, f->next_deadline(now));
     if (stop_since) deadline = std::min(deadline, now + 1'000'000);
+    uint64_t idle_from = last_activity;
     sleep_until(deadline, now);
     last_activity = now_ns();
-    last_activity -= kSpinNs / 2;  // a short spin after waking, not a full one
+    spin_ns = last_activity - idle_from < kSpinNs ? std::min(kSpinNs, 2 * spin_ns)
+                                                  : std::max(kMinSpinNs, spin_ns / 2);
+    last_activity -= spin_ns / 2;  // a short spin after waking, not a full one
   }
 }
 

@@ -148,6 +148,8 @@ def main() -> None:
     ap.add_argument("--chunk-bytes", type=int, default=256 << 10)
     ap.add_argument("--max-batch-chunks", type=int, default=0, help="Buffer(max_batch_chunks=)")
     ap.add_argument("--lag-wait", type=float, default=0.02, help="Buffer(lag_wait=)")
+    ap.add_argument("--header-grace", type=float, default=0.05, help="Buffer(header_grace=)")
+    ap.add_argument("--fused-path", default="auto", help="Buffer(fused_path=)")
     ap.add_argument("--compute-nice", type=int, default=0, help="Buffer(compute_nice=): the fused call's compute "
                     "thread yields the cores to the transport")
     ap.add_argument("--ll-tokens", type=int, default=32)
@@ -163,7 +165,8 @@ def main() -> None:
     E, E_loc = args.experts, args.experts // R
     x, idx, w = routing(rank, args.tokens, E, args.topk, args.hidden, dtype)
     buf = Buffer(dist.group.WORLD, chunk_bytes=args.chunk_bytes, compute_nice=args.compute_nice,
-                 max_batch_chunks=args.max_batch_chunks, lag_wait=args.lag_wait)
+                 max_batch_chunks=args.max_batch_chunks, lag_wait=args.lag_wait,
+                 header_grace=args.header_grace, fused_path=args.fused_path)
     per_rank, _, per_expert, in_rank, _ = buf.get_dispatch_layout(idx, E)
     ffn = calibrate(buf, x, idx, w, E, args, dtype, gloo) if args.ffn == "auto" else int(args.ffn)
     experts = Experts(rank, E_loc, args.hidden, ffn, dtype)
@@ -186,26 +189,31 @@ def main() -> None:
     report = {"world": R, "setting": vars(args), "ffn": ffn, "variants": {}, "wrong": {}}
     with torch.no_grad():
         reference = sequential()
-        for name in chosen:
-            secs = []
-            for it in range(args.warmup + args.iters):
+        # iterations interleave the variants (one call of each per round), so that load from
+        # outside the run, which drifts on a shared host, falls on all of them alike
+        secs = {name: [] for name in chosen}
+        outs = {}
+        for it in range(args.warmup + args.iters):
+            for name in chosen:
                 dist.barrier(group=gloo)
                 t0 = time.perf_counter()
-                out = variants[name]()
+                outs[name] = variants[name]()
                 if it >= args.warmup:
-                    secs.append(time.perf_counter() - t0)
-            ok = torch.allclose(out.float(), reference.float(), rtol=2e-2, atol=2e-2)
+                    secs[name].append(time.perf_counter() - t0)
+        for name in chosen:
+            ok = torch.allclose(outs[name].float(), reference.float(), rtol=2e-2, atol=2e-2)
             report["wrong"][name] = int(slowest([0.0 if ok else 1.0], gloo)[0])
-            report["variants"][name] = slowest(secs, gloo)
-            if name == "uccl overlapped":  # when chunks landed/computed/reduced, per rank, from the call's start
-                mine = [(ev, p, c, round((t - buf.trace_start) * 1e3, 2)) for ev, p, c, t in buf.trace]
-                mine += [("expert", e, n, round((t0 - buf.trace_start) * 1e3, 2), round((t1 - buf.trace_start) * 1e3, 2))
-                         for e, n, t0, t1 in buf.trace_steps]
-                traces = [None] * R
-                dist.all_gather_object(traces, mine, group=gloo)
-                report["overlapped_trace_ms"] = traces
+            report["variants"][name] = slowest(secs[name], gloo)
             if rank == 0:
                 print(f"{name}: {statistics.median(report['variants'][name]) * 1e3:.1f} ms", flush=True)
+        if "uccl overlapped" in chosen:  # its last call: when chunks landed/computed/reduced, per rank
+            report["fused_path"] = list(buf.last_path)
+            mine = [(ev, p, c, round((t - buf.trace_start) * 1e3, 2)) for ev, p, c, t in buf.trace]
+            mine += [("expert", e, n, round((t0 - buf.trace_start) * 1e3, 2), round((t1 - buf.trace_start) * 1e3, 2))
+                     for e, n, t0, t1 in buf.trace_steps]
+            traces = [None] * R
+            dist.all_gather_object(traces, mine, group=gloo)
+            report["overlapped_trace_ms"] = traces
 
         if "phases" in args.variants:
             phases = {"dispatch": [], "compute": [], "combine": []}

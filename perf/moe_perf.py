@@ -53,6 +53,7 @@ def worker_args(args) -> list:
             "--topk", str(args.topk), "--ffn", str(args.ffn), "--dtype", args.dtype, "--iters", str(args.iters),
             "--chunk-bytes", str(args.chunk_bytes), "--compute-nice", str(args.compute_nice),
             "--max-batch-chunks", str(args.max_batch_chunks), "--lag-wait", str(args.lag_wait),
+            "--header-grace", str(args.header_grace), "--fused-path", args.fused_path,
             "--variants", args.variants]
 
 
@@ -68,7 +69,7 @@ def summarize(res: dict, spec=None) -> dict:
     """What the run measured; a variant or the phases left out of --variants are left out here."""
     med = {name: statistics.median(secs) for name, secs in res["variants"].items()}
     ph = {name: statistics.median(secs) for name, secs in res.get("phases", {}).items()}
-    s = {"median_s": med, "phases_s": ph, "ffn": res["ffn"], "wrong": res["wrong"]}
+    s = {"median_s": med, "phases_s": ph, "ffn": res["ffn"], "wrong": res["wrong"], "fused_path": res.get("fused_path")}
     comm = ph.get("dispatch", 0) + ph.get("combine", 0)
     if "uccl overlapped" in med and comm:
         s["hidden_fraction"] = 1 - (med["uccl overlapped"] - ph["compute"]) / comm
@@ -88,6 +89,8 @@ def print_summary(where: str, s: dict) -> None:
     print(f"\n== {where} (expert FFN {s['ffn']}) ==")
     for name, t in s["median_s"].items():
         print(f"  {name:<18} {t * 1e3:9.1f} ms   wrong={s['wrong'][name]}")
+    if s.get("fused_path"):
+        print(f"  overlapped ran the {s['fused_path'][0]} path ({s['fused_path'][1]})")
     if s["phases_s"]:
         print("  phases: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in s["phases_s"].items()))
     if "hidden_fraction" in s:
@@ -150,6 +153,11 @@ def main(argv=None) -> None:
                     help="Buffer(max_batch_chunks=): an expert's rows per run in the fused call (0: all)")
     ap.add_argument("--lag-wait", type=float, default=0.02,
                     help="Buffer(lag_wait=): seconds an expert waits for a lagging source's rows")
+    ap.add_argument("--header-grace", type=float, default=0.05,
+                    help="Buffer(header_grace=): seconds the fused call waits for late headers before it computes "
+                    "its own tokens alone")
+    ap.add_argument("--fused-path", default="auto", choices=("auto", "pipelined", "sequential"),
+                    help="Buffer(fused_path=): auto runs the sequential composition over shared memory")
     ap.add_argument("--variants", default="overlapped,sequential,megatron-uccl,megatron-gloo,phases,low-latency")
     ap.add_argument("--ranks", type=int, default=4, help="ranks on one host (shm)")
     ap.add_argument("--hosts", type=int, default=4)

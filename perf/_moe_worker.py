@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import threading
 import time
 
 import torch
@@ -73,6 +75,31 @@ def megatron_layer(x, idx, w, experts, E: int, group) -> torch.Tensor:
     out = torch.zeros(T, H, dtype=torch.float32)
     out.index_add_(0, token_of, back.float() * w.flatten()[order].unsqueeze(1))
     return out.to(x.dtype)
+
+
+_HOST_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq")
+
+
+def cpu_now() -> dict:
+    """CPU seconds so far: this process's calling thread ("compute"), its uccl engine threads,
+    its other threads, and the host's (/proc/stat: every namespace, every process) by kind."""
+    tick = os.sysconf("SC_CLK_TCK")
+    me = threading.get_native_id()
+    out = {"compute": 0.0, "engine": 0.0, "other": 0.0}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:  # the thread ended
+            continue
+        key = "compute" if int(tid) == me else ("engine" if name.startswith("uccl-engine") else "other")
+        out[key] += (int(fields[11]) + int(fields[12])) / tick
+    with open("/proc/stat") as f:
+        host = f.readline().split()[1:1 + len(_HOST_FIELDS)]
+    out.update({f"host {k}": int(v) / tick for k, v in zip(_HOST_FIELDS, host)})
+    return out
 
 
 def slowest(seconds: list, gloo) -> list:
@@ -192,14 +219,21 @@ def main() -> None:
         # iterations interleave the variants (one call of each per round), so that load from
         # outside the run, which drifts on a shared host, falls on all of them alike
         secs = {name: [] for name in chosen}
+        cpu = {name: {} for name in chosen}  # CPU seconds spent during the timed calls, by kind
         outs = {}
         for it in range(args.warmup + args.iters):
             for name in chosen:
                 dist.barrier(group=gloo)
+                c0 = cpu_now()
                 t0 = time.perf_counter()
                 outs[name] = variants[name]()
                 if it >= args.warmup:
                     secs[name].append(time.perf_counter() - t0)
+                    for key, v in cpu_now().items():
+                        cpu[name][key] = cpu[name].get(key, 0.0) + (v - c0[key]) / args.iters
+        everyone = [None] * R
+        dist.all_gather_object(everyone, cpu, group=gloo)
+        report["cpu_per_call_s"] = everyone  # per rank: variant -> kind -> CPU seconds per call
         for name in chosen:
             ok = torch.allclose(outs[name].float(), reference.float(), rtol=2e-2, atol=2e-2)
             report["wrong"][name] = int(slowest([0.0 if ok else 1.0], gloo)[0])

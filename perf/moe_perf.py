@@ -77,6 +77,12 @@ def summarize(res: dict, spec=None) -> dict:
                            ("megatron_gloo", "megatron on gloo")):
             if other in med:  # how many times faster the overlapped layer is
                 s[f"overlapped_vs_{key}"] = med[other] / med["uccl overlapped"]
+    if "cpu_per_call_s" in res:  # per variant: this host's CPU per call (threads: mean over ranks)
+        per_rank = res["cpu_per_call_s"]
+        s["cpu_per_call_s"] = {
+            name: {k: (statistics.mean(r[name][k] for r in per_rank) if not k.startswith("host")
+                       else per_rank[0][name][k]) for k in per_rank[0][name]}
+            for name in per_rank[0]}
     if "low_latency" in res:
         s["low_latency_us"] = statistics.median(res["low_latency"]["seconds"]) * 1e6
     if spec is not None and ph:
@@ -89,6 +95,10 @@ def print_summary(where: str, s: dict) -> None:
     print(f"\n== {where} (expert FFN {s['ffn']}) ==")
     for name, t in s["median_s"].items():
         print(f"  {name:<18} {t * 1e3:9.1f} ms   wrong={s['wrong'][name]}")
+    for name, c in s.get("cpu_per_call_s", {}).items():
+        print(f"  cpu per call, {name}: per rank compute thread {c['compute'] * 1e3:.0f} ms, engines "
+              f"{c['engine'] * 1e3:.0f} ms; host user {c['host user'] * 1e3:.0f}, system {c['host system'] * 1e3:.0f}, "
+              f"softirq {c['host softirq'] * 1e3:.0f}, idle {c['host idle'] * 1e3:.0f} ms")
     if s.get("fused_path"):
         print(f"  overlapped ran the {s['fused_path'][0]} path ({s['fused_path'][1]})")
     if s["phases_s"]:

@@ -234,6 +234,7 @@ def main() -> None:
         everyone = [None] * R
         dist.all_gather_object(everyone, cpu, group=gloo)
         report["cpu_per_call_s"] = everyone  # per rank: variant -> kind -> CPU seconds per call
+        report["cpus"] = len(os.sched_getaffinity(0))
         for name in chosen:
             ok = torch.allclose(outs[name].float(), reference.float(), rtol=2e-2, atol=2e-2)
             report["wrong"][name] = int(slowest([0.0 if ok else 1.0], gloo)[0])

@@ -17,6 +17,11 @@ on one host (4 ranks over shared memory) and across an emulated fabric (one rank
 Bisection ideal (fabric): the payload bytes each leaf must send to the other leaf (a token
 counts once per destination rank, as it travels), over the leaf's uplink capacity.
 Hidden communication = 1 - (overlapped - compute) / (dispatch + combine), from the phases.
+CPU per call: the CPU seconds spent during a variant's timed calls, by kind (each rank's calling
+thread and uccl engine threads; the host's user, system, softirq and idle time, which includes
+other processes). CPU floor: every rank's threads plus the host's softirq (the emulated fabric's
+packet forwarding) over the host's cores; on a host with fewer cores than ranks no schedule of
+the same work finishes faster.
 """
 
 from __future__ import annotations
@@ -83,6 +88,12 @@ def summarize(res: dict, spec=None) -> dict:
             name: {k: (statistics.mean(r[name][k] for r in per_rank) if not k.startswith("host")
                        else per_rank[0][name][k]) for k in per_rank[0][name]}
             for name in per_rank[0]}
+        # The CPU floor: no schedule finishes a call faster than the host's cores can do its CPU
+        # work (every rank's threads, and the kernel's packet forwarding in softirq).
+        cores = res.get("cpus") or os.cpu_count()
+        s["cpu_floor_s"] = {name: (sum(r[name]["compute"] + r[name]["engine"] + r[name]["other"] for r in per_rank)
+                                   + per_rank[0][name]["host softirq"] + per_rank[0][name]["host irq"]) / cores
+                            for name in per_rank[0]}
     if "low_latency" in res:
         s["low_latency_us"] = statistics.median(res["low_latency"]["seconds"]) * 1e6
     if spec is not None and ph:
@@ -97,8 +108,11 @@ def print_summary(where: str, s: dict) -> None:
         print(f"  {name:<18} {t * 1e3:9.1f} ms   wrong={s['wrong'][name]}")
     for name, c in s.get("cpu_per_call_s", {}).items():
         print(f"  cpu per call, {name}: per rank compute thread {c['compute'] * 1e3:.0f} ms, engines "
-              f"{c['engine'] * 1e3:.0f} ms; host user {c['host user'] * 1e3:.0f}, system {c['host system'] * 1e3:.0f}, "
+              f"{c['engine'] * 1e3:.0f} ms; host user+nice {(c['host user'] + c['host nice']) * 1e3:.0f}, system {c['host system'] * 1e3:.0f}, "
               f"softirq {c['host softirq'] * 1e3:.0f}, idle {c['host idle'] * 1e3:.0f} ms")
+    if s.get("cpu_floor_s"):
+        print("  cpu floor (this run's CPU work over the host's cores): " + ", ".join(
+            f"{name} {t * 1e3:.0f} ms ({s['median_s'][name] / t:.2f}x of it)" for name, t in s["cpu_floor_s"].items()))
     if s.get("fused_path"):
         print(f"  overlapped ran the {s['fused_path'][0]} path ({s['fused_path'][1]})")
     if s["phases_s"]:

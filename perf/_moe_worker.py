@@ -216,13 +216,14 @@ def main() -> None:
     report = {"world": R, "setting": vars(args), "ffn": ffn, "variants": {}, "wrong": {}}
     with torch.no_grad():
         reference = sequential()
-        # iterations interleave the variants (one call of each per round), so that load from
-        # outside the run, which drifts on a shared host, falls on all of them alike
+        # iterations interleave the variants (one call of each per round, each round starting
+        # one variant later), so that load from outside the run, which drifts on a shared host,
+        # and whatever a variant leaves behind for the next fall on all of them alike
         secs = {name: [] for name in chosen}
         cpu = {name: {} for name in chosen}  # CPU seconds spent during the timed calls, by kind
         outs = {}
         for it in range(args.warmup + args.iters):
-            for name in chosen:
+            for name in chosen[it % len(chosen):] + chosen[:it % len(chosen)]:
                 dist.barrier(group=gloo)
                 c0 = cpu_now()
                 t0 = time.perf_counter()

@@ -100,7 +100,7 @@ class Buffer(LowLatencyMixin):
     fused_path: how dispatch_compute_combine runs: "pipelined" (fused.py's schedule),
       "sequential" (dispatch -> experts -> combine, one pass each), or "auto": sequential when
       every rank reaches every peer over shared memory (a shared-memory copy runs on the
-      caller's core, so there is nothing to overlap with: measured 0.88-0.91x of sequential
+      caller's core, so there is nothing to overlap with: measured 0.83-0.91x of sequential
       pipelined), pipelined otherwise. Decided once, from what every rank reports, so every
       rank takes the same path; `last_path` holds (path, reason) of the last call.
     compute_nice: the calling thread's nice value while the fused call computes (the engine's
@@ -124,6 +124,9 @@ class Buffer(LowLatencyMixin):
         cfg = config or dataclasses.replace(Config.from_env(), spin_us=min(Config.from_env().spin_us, 20.0),
                                             yield_us=0.0)
         self.rank, self.group_size = bootstrap.rank, bootstrap.world_size
+        if fused_path not in ("auto", "pipelined", "sequential"):
+            raise InvalidArgumentError(f"rank {self.rank}: moe.Buffer: fused_path must be 'auto', 'pipelined' "
+                                       f"or 'sequential', got {fused_path!r}")
         self.max_local_experts = max_local_experts
         self._header_ints = _COUNTS + self.group_size + max_local_experts
         self.wire = Wire(bootstrap, cfg, self._header_ints)
@@ -134,9 +137,6 @@ class Buffer(LowLatencyMixin):
         self.lag_wait = float(lag_wait)
         self.max_batch_chunks = int(max_batch_chunks)
         self.compute_nice = int(compute_nice)
-        if fused_path not in ("auto", "pipelined", "sequential"):
-            raise InvalidArgumentError(f"rank {self.rank}: moe.Buffer: fused_path must be 'auto', 'pipelined' "
-                                       f"or 'sequential', got {fused_path!r}")
         self._fused_path = self._decide_fused_path(bootstrap, fused_path)
         self.last_path: Optional[tuple] = None
         self._seq = 0

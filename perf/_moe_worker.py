@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import threading
 import time
 
 import torch
@@ -73,6 +75,31 @@ def megatron_layer(x, idx, w, experts, E: int, group) -> torch.Tensor:
     out = torch.zeros(T, H, dtype=torch.float32)
     out.index_add_(0, token_of, back.float() * w.flatten()[order].unsqueeze(1))
     return out.to(x.dtype)
+
+
+_HOST_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq")
+
+
+def cpu_now() -> dict:
+    """CPU seconds so far: this process's calling thread ("compute"), its uccl engine threads,
+    its other threads, and the host's (/proc/stat: every namespace, every process) by kind."""
+    tick = os.sysconf("SC_CLK_TCK")
+    me = threading.get_native_id()
+    out = {"compute": 0.0, "engine": 0.0, "other": 0.0}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:  # the thread ended
+            continue
+        key = "compute" if int(tid) == me else ("engine" if name.startswith("uccl-engine") else "other")
+        out[key] += (int(fields[11]) + int(fields[12])) / tick
+    with open("/proc/stat") as f:
+        host = f.readline().split()[1:1 + len(_HOST_FIELDS)]
+    out.update({f"host {k}": int(v) / tick for k, v in zip(_HOST_FIELDS, host)})
+    return out
 
 
 def slowest(seconds: list, gloo) -> list:
@@ -148,6 +175,8 @@ def main() -> None:
     ap.add_argument("--chunk-bytes", type=int, default=256 << 10)
     ap.add_argument("--max-batch-chunks", type=int, default=0, help="Buffer(max_batch_chunks=)")
     ap.add_argument("--lag-wait", type=float, default=0.02, help="Buffer(lag_wait=)")
+    ap.add_argument("--header-grace", type=float, default=0.05, help="Buffer(header_grace=)")
+    ap.add_argument("--fused-path", default="auto", help="Buffer(fused_path=)")
     ap.add_argument("--compute-nice", type=int, default=0, help="Buffer(compute_nice=): the fused call's compute "
                     "thread yields the cores to the transport")
     ap.add_argument("--ll-tokens", type=int, default=32)
@@ -163,7 +192,8 @@ def main() -> None:
     E, E_loc = args.experts, args.experts // R
     x, idx, w = routing(rank, args.tokens, E, args.topk, args.hidden, dtype)
     buf = Buffer(dist.group.WORLD, chunk_bytes=args.chunk_bytes, compute_nice=args.compute_nice,
-                 max_batch_chunks=args.max_batch_chunks, lag_wait=args.lag_wait)
+                 max_batch_chunks=args.max_batch_chunks, lag_wait=args.lag_wait,
+                 header_grace=args.header_grace, fused_path=args.fused_path)
     per_rank, _, per_expert, in_rank, _ = buf.get_dispatch_layout(idx, E)
     ffn = calibrate(buf, x, idx, w, E, args, dtype, gloo) if args.ffn == "auto" else int(args.ffn)
     experts = Experts(rank, E_loc, args.hidden, ffn, dtype)
@@ -186,26 +216,40 @@ def main() -> None:
     report = {"world": R, "setting": vars(args), "ffn": ffn, "variants": {}, "wrong": {}}
     with torch.no_grad():
         reference = sequential()
-        for name in chosen:
-            secs = []
-            for it in range(args.warmup + args.iters):
+        # iterations interleave the variants (one call of each per round, each round starting
+        # one variant later), so that load from outside the run, which drifts on a shared host,
+        # and whatever a variant leaves behind for the next fall on all of them alike
+        secs = {name: [] for name in chosen}
+        cpu = {name: {} for name in chosen}  # CPU seconds spent during the timed calls, by kind
+        outs = {}
+        for it in range(args.warmup + args.iters):
+            for name in chosen[it % len(chosen):] + chosen[:it % len(chosen)]:
                 dist.barrier(group=gloo)
+                c0 = cpu_now()
                 t0 = time.perf_counter()
-                out = variants[name]()
+                outs[name] = variants[name]()
                 if it >= args.warmup:
-                    secs.append(time.perf_counter() - t0)
-            ok = torch.allclose(out.float(), reference.float(), rtol=2e-2, atol=2e-2)
+                    secs[name].append(time.perf_counter() - t0)
+                    for key, v in cpu_now().items():
+                        cpu[name][key] = cpu[name].get(key, 0.0) + (v - c0[key]) / args.iters
+        everyone = [None] * R
+        dist.all_gather_object(everyone, cpu, group=gloo)
+        report["cpu_per_call_s"] = everyone  # per rank: variant -> kind -> CPU seconds per call
+        report["cpus"] = len(os.sched_getaffinity(0))
+        for name in chosen:
+            ok = torch.allclose(outs[name].float(), reference.float(), rtol=2e-2, atol=2e-2)
             report["wrong"][name] = int(slowest([0.0 if ok else 1.0], gloo)[0])
-            report["variants"][name] = slowest(secs, gloo)
-            if name == "uccl overlapped":  # when chunks landed/computed/reduced, per rank, from the call's start
-                mine = [(ev, p, c, round((t - buf.trace_start) * 1e3, 2)) for ev, p, c, t in buf.trace]
-                mine += [("expert", e, n, round((t0 - buf.trace_start) * 1e3, 2), round((t1 - buf.trace_start) * 1e3, 2))
-                         for e, n, t0, t1 in buf.trace_steps]
-                traces = [None] * R
-                dist.all_gather_object(traces, mine, group=gloo)
-                report["overlapped_trace_ms"] = traces
+            report["variants"][name] = slowest(secs[name], gloo)
             if rank == 0:
                 print(f"{name}: {statistics.median(report['variants'][name]) * 1e3:.1f} ms", flush=True)
+        if "uccl overlapped" in chosen:  # its last call: when chunks landed/computed/reduced, per rank
+            report["fused_path"] = list(buf.last_path)
+            mine = [(ev, p, c, round((t - buf.trace_start) * 1e3, 2)) for ev, p, c, t in buf.trace]
+            mine += [("expert", e, n, round((t0 - buf.trace_start) * 1e3, 2), round((t1 - buf.trace_start) * 1e3, 2))
+                     for e, n, t0, t1 in buf.trace_steps]
+            traces = [None] * R
+            dist.all_gather_object(traces, mine, group=gloo)
+            report["overlapped_trace_ms"] = traces
 
         if "phases" in args.variants:
             phases = {"dispatch": [], "compute": [], "combine": []}

@@ -17,6 +17,11 @@ on one host (4 ranks over shared memory) and across an emulated fabric (one rank
 Bisection ideal (fabric): the payload bytes each leaf must send to the other leaf (a token
 counts once per destination rank, as it travels), over the leaf's uplink capacity.
 Hidden communication = 1 - (overlapped - compute) / (dispatch + combine), from the phases.
+CPU per call: the CPU seconds spent during a variant's timed calls, by kind (each rank's calling
+thread and uccl engine threads; the host's user, system, softirq and idle time, which includes
+other processes). CPU floor: every rank's threads plus the host's softirq (the emulated fabric's
+packet forwarding) over the host's cores; on a host with fewer cores than ranks no schedule of
+the same work finishes faster.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ def worker_args(args) -> list:
             "--topk", str(args.topk), "--ffn", str(args.ffn), "--dtype", args.dtype, "--iters", str(args.iters),
             "--chunk-bytes", str(args.chunk_bytes), "--compute-nice", str(args.compute_nice),
             "--max-batch-chunks", str(args.max_batch_chunks), "--lag-wait", str(args.lag_wait),
+            "--header-grace", str(args.header_grace), "--fused-path", args.fused_path,
             "--variants", args.variants]
 
 
@@ -68,7 +74,7 @@ def summarize(res: dict, spec=None) -> dict:
     """What the run measured; a variant or the phases left out of --variants are left out here."""
     med = {name: statistics.median(secs) for name, secs in res["variants"].items()}
     ph = {name: statistics.median(secs) for name, secs in res.get("phases", {}).items()}
-    s = {"median_s": med, "phases_s": ph, "ffn": res["ffn"], "wrong": res["wrong"]}
+    s = {"median_s": med, "phases_s": ph, "ffn": res["ffn"], "wrong": res["wrong"], "fused_path": res.get("fused_path")}
     comm = ph.get("dispatch", 0) + ph.get("combine", 0)
     if "uccl overlapped" in med and comm:
         s["hidden_fraction"] = 1 - (med["uccl overlapped"] - ph["compute"]) / comm
@@ -76,6 +82,18 @@ def summarize(res: dict, spec=None) -> dict:
                            ("megatron_gloo", "megatron on gloo")):
             if other in med:  # how many times faster the overlapped layer is
                 s[f"overlapped_vs_{key}"] = med[other] / med["uccl overlapped"]
+    if "cpu_per_call_s" in res:  # per variant: this host's CPU per call (threads: mean over ranks)
+        per_rank = res["cpu_per_call_s"]
+        s["cpu_per_call_s"] = {
+            name: {k: (statistics.mean(r[name][k] for r in per_rank) if not k.startswith("host")
+                       else per_rank[0][name][k]) for k in per_rank[0][name]}
+            for name in per_rank[0]}
+        # The CPU floor: no schedule finishes a call faster than the host's cores can do its CPU
+        # work (every rank's threads, and the kernel's packet forwarding in softirq).
+        cores = res.get("cpus") or os.cpu_count()
+        s["cpu_floor_s"] = {name: (sum(r[name]["compute"] + r[name]["engine"] + r[name]["other"] for r in per_rank)
+                                   + per_rank[0][name]["host softirq"] + per_rank[0][name]["host irq"]) / cores
+                            for name in per_rank[0]}
     if "low_latency" in res:
         s["low_latency_us"] = statistics.median(res["low_latency"]["seconds"]) * 1e6
     if spec is not None and ph:
@@ -88,6 +106,15 @@ def print_summary(where: str, s: dict) -> None:
     print(f"\n== {where} (expert FFN {s['ffn']}) ==")
     for name, t in s["median_s"].items():
         print(f"  {name:<18} {t * 1e3:9.1f} ms   wrong={s['wrong'][name]}")
+    for name, c in s.get("cpu_per_call_s", {}).items():
+        print(f"  cpu per call, {name}: per rank compute thread {c['compute'] * 1e3:.0f} ms, engines "
+              f"{c['engine'] * 1e3:.0f} ms; host user+nice {(c['host user'] + c['host nice']) * 1e3:.0f}, system {c['host system'] * 1e3:.0f}, "
+              f"softirq {c['host softirq'] * 1e3:.0f}, idle {c['host idle'] * 1e3:.0f} ms")
+    if s.get("cpu_floor_s"):
+        print("  cpu floor (this run's CPU work over the host's cores): " + ", ".join(
+            f"{name} {t * 1e3:.0f} ms ({s['median_s'][name] / t:.2f}x of it)" for name, t in s["cpu_floor_s"].items()))
+    if s.get("fused_path"):
+        print(f"  overlapped ran the {s['fused_path'][0]} path ({s['fused_path'][1]})")
     if s["phases_s"]:
         print("  phases: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in s["phases_s"].items()))
     if "hidden_fraction" in s:
@@ -150,6 +177,11 @@ def main(argv=None) -> None:
                     help="Buffer(max_batch_chunks=): an expert's rows per run in the fused call (0: all)")
     ap.add_argument("--lag-wait", type=float, default=0.02,
                     help="Buffer(lag_wait=): seconds an expert waits for a lagging source's rows")
+    ap.add_argument("--header-grace", type=float, default=0.05,
+                    help="Buffer(header_grace=): seconds the fused call waits for late headers before it computes "
+                    "its own tokens alone")
+    ap.add_argument("--fused-path", default="auto", choices=("auto", "pipelined", "sequential"),
+                    help="Buffer(fused_path=): auto runs the sequential composition over shared memory")
     ap.add_argument("--variants", default="overlapped,sequential,megatron-uccl,megatron-gloo,phases,low-latency")
     ap.add_argument("--ranks", type=int, default=4, help="ranks on one host (shm)")
     ap.add_argument("--hosts", type=int, default=4)

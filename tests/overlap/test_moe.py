@@ -5,6 +5,7 @@ to the reference; over shared memory and the net channel, worlds of 2 to 4 ranks
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -186,13 +187,15 @@ def test_absent_peer_times_out_naming_it():
     assert waited < 10
 
 
-def _fused_worker(ctx, kinds, dtype):
-    buf = _new_buffer(ctx, chunk_bytes=1024)
+def _fused_worker(ctx, kinds, dtype, path):
+    buf = _new_buffer(ctx, chunk_bytes=1024, fused_path=path)
     R, me = ctx.world_size, ctx.rank
     E = E_PER_RANK * R
     for seed, kind in enumerate(kinds):
         x, idx, w = ref.inputs(kind, me, T, H, E, K, seed, dtype)
         out = buf.dispatch_compute_combine(x, idx, w, lambda le, t: expert(me, le, t), E)
+        assert buf.last_path[0] == ("pipelined" if path == "pipelined" or os.environ["UCCL_TRANSPORT"] == "net"
+                                    else "sequential"), buf.last_path
         want = ref.moe_output(x, idx, w, expert, E, R)
         tol = 4 * ref.tolerance(dtype)
         torch.testing.assert_close(out.float(), want.float(), rtol=tol, atol=tol,
@@ -200,10 +203,12 @@ def _fused_worker(ctx, kinds, dtype):
     buf.destroy()
 
 
-@pytest.mark.parametrize("transport,world,dtype", [("shm", 4, torch.bfloat16), ("net", 2, torch.float32),
-                                                   pytest.param("shm", 3, torch.float32, marks=LONG)])
-def test_dispatch_compute_combine_matches_reference(transport, world, dtype):
-    run_ranks(_fused_worker, world, args=(ref.ROUTINGS, dtype), env=env(transport), timeout=150)
+# the pipelined schedule on shm is forced (auto runs the sequential composition there)
+@pytest.mark.parametrize("transport,world,dtype,path", [("shm", 4, torch.bfloat16, "pipelined"),
+                                                        ("net", 2, torch.float32, "auto"),
+                                                        pytest.param("shm", 3, torch.float32, "auto", marks=LONG)])
+def test_dispatch_compute_combine_matches_reference(transport, world, dtype, path):
+    run_ranks(_fused_worker, world, args=(ref.ROUTINGS, dtype, path), env=env(transport), timeout=150)
 
 
 def _low_latency_worker(ctx):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import pickle
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ _SEQ, _OP, _EXPERTS, _HIDDEN, _DTYPE, _K, _CHUNK, _ROW, _COUNTS = range(9)
 _FIELDS = {_OP: "operation", _EXPERTS: "num_experts", _HIDDEN: "hidden size", _DTYPE: "dtype",
            _K: "top-k", _CHUNK: "chunk size", _ROW: "row bytes"}
 OPS = {1: "dispatch", 2: "dispatch (cached handle)", 3: "combine", 4: "dispatch_compute_combine",
-       5: "low_latency_dispatch", 6: "low_latency_combine"}
+       5: "low_latency_dispatch", 6: "low_latency_combine",
+       7: "dispatch_compute_combine (dispatch)", 8: "dispatch_compute_combine (combine)"}
 _OP_CODE = {name: code for code, name in OPS.items()}
 
 
@@ -95,6 +97,12 @@ class Buffer(LowLatencyMixin):
       done only when a peer is late).
     lag_wait: seconds an expert waits for a source whose rows for it lag behind the others'
       before it runs without them (that source's rows then get a run of their own later).
+    fused_path: how dispatch_compute_combine runs: "pipelined" (fused.py's schedule),
+      "sequential" (dispatch -> experts -> combine, one pass each), or "auto": sequential when
+      every rank reaches every peer over shared memory (a shared-memory copy runs on the
+      caller's core, so there is nothing to overlap with: measured 0.83-0.91x of sequential
+      pipelined), pipelined otherwise. Decided once, from what every rank reports, so every
+      rank takes the same path; `last_path` holds (path, reason) of the last call.
     compute_nice: the calling thread's nice value while the fused call computes (the engine's
       threads and the kernel's packet path keep theirs, so compute cannot starve the wire on a
       host with fewer cores than ranks); restored afterwards where permitted (root), else kept.
@@ -106,7 +114,8 @@ class Buffer(LowLatencyMixin):
     def __init__(self, group, num_bytes: Optional[int] = None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0,
                  low_latency_mode: bool = False, num_qps_per_rank: int = 1, *, chunk_bytes: int = 128 << 10,
                  max_local_experts: int = 256, max_batch_chunks: int = 0,
-                 header_grace: float = 0.05, lag_wait: float = 0.02, compute_nice: int = 0, config: Optional[Config] = None,
+                 header_grace: float = 0.05, lag_wait: float = 0.02, compute_nice: int = 0,
+                 fused_path: str = "auto", config: Optional[Config] = None,
                  timeout: Optional[float] = None) -> None:
         self.group = group
         bootstrap = bootstrap_for(group, "moe")
@@ -115,6 +124,9 @@ class Buffer(LowLatencyMixin):
         cfg = config or dataclasses.replace(Config.from_env(), spin_us=min(Config.from_env().spin_us, 20.0),
                                             yield_us=0.0)
         self.rank, self.group_size = bootstrap.rank, bootstrap.world_size
+        if fused_path not in ("auto", "pipelined", "sequential"):
+            raise InvalidArgumentError(f"rank {self.rank}: moe.Buffer: fused_path must be 'auto', 'pipelined' "
+                                       f"or 'sequential', got {fused_path!r}")
         self.max_local_experts = max_local_experts
         self._header_ints = _COUNTS + self.group_size + max_local_experts
         self.wire = Wire(bootstrap, cfg, self._header_ints)
@@ -125,6 +137,8 @@ class Buffer(LowLatencyMixin):
         self.lag_wait = float(lag_wait)
         self.max_batch_chunks = int(max_batch_chunks)
         self.compute_nice = int(compute_nice)
+        self._fused_path = self._decide_fused_path(bootstrap, fused_path)
+        self.last_path: Optional[tuple] = None
         self._seq = 0
         self._pending: Optional[EventOverlap] = None
         # dispatch_compute_combine's record of its last call: (event, peer, chunk, time.monotonic())
@@ -139,6 +153,17 @@ class Buffer(LowLatencyMixin):
         if initial:
             self.wire.ensure_landing("dispatch", initial)
             self.wire.ensure_landing("combine", initial)
+
+    def _decide_fused_path(self, bootstrap, wanted: str) -> tuple:
+        """(path, reason) for dispatch_compute_combine; collective (an allgather of every rank's
+        channel kinds), so the answer is the same on every rank."""
+        if wanted != "auto":
+            return wanted, f"fused_path={wanted!r}"
+        mine = sorted({self.wire.ep.channel(p) for p in range(self.group_size) if p != self.rank})
+        kinds = set().union(*(pickle.loads(b) for b in bootstrap.allgather(pickle.dumps(mine))))
+        if kinds <= {"shm"}:
+            return "sequential", "shared memory: copies run on the caller's core, nothing to overlap with"
+        return "pipelined", f"channels {sorted(kinds)}: the transport moves rows while experts compute"
 
     # -- DeepEP's introspection -----------------------------------------------------------
     def get_local_buffer_tensor(self, dtype: torch.dtype, offset: int = 0, use_rdma_buffer: bool = False):
@@ -262,7 +287,7 @@ class Buffer(LowLatencyMixin):
     def dispatch(self, x, handle: Optional[Handle] = None, num_tokens_per_rank=None, num_tokens_per_rdma_rank=None,
                  is_token_in_rank=None, num_tokens_per_expert=None, topk_idx=None, topk_weights=None,
                  expert_alignment: int = 1, previous_event=None, async_finish: bool = False,
-                 allocate_on_comm_stream: bool = False, num_experts: Optional[int] = None):
+                 allocate_on_comm_stream: bool = False, num_experts: Optional[int] = None, _op: Optional[str] = None):
         """Sends each token once to every rank holding one of its experts.
 
         Returns (recv_x, recv_topk_idx, recv_topk_weights, num_recv_tokens_per_expert_list,
@@ -270,7 +295,7 @@ class Buffer(LowLatencyMixin):
         recv_x holds the sources' tokens in rank order, each source's in its token order.
         recv_topk_idx has local expert ids, -1 where the expert lives on another rank (its
         weight is then 0)."""
-        op = "dispatch (cached handle)" if handle is not None else "dispatch"
+        op = _op or ("dispatch (cached handle)" if handle is not None else "dispatch")
         parts = check_payload(self.rank, "dispatch", x)
         device = (x[0] if isinstance(x, (tuple, list)) else x).device
         T, H = parts[0].shape
@@ -340,7 +365,7 @@ class Buffer(LowLatencyMixin):
 
         def finish() -> None:
             expected = {s: _chunks(plan.received(s), ct) for s in range(R) if s != me}
-            self._receive(seq, DATA, expected, "dispatch", lambda s, c: None)
+            self._receive(seq, DATA, expected, op, lambda s, c: None)
             landed = rec.rows(landing.tensor, 0, n)
             for i, p in enumerate(recv_parts):
                 p.copy_(rec.part(landed, i))
@@ -364,7 +389,7 @@ class Buffer(LowLatencyMixin):
 
     # -- combine ----------------------------------------------------------------------------
     def combine(self, x: torch.Tensor, handle: Handle, topk_weights=None, previous_event=None,
-                async_finish: bool = False, allocate_on_comm_stream: bool = False):
+                async_finish: bool = False, allocate_on_comm_stream: bool = False, _op: str = "combine"):
         """Sends each received row back to its origin, which sums the rows of the ranks that
         held the token. Returns (combined_x [T, H], combined_topk_weights or None, event)."""
         parts = check_payload(self.rank, "combine", x)
@@ -378,9 +403,9 @@ class Buffer(LowLatencyMixin):
         seq = self._begin(previous_event)
         rec = RecordLayout.of(parts, k, ids=False)
         ct = self._chunk_tokens(rec.row_bytes)
-        rows = self._header("combine", handle.num_experts, H, dtype_code(me, "combine", parts), k, rec.row_bytes,
+        rows = self._header(_op, handle.num_experts, H, dtype_code(me, "combine", parts), k, rec.row_bytes,
                             ct, handle.counts[me])
-        _, counts = self._agree(seq, "combine", rows)
+        _, counts = self._agree(seq, _op, rows)
         if counts != handle.counts:
             raise MismatchError(f"rank {me}: moe.combine: the ranks' handles come from different dispatches")
         landing = self.wire.ensure_landing("combine", max(sum(r) for r in counts) * rec.row_bytes)
@@ -415,7 +440,7 @@ class Buffer(LowLatencyMixin):
 
         def finish() -> None:
             expected = {d: _chunks(plan.sent(d), ct) for d in range(R) if d != me}
-            self._receive(seq, RESULT, expected, "combine", landed)
+            self._receive(seq, RESULT, expected, _op, landed)
             combined.copy_(acc)
             if k:
                 combined_w.copy_(acc_w)
@@ -438,6 +463,7 @@ class Buffer(LowLatencyMixin):
         have landed (rows travel sorted by expert), while later rows are still on the wire; each
         row's result goes home as soon as its last expert ran, and the origin adds results up
         as they arrive (fused.py). Our own tokens are computed alone while a peer's header is late.
+        Over shared memory (fused_path="auto") it is dispatch -> experts -> combine instead.
         `expert_fn(local_expert, tokens [n, H]) -> [n, H]` (any float dtype; accumulated in fp32).
         With keep_received, also returns what autograd's backward needs: (out, saved)."""
         op = "dispatch_compute_combine"
@@ -453,11 +479,37 @@ class Buffer(LowLatencyMixin):
             raise self._err(op, f"x, topk_idx and topk_weights disagree: {T} tokens, "
                                 f"{tuple(topk_idx.shape)}, {tuple(topk_weights.shape)}")
         topk_weights = topk_weights.detach().cpu().float()
-        with _niced(self.compute_nice):
-            got = fused.run(self, xs, topk_idx, topk_weights, expert_fn, num_experts, previous_event, keep_received)
+        self.last_path = self._fused_path
+        if self._fused_path[0] == "sequential":
+            got = self._sequential(xs, topk_idx, topk_weights, expert_fn, num_experts, previous_event, keep_received)
+        else:
+            with _niced(self.compute_nice):
+                got = fused.run(self, xs, topk_idx, topk_weights, expert_fn, num_experts, previous_event,
+                                keep_received)
         if keep_received:
             return got[0].to(x.device), got[1]
         return got.to(x.device)
+
+    def _sequential(self, xs, topk_idx, topk_weights, expert_fn, num_experts: int, previous_event,
+                    keep_received: bool):
+        """dispatch_compute_combine as dispatch -> experts -> combine (each expert's weights pass
+        once, as in the pipelined schedule; nothing waits on a late peer but the exchanges)."""
+        op = "dispatch_compute_combine"
+        self.trace, self.trace_steps, self.trace_start = [], [], time.monotonic()
+        recv_x, recv_ids, recv_w, _, handle, _ = self.dispatch(
+            xs, topk_idx=topk_idx, topk_weights=topk_weights, num_experts=num_experts,
+            previous_event=previous_event, _op=f"{op} (dispatch)")
+        y = weighted_experts(expert_fn, recv_x, recv_ids, recv_w).to(xs.dtype)
+        out = self.combine(y, handle, _op=f"{op} (combine)")[0]
+        if not keep_received:
+            return out
+        plan = L.Plan(self.rank, self.group_size, handle.counts, handle.send_idx)
+        rec = RecordLayout.of([xs], topk_idx.shape[1])
+        rows = torch.empty(plan.num_recv, rec.row_bytes, dtype=torch.uint8)
+        rec.pack(rows, [recv_x], torch.arange(plan.num_recv), recv_ids, recv_w)
+        by_source = {s: rows[plan.recv_offset(s):plan.recv_offset(s) + plan.received(s)]
+                     for s in range(self.group_size)}
+        return out, fused.Saved(plan, rec, by_source)
 
     def _header_expert_counts(self, headers: torch.Tensor) -> torch.Tensor:
         """The per-expert counts field of exchanged headers: [source, max_local_experts]."""

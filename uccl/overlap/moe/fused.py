@@ -260,12 +260,12 @@ def run(buf, xs: torch.Tensor, topk_idx: torch.Tensor, topk_weights: torch.Tenso
     wire.drain()
     out = acc.to(xs.dtype)
     if keep_received:
-        return out, _Saved(plan, rec, {**{s: src_rows[s].clone() for s in peers}, me: own.clone()})
+        return out, Saved(plan, rec, {**{s: src_rows[s].clone() for s in peers}, me: own.clone()})
     return out
 
 
 @dataclass
-class _Saved:
+class Saved:
     """The received rows of a fused call (per source), for recomputing the experts in backward."""
 
     plan: L.Plan

@@ -364,6 +364,14 @@ void Endpoint::progress() {
   progress_locked();
 }
 
+std::vector<int> Endpoint::dead_peers() {
+  std::vector<int> dead;
+  for (int p = 0; p < cfg_.world; ++p)
+    if (p != cfg_.rank && !channels_[size_t(p)]->peer_alive() && !channels_[size_t(p)]->peer_closed())
+      dead.push_back(p);
+  return dead;
+}
+
 void Endpoint::raise_wait_failure(const OpDesc& op, double timeout_s) {
   int peer = op.peer;
   if (peer == kAnySource || op.any_peer) {

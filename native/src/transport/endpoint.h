@@ -111,6 +111,9 @@ class Endpoint : private ChannelSink {
   // Drives progress until ready() or the deadline; errors name the operation and peer.
   void wait_until(const std::function<bool()>& ready, double timeout_s, const OpDesc& op);
   void progress();
+  // The peers whose process died without closing its endpoint (for naming the root cause
+  // of an operation that failed on a peer that had given up because of them).
+  std::vector<int> dead_peers();
 
   struct Stats {
     std::vector<PeerCounters> peers;

@@ -222,8 +222,21 @@ void Communicator::collective(const CallInfo& info, uint64_t sig_seed, uint64_t 
     std::string label = info.str(), msg = e.what(), prefix = format_msg("rank ", rank(), ": ");
     if (msg.find(label) == std::string::npos)
       msg = prefix + label + ": " + (msg.rfind(prefix, 0) == 0 ? msg.substr(prefix.size()) : msg);
+    ErrorKind kind = e.kind();
+    if (kind != ErrorKind::PeerFailure) {
+      // A live peer that gave up because another rank died fails us in its own way (its
+      // regions gone, its links closed): the dead rank is the cause worth naming.
+      std::vector<int> dead = ep_->dead_peers();
+      if (!dead.empty()) {
+        std::string ranks;
+        for (int p : dead) ranks += (ranks.empty() ? "" : ", ") + std::to_string(p);
+        msg += format_msg("; rank", dead.size() > 1 ? "s " : " ", ranks, dead.size() > 1 ? " have" : " has",
+                          " died");
+        kind = ErrorKind::PeerFailure;
+      }
+    }
     links_.mark_broken(msg);
-    throw Error(e.kind(), msg);
+    throw Error(kind, msg);
   }
 }
 
